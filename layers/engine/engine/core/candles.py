@@ -1,0 +1,131 @@
+"""Candles as columnar numpy arrays: cheap to slice, share and feed to TA-Lib."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.core.timeframes import bucket_start, timeframe_ms
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+CANDLE_FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True, eq=False)
+class Candles:
+    """Bars of one (asset, timeframe), ordered by open time (UTC epoch milliseconds).
+
+    Bars need not be contiguous in time: a market that closes simply has no bars then.
+    """
+
+    time: IntArray
+    open: FloatArray
+    high: FloatArray
+    low: FloatArray
+    close: FloatArray
+    volume: FloatArray
+
+    def __post_init__(self) -> None:
+        n = len(self.time)
+        for name in CANDLE_FIELDS:
+            if len(getattr(self, name)) != n:
+                raise ValueError(
+                    f"candle column {name!r} has {len(getattr(self, name))} rows, time has {n}"
+                )
+        if n > 1 and not bool(np.all(np.diff(self.time) > 0)):
+            raise ValueError("candle times must be strictly increasing")
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Sequence[float]]) -> Candles:
+        """Rows of (open time ms, open, high, low, close, volume), in any order, last one wins."""
+        by_time: dict[int, Sequence[float]] = {}
+        for row in rows:
+            by_time[int(row[0])] = row
+        ordered = [by_time[t] for t in sorted(by_time)]
+        data = np.array(ordered, dtype=np.float64).reshape(len(ordered), 6)
+        return cls(
+            time=np.array([t for t in sorted(by_time)], dtype=np.int64),
+            open=np.ascontiguousarray(data[:, 1]),
+            high=np.ascontiguousarray(data[:, 2]),
+            low=np.ascontiguousarray(data[:, 3]),
+            close=np.ascontiguousarray(data[:, 4]),
+            volume=np.ascontiguousarray(data[:, 5]),
+        )
+
+    @classmethod
+    def empty(cls) -> Candles:
+        f = np.empty(0, dtype=np.float64)
+        return cls(np.empty(0, dtype=np.int64), f, f, f, f, f)
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+    def field(self, name: str) -> FloatArray:
+        if name not in CANDLE_FIELDS:
+            raise KeyError(name)
+        arr: FloatArray = getattr(self, name)
+        return arr
+
+    def head(self, n: int) -> Candles:
+        """The first `n` bars (used to prove that later bars change no decision)."""
+        return Candles(*(getattr(self, name)[:n] for name in ("time", *CANDLE_FIELDS)))
+
+    def tail(self, n: int) -> Candles:
+        """The last `n` bars."""
+        start = max(0, len(self) - n)
+        return Candles(*(getattr(self, name)[start:] for name in ("time", *CANDLE_FIELDS)))
+
+    def closed_count(self, timeframe: str, now_ms: int) -> int:
+        """How many leading bars have closed by `now_ms` (a bar closes one timeframe after it opens)."""
+        cutoff = now_ms - timeframe_ms(timeframe)
+        return int(np.searchsorted(self.time, cutoff, side="right"))
+
+    def resample(self, source_timeframe: str, timeframe: str) -> Candles:
+        """Aggregate into a coarser timeframe (open first, high max, low min, close last, volume sum).
+
+        The last bucket may still be forming; `align_to` only exposes buckets once closed.
+        """
+        if timeframe_ms(timeframe) < timeframe_ms(source_timeframe):
+            raise ValueError(f"cannot resample {source_timeframe} candles into finer {timeframe}")
+        if len(self) == 0:
+            return Candles.empty()
+        step = timeframe_ms(timeframe)
+        first = bucket_start(int(self.time[0]), timeframe)
+        offset = first % step
+        buckets = ((self.time - offset) // step) * step + offset
+        starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
+        ends = np.r_[starts[1:], len(self)] - 1
+        return Candles(
+            time=buckets[starts].astype(np.int64),
+            open=self.open[starts],
+            high=np.maximum.reduceat(self.high, starts),
+            low=np.minimum.reduceat(self.low, starts),
+            close=self.close[ends],
+            volume=np.add.reduceat(self.volume, starts),
+        )
+
+
+def align_to(
+    values: FloatArray,
+    informative_time: IntArray,
+    informative_timeframe: str,
+    primary_time: IntArray,
+    primary_timeframe: str,
+) -> FloatArray:
+    """Map an informative series onto primary bars so that bar t sees only bars closed by t.
+
+    An informative bar opened at S closes at S + its timeframe; primary bar t closes at
+    time[t] + its timeframe. Bar t sees the last informative bar with close <= t's close.
+    """
+    closes = informative_time + timeframe_ms(informative_timeframe)
+    primary_closes = primary_time + timeframe_ms(primary_timeframe)
+    idx = np.searchsorted(closes, primary_closes, side="right") - 1
+    out = np.full(len(primary_time), np.nan, dtype=np.float64)
+    visible = idx >= 0
+    out[visible] = values[idx[visible]]
+    return out

@@ -1,0 +1,162 @@
+"""TA-Lib indicators, driven entirely by TA-Lib's own function metadata.
+
+Every TA-Lib function is available under its own name, with its own parameter and output
+names; validation asks TA-Lib itself whether a parameter set is acceptable, so nothing here
+is a hand-kept list that could drift from the library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import numpy as np
+import talib
+import talib.abstract
+
+from engine.core.candles import CANDLE_FIELDS, Candles, FloatArray
+
+# TA-Lib optional-input types: 0 real range, 1 real list, 2 integer range, 3 integer list.
+_INTEGER_TYPES = {2, 3}
+_PROBE_BARS = 64
+
+
+@dataclass(frozen=True)
+class FunctionInfo:
+    name: str
+    parameters: Mapping[str, int | float]
+    integer_parameters: frozenset[str]
+    outputs: tuple[str, ...]
+    # input name -> candle field(s) it reads by default, e.g. {"prices": ("high","low","close")}
+    inputs: Mapping[str, tuple[str, ...]]
+
+
+@cache
+def function_names() -> frozenset[str]:
+    return frozenset(talib.get_functions())
+
+
+@cache
+def function_info(name: str) -> FunctionInfo:
+    """Metadata of a TA-Lib function; KeyError when TA-Lib has no such function."""
+    if name not in function_names():
+        raise KeyError(name)
+    fn = talib.abstract.Function(name)
+    info = fn.info
+    opt_inputs = fn._Function__local.opt_inputs  # TA-Lib keeps parameter types only here
+    integer = frozenset(k for k, v in opt_inputs.items() if v["type"] in _INTEGER_TYPES)
+    inputs = {
+        key: tuple(value) if isinstance(value, list) else (value,)
+        for key, value in info["input_names"].items()
+    }
+    return FunctionInfo(
+        name=name,
+        parameters=dict(info["parameters"]),
+        integer_parameters=integer,
+        outputs=tuple(info["output_names"]),
+        inputs=inputs,
+    )
+
+
+def check_indicator(
+    name: str, params: Mapping[str, Any]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """Problems with one indicator definition, each as (path below the indicator, message)."""
+    if name not in function_names():
+        return [(("fn",), f"unknown TA-Lib function {name!r}")]
+    info = function_info(name)
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for key in info.inputs:
+        for source in info.inputs[key]:
+            if source not in CANDLE_FIELDS:
+                problems.append(
+                    (("fn",), f"{name} needs input {source!r}, which is not a candle field")
+                )
+    for key, value in params.items():
+        if key not in info.parameters:
+            known = ", ".join(info.parameters) or "none"
+            problems.append((("params", key), f"unknown parameter for {name} (known: {known})"))
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            problems.append((("params", key), "must be a number"))
+        elif key in info.integer_parameters and float(value) != int(value):
+            problems.append((("params", key), "must be a whole number"))
+    if problems:
+        return problems
+    try:
+        _run(name, params, _probe_inputs())
+    except Exception as exc:  # TA-Lib reports bad values as a generic Exception
+        detail = str(exc).split(":", 1)[-1].strip() or "rejected by TA-Lib"
+        return [(("params",), f"TA-Lib rejects these parameters for {name}: {detail}")]
+    return []
+
+
+def lookback(name: str, params: Mapping[str, Any]) -> int:
+    """Bars TA-Lib needs before the first defined value, for these parameters."""
+    fn = talib.abstract.Function(name)
+    fn.set_parameters(_coerce(name, params))
+    return int(fn.lookback)
+
+
+def compute(name: str, params: Mapping[str, Any], candles: Candles) -> dict[str, FloatArray]:
+    """Run a TA-Lib function on candles; one float array per TA-Lib output name."""
+    info = function_info(name)
+    if len(candles) == 0:
+        return {out: np.empty(0, dtype=np.float64) for out in info.outputs}
+    arrays = {f: candles.field(f) for f in CANDLE_FIELDS}
+    result = _run(name, params, arrays)
+    outputs = result if isinstance(result, list) else [result]
+    return {
+        out: np.asarray(values, dtype=np.float64)
+        for out, values in zip(info.outputs, outputs, strict=True)
+    }
+
+
+def _coerce(name: str, params: Mapping[str, Any]) -> dict[str, int | float]:
+    integer = function_info(name).integer_parameters
+    return {k: int(v) if k in integer else float(v) for k, v in params.items()}
+
+
+def _run(name: str, params: Mapping[str, Any], arrays: Mapping[str, FloatArray]) -> Any:
+    fn = talib.abstract.Function(name)
+    return fn(dict(arrays), **_coerce(name, params))
+
+
+@cache
+def _probe_inputs() -> dict[str, FloatArray]:
+    rng = np.random.default_rng(0)
+    close = 100 + np.cumsum(rng.normal(0, 1, _PROBE_BARS))
+    return {
+        "open": close + rng.normal(0, 0.5, _PROBE_BARS),
+        "high": close + 2,
+        "low": close - 2,
+        "close": close,
+        "volume": rng.uniform(1, 10, _PROBE_BARS),
+    }
+
+
+@dataclass
+class IndicatorCache:
+    """Indicator values shared by every strategy that asks for the same computation.
+
+    Keyed by (asset, source timeframe, indicator timeframe, function, parameters), so a bulk
+    run computes each distinct indicator on each market once. `computations` counts misses.
+    """
+
+    computations: int = 0
+    _values: dict[tuple[Any, ...], dict[str, FloatArray]] = field(default_factory=dict)
+
+    def get_or_compute(
+        self,
+        key: tuple[Any, ...],
+        name: str,
+        params: Mapping[str, Any],
+        candles: Candles,
+    ) -> dict[str, FloatArray]:
+        found = self._values.get(key)
+        if found is None:
+            found = compute(name, params, candles)
+            self._values[key] = found
+            self.computations += 1
+        return found

@@ -1,0 +1,133 @@
+"""Execution state and evaluation results: what storage loads and saves, what the API returns."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+OrderSide = Literal["enter_long", "exit_long"]
+OrderType = Literal["market", "stop_loss", "take_profit"]
+OrderStatus = Literal["filled", "open", "cancelled"]
+ExitReason = Literal["stop_loss", "take_profit", "signal", "time"]
+
+
+class _State(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Order(_State):
+    order_id: str
+    position_id: str
+    strategy_id: str
+    asset: str
+    side: OrderSide
+    type: OrderType
+    quantity: float
+    price: float | None = Field(description="fill price, or the trigger price of a resting order")
+    status: OrderStatus
+    reason: str
+    created_at: datetime = Field(description="open time of the bar that created the order")
+    filled_at: datetime | None = None
+
+
+class Position(_State):
+    """An open or closed long position; a closed position is a trade."""
+
+    position_id: str
+    strategy_id: str
+    asset: str
+    status: Literal["open", "closed"] = "open"
+    entry_time: datetime = Field(description="open time of the entry bar")
+    entry_price: float
+    quantity: float
+    entry_fee: float = 0.0
+    stop_loss_price: float | None = None
+    take_profit_price: float | None = None
+    exit_time: datetime | None = None
+    exit_price: float | None = None
+    exit_fee: float | None = None
+    exit_reason: ExitReason | None = None
+    pnl: float | None = None
+
+
+class LossRecord(_State):
+    exit_time: datetime
+    position_id: str
+
+
+class CooldownState(_State):
+    """Per (strategy, asset): recent losing exits and the trip that currently governs."""
+
+    asset: str
+    losses: list[LossRecord] = Field(default_factory=list)
+    tripped_at: datetime | None = Field(default=None, description="bar at which the tier tripped")
+    blocked_bars: int = Field(default=0, description="bars after tripped_at still blocked")
+    tier: Literal["short", "long"] | None = None
+
+
+class ExecutionState(_State):
+    """Everything an evaluation needs besides the strategy and candles.
+
+    `version` increases with every committed change; storage conditions its commit on it.
+    """
+
+    strategy_id: str
+    version: int = 0
+    positions: list[Position] = Field(default_factory=list, description="open positions")
+    orders: list[Order] = Field(default_factory=list, description="orders of open positions")
+    cooldowns: dict[str, CooldownState] = Field(default_factory=dict)
+
+
+class Warning(_State):
+    code: str
+    message: str
+
+
+class CooldownStatus(_State):
+    asset: str
+    active: bool
+    tier: Literal["short", "long"] | None = None
+    until: datetime | None = Field(
+        default=None, description="last bar at which entries are blocked"
+    )
+    remaining_bars: int = Field(default=0, description="bars from this one to `until`, inclusive")
+
+
+class ClosedTrade(_State):
+    position_id: str
+    asset: str
+    entry_time: datetime
+    exit_time: datetime
+    entry_price: float
+    exit_price: float
+    quantity: float
+    fees: float
+    pnl: float
+    exit_reason: ExitReason
+
+
+class Changes(_State):
+    """What an evaluation changed: the items storage must write, nothing else."""
+
+    positions: list[Position] = Field(default_factory=list)
+    orders: list[Order] = Field(default_factory=list)
+    cooldowns: list[CooldownState] = Field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.positions or self.orders or self.cooldowns)
+
+
+class EvaluationResult(_State):
+    strategy_id: str
+    bar: datetime | None = Field(description="open time of the newest closed bar evaluated")
+    persisted: bool = False
+    orders: list[Order] = Field(default_factory=list)
+    positions: list[Position] = Field(default_factory=list)
+    closed_trades: list[ClosedTrade] = Field(default_factory=list)
+    cooldowns: list[CooldownStatus] = Field(default_factory=list)
+    warnings: list[Warning] = Field(default_factory=list)
+    state: ExecutionState = Field(exclude=True)
+    changes: Changes = Field(default_factory=Changes, exclude=True)

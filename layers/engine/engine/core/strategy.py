@@ -1,0 +1,422 @@
+"""The strategy object (DESIGN §3) as a pydantic v2 model: the one schema of a strategy.
+
+Structural problems come from pydantic; indicator problems are checked against TA-Lib's
+metadata; references between conditions and indicators are checked once the structure is
+sound. Every problem carries its JSON path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from functools import cached_property
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictFloat,
+    StrictInt,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from engine.core import indicators
+from engine.core.candles import CANDLE_FIELDS
+from engine.core.timeframes import Timeframe, timeframe_ms
+
+STRATEGY_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+# Exchange symbols such as BTC/USDT, EUR-USD, AAPL, BRK.B, ETH/USDT:USDT.
+ASSET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,31}$"
+INDICATOR_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+
+Number = StrictInt | StrictFloat
+StrategyId = Annotated[str, Field(pattern=STRATEGY_ID_PATTERN)]
+AssetSymbol = Annotated[str, Field(pattern=ASSET_PATTERN)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- indicators -------------------------------------------------------------------------
+
+
+class IndicatorDef(_Model):
+    """A named instance of a TA-Lib function, optionally on an informative timeframe."""
+
+    fn: str = Field(description="TA-Lib function name, e.g. RSI, MACD, BBANDS")
+    params: dict[str, Number] = Field(default_factory=dict, description="TA-Lib parameters")
+    timeframe: Timeframe | None = Field(
+        default=None, description="Informative timeframe; only bars closed by bar t are visible"
+    )
+
+    @model_validator(mode="after")
+    def _check_against_talib(self) -> IndicatorDef:
+        problems = indicators.check_indicator(self.fn, self.params)
+        if problems:
+            raise _errors(
+                "IndicatorDef", [(path, "invalid_indicator", msg) for path, msg in problems]
+            )
+        return self
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return indicators.function_info(self.fn).outputs
+
+    @property
+    def params_key(self) -> tuple[tuple[str, float], ...]:
+        return tuple(sorted((k, float(v)) for k, v in self.params.items()))
+
+
+# --- conditions -------------------------------------------------------------------------
+
+
+class Ref(_Model):
+    """An operand's value `shift` bars before the bar being evaluated."""
+
+    ref: str
+    shift: Annotated[int, Field(ge=0, le=10_000)] = 0
+
+
+Operand = Annotated[Number | Ref | str, Field(union_mode="left_to_right")]
+ComparisonOp = Literal["<", "<=", ">", ">=", "crosses_above", "crosses_below"]
+
+
+class Comparison(_Model):
+    left: Operand
+    op: ComparisonOp
+    right: Operand
+
+
+class AllOf(_Model):
+    all: Annotated[list[Condition], Field(min_length=1)]
+
+
+class AnyOf(_Model):
+    any: Annotated[list[Condition], Field(min_length=1)]
+
+
+class NotOf(_Model):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    not_: Condition = Field(alias="not")
+
+
+def _condition_kind(value: Any) -> str | None:
+    if isinstance(value, BaseModel):
+        return {AllOf: "all", AnyOf: "any", NotOf: "not", Comparison: "compare"}.get(type(value))
+    if isinstance(value, dict):
+        for key in ("all", "any", "not"):
+            if key in value:
+                return key
+        return "compare"
+    return None
+
+
+Condition = Annotated[
+    Annotated[AllOf, Tag("all")]
+    | Annotated[AnyOf, Tag("any")]
+    | Annotated[NotOf, Tag("not")]
+    | Annotated[Comparison, Tag("compare")],
+    Discriminator(
+        _condition_kind,
+        custom_error_type="invalid_condition",
+        custom_error_message="a condition is an object with all, any, not, or left/op/right",
+    ),
+]
+
+AllOf.model_rebuild()
+AnyOf.model_rebuild()
+NotOf.model_rebuild()
+
+
+# --- execution config -------------------------------------------------------------------
+
+
+class PositionSizing(_Model):
+    type: Literal["fixed_notional", "fixed_quantity"] = "fixed_quantity"
+    value: Annotated[float, Field(gt=0)] = 1.0
+
+
+class PercentStop(_Model):
+    type: Literal["percent"]
+    value: Annotated[float, Field(gt=0, lt=1, description="0.02 places the stop 2% below entry")]
+
+
+class AtrLevel(_Model):
+    type: Literal["atr"]
+    indicator: str = Field(description="name of an ATR-like indicator defined in `indicators`")
+    multiplier: Annotated[float, Field(gt=0)]
+
+
+class PercentTarget(_Model):
+    type: Literal["percent"]
+    value: Annotated[float, Field(gt=0, description="0.04 places the target 4% above entry")]
+
+
+class RiskRewardTarget(_Model):
+    type: Literal["risk_reward"]
+    ratio: Annotated[float, Field(gt=0)]
+
+
+StopLoss = Annotated[PercentStop | AtrLevel, Field(discriminator="type")]
+TakeProfit = Annotated[PercentTarget | AtrLevel | RiskRewardTarget, Field(discriminator="type")]
+
+
+class TimeBasedExits(_Model):
+    max_hold_bars: Annotated[int, Field(ge=1)] | None = None
+
+
+class CooldownTiers(_Model):
+    """Loss-streak limits for one timeframe; a tier with limit or window 0 is off."""
+
+    short_loss_limit: Annotated[int, Field(ge=0)] = 0
+    short_window_bars: Annotated[int, Field(ge=0)] = 0
+    long_loss_limit: Annotated[int, Field(ge=0)] = 0
+    long_window_bars: Annotated[int, Field(ge=0)] = 0
+    max_hold_bars: Any = Field(default=None, exclude=True, json_schema_extra={"deprecated": True})
+
+    @field_validator("max_hold_bars")
+    @classmethod
+    def _misplaced_max_hold(cls, value: Any) -> None:
+        if value is not None:
+            raise PydanticCustomError(
+                "misplaced_key",
+                "max_hold_bars is not a cooldown key: it belongs in "
+                "execution_config.time_based_exits.max_hold_bars",
+            )
+        return None
+
+
+class ExecutionConfig(_Model):
+    position_sizing: PositionSizing = Field(default_factory=PositionSizing)
+    max_open_positions: Annotated[int, Field(ge=1, le=100)] = 1
+    stop_loss: StopLoss | None = None
+    take_profit: TakeProfit | None = None
+    time_based_exits: TimeBasedExits = Field(default_factory=TimeBasedExits)
+    fee_rate: Annotated[float, Field(ge=0, lt=0.1)] = 0.0
+    cooldown_config: dict[Timeframe, CooldownTiers] | None = None
+    # Legacy flat cooldown keys (DESIGN §5): still honoured, with a deprecation warning.
+    cooldown_bars: Annotated[int, Field(ge=1)] | None = None
+    daily_momentum_limit: Annotated[int, Field(ge=1)] | None = None
+    weekly_momentum_limit: Annotated[int, Field(ge=1)] | None = None
+
+
+# --- strategy ---------------------------------------------------------------------------
+
+
+class Strategy(_Model):
+    """A long-only strategy evaluated bar by bar on its primary timeframe."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Strategy")
+
+    strategy_id: StrategyId
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    status: Literal["active", "paused"] = "active"
+    assets: Annotated[list[AssetSymbol], Field(min_length=1, max_length=50)]
+    timeframe: Timeframe
+    indicators: dict[Annotated[str, Field(pattern=INDICATOR_NAME_PATTERN)], IndicatorDef] = Field(
+        default_factory=dict
+    )
+    entry: Condition
+    exit: Condition | None = None
+    execution_config: ExecutionConfig = Field(default_factory=ExecutionConfig)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Strategy:
+        problems = list(_reference_problems(self))
+        if problems:
+            raise _errors("Strategy", problems)
+        return self
+
+    # Derived facts, computed once per (immutable) strategy.
+    @cached_property
+    def warmup_bars(self) -> int:
+        """Primary-timeframe bars needed before every indicator and shift is defined."""
+        primary = timeframe_ms(self.timeframe)
+        need = 1
+        for ind in self.indicators.values():
+            bars = indicators.lookback(ind.fn, ind.params) + 1
+            if ind.timeframe is not None:
+                bars *= max(1, timeframe_ms(ind.timeframe) // primary)
+            need = max(need, bars)
+        # Unstable-period functions (EMA, RSI, ATR...) converge over roughly 3x their lookback.
+        return need * 3 + 1 + _max_shift(self)
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+
+
+def _max_shift(strategy: Strategy) -> int:
+    shift = 1  # crosses_* look one bar back
+    for cond in _conditions(strategy):
+        if isinstance(cond, Comparison):
+            for operand in (cond.left, cond.right):
+                if isinstance(operand, Ref):
+                    shift = max(shift, operand.shift + 1)
+    return shift
+
+
+def _conditions(strategy: Strategy) -> Iterator[Any]:
+    roots = [strategy.entry] + ([strategy.exit] if strategy.exit is not None else [])
+    stack: list[Any] = list(roots)
+    while stack:
+        cond = stack.pop()
+        yield cond
+        if isinstance(cond, AllOf):
+            stack.extend(cond.all)
+        elif isinstance(cond, AnyOf):
+            stack.extend(cond.any)
+        elif isinstance(cond, NotOf):
+            stack.append(cond.not_)
+
+
+def series_names(strategy: Strategy) -> dict[str, tuple[str, str | None]]:
+    """Every name an operand may use -> (indicator or candle field, output name or None)."""
+    names: dict[str, tuple[str, str | None]] = {f: (f, None) for f in CANDLE_FIELDS}
+    for name, ind in strategy.indicators.items():
+        outputs = ind.outputs
+        if len(outputs) == 1:
+            names[name] = (name, outputs[0])
+        for out in outputs:
+            names[f"{name}.{out}"] = (name, out)
+    return names
+
+
+def _reference_problems(strategy: Strategy) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
+    known = series_names(strategy)
+    for name in strategy.indicators:
+        if name in CANDLE_FIELDS:
+            yield ("indicators", name), "reserved_name", f"{name!r} is a candle field"
+
+    def check_operand(operand: Any, path: tuple[str | int, ...]) -> Iterator[Any]:
+        ref = operand.ref if isinstance(operand, Ref) else operand
+        if isinstance(operand, Ref):
+            path = (*path, "ref")
+        if isinstance(ref, str) and ref not in known:
+            yield path, "undefined_reference", _unknown_reference(strategy, ref)
+
+    def walk(cond: Any, path: tuple[str | int, ...]) -> Iterator[Any]:
+        if isinstance(cond, AllOf):
+            for i, child in enumerate(cond.all):
+                yield from walk(child, (*path, "all", i))
+        elif isinstance(cond, AnyOf):
+            for i, child in enumerate(cond.any):
+                yield from walk(child, (*path, "any", i))
+        elif isinstance(cond, NotOf):
+            yield from walk(cond.not_, (*path, "not"))
+        elif isinstance(cond, Comparison):
+            yield from check_operand(cond.left, (*path, "left"))
+            yield from check_operand(cond.right, (*path, "right"))
+
+    yield from walk(strategy.entry, ("entry",))
+    if strategy.exit is not None:
+        yield from walk(strategy.exit, ("exit",))
+
+    config = strategy.execution_config
+    for key, level in (("stop_loss", config.stop_loss), ("take_profit", config.take_profit)):
+        if isinstance(level, AtrLevel) and level.indicator not in known:
+            yield (
+                ("execution_config", key, "indicator"),
+                "undefined_reference",
+                _unknown_reference(strategy, level.indicator),
+            )
+    if isinstance(config.take_profit, RiskRewardTarget) and config.stop_loss is None:
+        yield (
+            ("execution_config", "take_profit"),
+            "missing_stop_loss",
+            "a risk_reward take-profit is priced from the stop: set execution_config.stop_loss",
+        )
+    for name, ind in strategy.indicators.items():
+        if ind.timeframe is not None and timeframe_ms(ind.timeframe) < timeframe_ms(
+            strategy.timeframe
+        ):
+            yield (
+                ("indicators", name, "timeframe"),
+                "invalid_timeframe",
+                f"informative timeframe {ind.timeframe} is finer than the strategy's {strategy.timeframe}",
+            )
+
+
+def _unknown_reference(strategy: Strategy, ref: str) -> str:
+    base, _, output = ref.partition(".")
+    ind = strategy.indicators.get(base)
+    if ind is not None and output:
+        return f"indicator {base!r} ({ind.fn}) has no output {output!r}; outputs: {', '.join(ind.outputs)}"
+    if ind is not None:
+        choices = ", ".join(f"{base}.{o}" for o in ind.outputs)
+        return f"indicator {base!r} ({ind.fn}) has several outputs; use one of {choices}"
+    return f"{ref!r} is not a candle field or a defined indicator"
+
+
+def _errors(title: str, problems: list[tuple[tuple[str | int, ...], str, str]]) -> ValidationError:
+    details = [
+        InitErrorDetails(type=PydanticCustomError(code, message), loc=path, input=None)
+        for path, code, message in problems
+    ]
+    return ValidationError.from_exception_data(title, details)
+
+
+class StrategyInvalid(ValueError):
+    """A strategy failed validation; `problems` lists every (path, message)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{path}: {msg}" for path, msg in problems))
+
+
+def format_path(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def problems_from(error: ValidationError) -> list[tuple[str, str]]:
+    """Flatten pydantic's errors into (JSON path, message), one per path.
+
+    A union (an operand may be a number, a name or a ref) fails once per branch; those
+    branch messages are merged so the caller reads one problem per place.
+    """
+    merged: dict[str, list[str]] = {}
+    for err in error.errors(include_url=False):
+        path = format_path(_clean_loc(tuple(err["loc"])))
+        messages = merged.setdefault(path, [])
+        if err["msg"] not in messages:
+            messages.append(err["msg"])
+    return [
+        (path, msgs[0] if len(msgs) == 1 else "none of the accepted forms: " + "; ".join(msgs))
+        for path, msgs in merged.items()
+    ]
+
+
+_UNION_TAGS = frozenset({"compare", "int", "float", "str", "Ref"})
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
+    """Drop pydantic's union tags so paths match the JSON the user wrote."""
+    cleaned: list[str | int] = []
+    for part in loc:
+        if isinstance(part, str) and (part in _UNION_TAGS or part.startswith("function-")):
+            continue
+        # a condition's tag repeats the key it sits under: entry.all.all[0] -> entry.all[0]
+        if cleaned and part in {"all", "any", "not"} and cleaned[-1] == part:
+            continue
+        cleaned.append(part)
+    return tuple(cleaned)
+
+
+def parse_strategy(data: Any) -> Strategy:
+    """Validate a strategy document; raises StrategyInvalid naming every problem."""
+    try:
+        return Strategy.model_validate(data)
+    except ValidationError as exc:
+        raise StrategyInvalid(problems_from(exc)) from None
