@@ -1,0 +1,68 @@
+"""The small interfaces the service layer needs from the outside world.
+
+Adapters implement them: DynamoDB (PynamoDB) for storage, DynamoDB/ccxt/files for market
+data, and in-memory fakes in tests. The core never sees any of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from engine.core.candles import Candles
+from engine.core.state import Changes, ExecutionState
+from engine.core.strategy import Strategy
+
+
+class StrategyRepository(Protocol):
+    def get(self, strategy_id: str) -> Strategy | None: ...
+
+    def get_many(self, strategy_ids: Sequence[str]) -> dict[str, Strategy]:
+        """Batched read; ids that do not exist are simply absent from the answer."""
+        ...
+
+    def put(self, strategy: Strategy) -> None: ...
+
+    def list(self, *, status: str | None = None) -> list[Strategy]: ...
+
+
+class StateRepository(Protocol):
+    """The unit of work over execution state: load many states, commit one atomically."""
+
+    def load(self, strategies: Sequence[Strategy]) -> dict[str, ExecutionState]:
+        """States (open positions, their open orders, cooldowns, version) in batched reads."""
+        ...
+
+    def commit(self, state: ExecutionState, changes: Changes) -> int:
+        """Write `changes` in one transaction conditioned on `state.version`; return the new
+        version. Raises ConcurrentEvaluation when another commit moved the version first.
+        Writes nothing at all when `changes` is empty."""
+        ...
+
+
+class CandleRepository(Protocol):
+    def put(self, asset: str, timeframe: str, candles: Candles) -> int:
+        """Upsert candles by open time; returns how many were written."""
+        ...
+
+    def latest(self, asset: str, timeframe: str, limit: int) -> Candles: ...
+
+
+class MarketDataProvider(Protocol):
+    """Candles for (asset, timeframe): at least `bars` of them when the source has them.
+
+    The provider may return a still-forming last bar; the engine ignores bars that have not
+    closed by `now_ms`. Raises MarketDataUnavailable when the source fails.
+    """
+
+    def fetch(self, asset: str, timeframe: str, bars: int, now_ms: int) -> Candles: ...
+
+
+def unique_pairs(strategies: Iterable[Strategy]) -> list[tuple[str, str]]:
+    """Every (asset, timeframe) the strategies need, each once, in a stable order."""
+    seen: dict[tuple[str, str], None] = {}
+    for strategy in strategies:
+        for asset in strategy.assets:
+            # informative timeframes are resampled from these primary candles
+            seen.setdefault((asset, strategy.timeframe), None)
+    return list(seen)
