@@ -1,0 +1,99 @@
+"""Bulk evaluation: POST /api/v1/execution/evaluate/bulk, the EventBridge schedule, and the
+SQS fan-out worker, all on one function so every path runs the same engine."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from engine.api import (
+    BASE_PATH,
+    BulkRequest,
+    build_resolver,
+    oversized,
+    responses,
+    to_proxy_response,
+)
+from engine.bootstrap import service
+from engine.observability import instrumented, logger, metrics
+from engine.schedule import SqsFanout, evaluate_chunk, run_scheduled_tick
+from engine.service import BulkResult
+
+app = build_resolver()
+processor = BatchProcessor(event_type=EventType.SQS)
+
+SCHEDULE_INTERVAL_MS = int(os.environ.get("SCHEDULE_INTERVAL_SECONDS", "60")) * 1000
+CHUNK_SIZE = int(os.environ.get("BULK_CHUNK_SIZE", "200"))
+
+
+@app.post(
+    f"{BASE_PATH}/evaluate/bulk",
+    summary="Evaluate many stored strategies, sharing market data and indicators",
+    description="One result per strategy; a failing strategy reports its error and never "
+    "affects the others. At most 500 ids per request.",
+    responses=responses("per-strategy results and a summary"),
+)
+def evaluate_bulk(request: BulkRequest) -> BulkResult:
+    result = service().evaluate_bulk(request.strategy_ids, persist=request.persist)
+    _record_bulk(result)
+    return result
+
+
+def _record_bulk(result: BulkResult) -> None:
+    summary = result.summary
+    metrics.add_metric(name="BulkSize", unit=MetricUnit.Count, value=summary.requested)
+    metrics.add_metric(name="BulkFailed", unit=MetricUnit.Count, value=summary.failed)
+    metrics.add_metric(name="BulkDuration", unit=MetricUnit.Milliseconds, value=summary.duration_ms)
+
+
+def _scheduled(event: dict[str, Any]) -> dict[str, Any]:
+    tick = datetime.fromisoformat(event["time"].replace("Z", "+00:00"))
+    queue_url = os.environ.get("FANOUT_QUEUE_URL")
+    report = run_scheduled_tick(
+        service(),
+        tick_ms=int(tick.timestamp() * 1000),
+        interval_ms=SCHEDULE_INTERVAL_MS,
+        chunk_size=CHUNK_SIZE,
+        fanout=SqsFanout(queue_url) if queue_url else None,
+    )
+    logger.info(
+        "scheduled tick",
+        extra={"due": report.due, "evaluated": report.evaluated, "chunks": report.chunks_enqueued},
+    )
+    if report.retryable_failures:
+        # Lambda's async retry (then the schedule's DLQ) runs the tick again; strategies
+        # that committed are unchanged by the rerun, so only the failed ones do new work.
+        raise RuntimeError(
+            f"{len(report.retryable_failures)} due strategies failed and need a retry: "
+            + ", ".join(f.strategy_id for f in report.retryable_failures)
+        )
+    return {"due": report.due, "evaluated": report.evaluated, "chunks": report.chunks_enqueued}
+
+
+def _record_handler(record: SQSRecord) -> None:
+    evaluate_chunk(service(), record.body)
+
+
+@instrumented(correlation_paths.API_GATEWAY_REST)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if event.get("detail-type") == "Scheduled Event":
+        return _scheduled(event)
+    records = event.get("Records")
+    if isinstance(records, list) and records and records[0].get("eventSource") == "aws:sqs":
+        answer = process_partial_response(
+            event=event, record_handler=_record_handler, processor=processor, context=context
+        )
+        return dict(answer)
+    too_large = oversized(event)
+    if too_large is not None:
+        return to_proxy_response(too_large)
+    return app.resolve(event, context)

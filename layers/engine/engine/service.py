@@ -1,0 +1,244 @@
+"""The service layer: what the Lambda handlers and the CLI call.
+
+It loads strategies and state through the repositories, fetches market data once per
+(asset, timeframe), runs the pure core, and commits each strategy's changes atomically.
+Failures are per strategy: one strategy's error never costs another its result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from engine.core.cooldown import CooldownRules
+from engine.core.evaluate import compile_strategy, evaluate
+from engine.core.market import MarketData
+from engine.core.state import EvaluationResult, ExecutionState, Position, Warning
+from engine.core.strategy import Strategy, parse_strategy
+from engine.core.timeframes import bucket_start, timeframe_ms, to_ms
+from engine.errors import EngineError, InvalidRequest, StrategyNotFound
+from engine.marketdata import load_market
+from engine.ports import MarketDataProvider, StateRepository, StrategyRepository, unique_pairs
+
+logger = logging.getLogger("engine.service")
+
+MAX_BULK_STRATEGIES = 500
+StalePolicy = Literal["reject", "warn"]
+Clock = Callable[[], int]
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, str]] = Field(default_factory=list)
+
+
+class BulkFailure(BaseModel):
+    strategy_id: str
+    error: ErrorBody
+
+
+class BulkSummary(BaseModel):
+    requested: int
+    succeeded: int
+    failed: int
+    pairs: int
+    market_data_fetches: int
+    indicator_computations: int
+    duration_ms: int
+
+
+class BulkResult(BaseModel):
+    results: list[EvaluationResult | BulkFailure]
+    summary: BulkSummary
+
+
+@dataclass
+class ExecutionService:
+    strategies: StrategyRepository
+    states: StateRepository
+    market_data: MarketDataProvider
+    stale_policy: StalePolicy = "reject"
+    clock: Clock = wall_clock_ms
+    _history_margin: int = field(default=2, repr=False)
+
+    # --- single evaluations ---------------------------------------------------------------
+
+    def evaluate_by_id(self, strategy_id: str, *, persist: bool = True) -> EvaluationResult:
+        strategy = self.strategies.get(strategy_id)
+        if strategy is None:
+            raise StrategyNotFound(f"no strategy with id {strategy_id!r}")
+        outcome = self._evaluate_many([strategy], persist=persist)
+        result = outcome.results[0]
+        if isinstance(result, _Failed):
+            raise result.error
+        return result
+
+    def evaluate_draft(
+        self, strategy: Strategy | Mapping[str, Any], positions: Sequence[Position] = ()
+    ) -> EvaluationResult:
+        """Evaluate a strategy object with optional open positions; never writes anything."""
+        if not isinstance(strategy, Strategy):
+            strategy = parse_strategy(strategy)
+        for position in positions:
+            if position.asset not in strategy.assets:
+                raise InvalidRequest(
+                    f"position {position.position_id} is on {position.asset}, "
+                    f"which the strategy does not trade"
+                )
+        state = ExecutionState(
+            strategy_id=strategy.strategy_id,
+            positions=[p for p in positions if p.status == "open"],
+        )
+        outcome = self._evaluate_many(
+            [strategy], persist=False, states={strategy.strategy_id: state}
+        )
+        result = outcome.results[0]
+        if isinstance(result, _Failed):
+            raise result.error
+        return result
+
+    # --- bulk -----------------------------------------------------------------------------
+
+    def evaluate_bulk(self, strategy_ids: Sequence[str], *, persist: bool = True) -> BulkResult:
+        started = time.perf_counter()
+        if len(strategy_ids) > MAX_BULK_STRATEGIES:
+            raise InvalidRequest(
+                f"strategy_ids has {len(strategy_ids)} entries; at most {MAX_BULK_STRATEGIES} per request"
+            )
+        ordered = list(dict.fromkeys(strategy_ids))
+        found = self.strategies.get_many(ordered)
+        outcome = self._evaluate_many([found[i] for i in ordered if i in found], persist=persist)
+        by_id = {r.strategy_id: r for r in outcome.results}
+        results: list[EvaluationResult | BulkFailure] = []
+        for strategy_id in ordered:
+            item = by_id.get(strategy_id)
+            if item is None:
+                item = _Failed(
+                    strategy_id, StrategyNotFound(f"no strategy with id {strategy_id!r}")
+                )
+            results.append(item.as_failure() if isinstance(item, _Failed) else item)
+        failed = sum(1 for r in results if isinstance(r, BulkFailure))
+        return BulkResult(
+            results=results,
+            summary=BulkSummary(
+                requested=len(ordered),
+                succeeded=len(results) - failed,
+                failed=failed,
+                pairs=outcome.pairs,
+                market_data_fetches=outcome.fetches,
+                indicator_computations=outcome.computations,
+                duration_ms=int((time.perf_counter() - started) * 1000),
+            ),
+        )
+
+    def due_strategies(self, tick_ms: int, interval_ms: int) -> list[Strategy]:
+        """Active strategies whose primary timeframe closed a bar in (tick - interval, tick].
+
+        Derived from the clock, not from per-strategy bookkeeping, so a quiet tick writes
+        nothing and a duplicated delivery of the same tick selects the same strategies.
+        """
+        due = []
+        for strategy in self.strategies.list(status="active"):
+            tf = strategy.timeframe
+            if bucket_start(tick_ms, tf) > bucket_start(tick_ms - interval_ms, tf):
+                due.append(strategy)
+        return due
+
+    # --- the shared path ------------------------------------------------------------------
+
+    def _evaluate_many(
+        self,
+        strategies: Sequence[Strategy],
+        *,
+        persist: bool,
+        states: Mapping[str, ExecutionState] | None = None,
+    ) -> _Outcome:
+        now = self.clock()
+        results: list[EvaluationResult | _Failed] = []
+        if states is None:
+            try:
+                states = self.states.load(strategies)
+            except EngineError as exc:
+                return _Outcome([_Failed(s.strategy_id, exc) for s in strategies], 0, 0, 0)
+        compiled = {s.strategy_id: compile_strategy(s) for s in strategies}
+        bars: dict[tuple[str, str], int] = {}
+        for strategy in strategies:
+            rules = compiled[strategy.strategy_id].cooldown
+            need = self._history_needed(strategy, rules, states.get(strategy.strategy_id), now)
+            for pair in unique_pairs([strategy]):
+                bars[pair] = max(bars.get(pair, 0), need)
+        loaded = load_market(list(bars), self.market_data, bars, now, self.stale_policy)
+        market = MarketData(loaded.candles)
+        for strategy in strategies:
+            failure = next(
+                (loaded.failures[p] for p in unique_pairs([strategy]) if p in loaded.failures), None
+            )
+            if failure is not None:
+                results.append(_Failed(strategy.strategy_id, failure))
+                continue
+            state = states.get(strategy.strategy_id) or ExecutionState(
+                strategy_id=strategy.strategy_id
+            )
+            try:
+                result = evaluate(compiled[strategy.strategy_id], state, market, now)
+                for pair in unique_pairs([strategy]):
+                    for message in loaded.warnings.get(pair, []):
+                        result.warnings.append(Warning(code="stale_market_data", message=message))
+                if persist:
+                    result.state.version = self.states.commit(state, result.changes)
+                    result.persisted = True
+                results.append(result)
+            except EngineError as exc:
+                results.append(_Failed(strategy.strategy_id, exc))
+            except Exception as exc:  # one strategy's bug must not sink the others
+                logger.exception("evaluation of %s failed", strategy.strategy_id)
+                error = EngineError(
+                    f"internal error evaluating {strategy.strategy_id}: {type(exc).__name__}"
+                )
+                results.append(_Failed(strategy.strategy_id, error))
+        return _Outcome(results, len(bars), loaded.fetches, market.cache.computations)
+
+    def _history_needed(
+        self, strategy: Strategy, rules: CooldownRules, state: ExecutionState | None, now: int
+    ) -> int:
+        """Bars to fetch: indicator warm-up, the cooldown windows, and back to the oldest
+        open position's entry so catch-up and bars-held see every bar since."""
+        need = strategy.warmup_bars
+        need = max(need, rules.longest_window + self._history_margin)
+        if state is not None and state.positions:
+            oldest = min(to_ms(p.entry_time) for p in state.positions)
+            step = timeframe_ms(strategy.timeframe)
+            need = max(need, (now - oldest) // step + self._history_margin)
+        return int(need)
+
+
+@dataclass
+class _Failed:
+    strategy_id: str
+    error: EngineError
+
+    def as_failure(self) -> BulkFailure:
+        return BulkFailure(
+            strategy_id=self.strategy_id,
+            error=ErrorBody(
+                code=self.error.code, message=self.error.message, details=self.error.details
+            ),
+        )
+
+
+@dataclass
+class _Outcome:
+    results: list[EvaluationResult | _Failed]
+    pairs: int
+    fetches: int
+    computations: int
