@@ -1,0 +1,342 @@
+"""Candles files (CSV, Parquet) read into and written from `engine.core.candles.Candles`.
+
+Columns, by name in a header row: time, open, high, low, close, volume (other columns are
+ignored). `time` is the bar's open time, UTC: ISO 8601 with or without an offset (a naive
+time is UTC) or integer epoch milliseconds. Rows may come in any order (they are sorted)
+and a time may repeat (the last row wins). Every problem is a `CandlesFileError`, a
+ValueError naming the file, the line (or Parquet row) and what is wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from engine.core.candles import CANDLE_FIELDS, Candles, FloatArray, IntArray
+
+COLUMNS: tuple[str, ...] = ("time", *CANDLE_FIELDS)
+PRICE_FIELDS: tuple[str, ...] = ("open", "high", "low", "close")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+# Integer times all below this (1973-03-03 in ms) are almost surely epoch *seconds*.
+_SECONDS_SUSPECT_MS = 100_000_000_000
+
+
+class CandlesFileError(ValueError):
+    """A candles file that cannot be read; names the file, the line and the problem."""
+
+    def __init__(
+        self, path: str | Path, problem: str, *, line: int | None = None, unit: str = "line"
+    ):
+        self.path = str(path)
+        self.line = line
+        self.problem = problem
+        where = f"{self.path}: {unit} {line}" if line is not None else self.path
+        super().__init__(f"{where}: {problem}")
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def read_candles_file(path: str | Path) -> Candles:
+    """Read a .csv or .parquet candles file, chosen by its suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        return read_csv(path)
+    if suffix in (".parquet", ".pq"):
+        return read_parquet(path)
+    raise CandlesFileError(
+        path, f"unsupported candles file type {suffix or '(none)'!r}: expected .csv or .parquet"
+    )
+
+
+def read_csv(path: str | Path) -> Candles:
+    """Read a CSV candles file with a header row (see the module docstring)."""
+    try:
+        handle = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise CandlesFileError(path, f"cannot open: {exc.strerror or exc}") from None
+    with handle:
+        reader = csv.reader(handle)
+        header = _header(path, reader)
+        positions = [header[name] for name in COLUMNS]
+        width = max(positions) + 1
+        columns: list[list[str]] = [[] for _ in COLUMNS]
+        lines: list[int] = []
+        try:
+            for row in reader:
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue  # blank line
+                if len(row) < width:
+                    raise CandlesFileError(
+                        path,
+                        f"expected at least {width} fields (up to column "
+                        f"{_column_name(header, width - 1)!r}), found {len(row)}",
+                        line=reader.line_num,
+                    )
+                for column, position in zip(columns, positions, strict=True):
+                    column.append(row[position])
+                lines.append(reader.line_num)
+        except csv.Error as exc:
+            raise CandlesFileError(path, f"malformed CSV: {exc}", line=reader.line_num) from None
+        except UnicodeDecodeError as exc:
+            raise CandlesFileError(path, f"not UTF-8 text: {exc.reason}") from None
+    if not lines:
+        raise CandlesFileError(path, "no candle rows after the header")
+
+    times = _parse_times(path, columns[0], lines)
+    values = {
+        name: _parse_numbers(path, name, column, lines)
+        for name, column in zip(CANDLE_FIELDS, columns[1:], strict=True)
+    }
+    return _assemble(path, times, values, lines)
+
+
+def read_parquet(path: str | Path) -> Candles:
+    """Read a Parquet candles file: `time` a timestamp column (naive = UTC) or int64 ms."""
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise CandlesFileError(
+            path, "reading Parquet needs pyarrow: pip install 'execution-engine[parquet]'"
+        ) from None
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise CandlesFileError(path, f"cannot read Parquet: {exc}") from None
+
+    by_name = {name.strip().lower(): name for name in table.column_names}
+    missing = [c for c in COLUMNS if c not in by_name]
+    if missing:
+        raise CandlesFileError(
+            path,
+            f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"(found: {', '.join(table.column_names) or 'none'})",
+        )
+    if table.num_rows == 0:
+        raise CandlesFileError(path, "no candle rows")
+    rows = list(range(1, table.num_rows + 1))  # 1-based row numbers for messages
+
+    time_col = table.column(by_name["time"]).combine_chunks()
+    _no_nulls(path, "time", time_col, rows)
+    kind = time_col.type
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+        # A timestamp with a zone is an instant; a naive one is read as UTC (same numbers).
+        as_ms = pc.cast(time_col, pa.timestamp("ms", tz=getattr(kind, "tz", None)), safe=False)
+        times = np.asarray(as_ms.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    elif pa.types.is_integer(kind):
+        times = np.asarray(time_col.to_numpy(zero_copy_only=False), dtype=np.int64)
+        _check_not_seconds(path, times)
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        times = _parse_times(path, time_col.to_pylist(), rows, unit="row")
+    else:
+        raise CandlesFileError(
+            path,
+            f"column 'time' has type {kind}: expected a timestamp, integer epoch "
+            "milliseconds or ISO 8601 strings",
+        )
+
+    values: dict[str, FloatArray] = {}
+    for name in CANDLE_FIELDS:
+        column = table.column(by_name[name]).combine_chunks()
+        _no_nulls(path, name, column, rows)
+        try:
+            as_float = pc.cast(column, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise CandlesFileError(
+                path, f"column {name!r} has type {column.type}: expected numbers"
+            ) from None
+        array = np.asarray(as_float.to_numpy(zero_copy_only=False), dtype=np.float64)
+        _check_finite(path, name, array, rows, unit="row")
+        values[name] = array
+    return _assemble(path, times, values, rows, unit="row")
+
+
+def _no_nulls(path: str | Path, name: str, column: Any, rows: Sequence[int]) -> None:
+    if column.null_count:
+        first = next(i for i, valid in enumerate(column.is_valid().to_pylist()) if not valid)
+        raise CandlesFileError(path, f"{name} is empty (null)", line=rows[first], unit="row")
+
+
+def _header(path: str | Path, reader: Any) -> dict[str, int]:
+    try:
+        row: list[str] | None = next(reader, None)
+    except csv.Error as exc:
+        raise CandlesFileError(path, f"malformed CSV: {exc}", line=1) from None
+    except UnicodeDecodeError as exc:
+        raise CandlesFileError(path, f"not UTF-8 text: {exc.reason}") from None
+    if row is None:
+        raise CandlesFileError(
+            path, f"empty file: expected a header row {','.join(COLUMNS)} and candle rows"
+        )
+    header: dict[str, int] = {}
+    for index, name in enumerate(row):
+        header.setdefault(name.strip().lower(), index)
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        found = ", ".join(repr(name) for name in row) or "nothing"
+        raise CandlesFileError(
+            path,
+            f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)} in the "
+            f"header row (found {found}); the first row must name the columns: "
+            f"{','.join(COLUMNS)}",
+            line=1,
+        )
+    return header
+
+
+def _column_name(header: dict[str, int], position: int) -> str:
+    return next((name for name, index in header.items() if index == position), str(position))
+
+
+def _parse_times(
+    path: str | Path, texts: Sequence[str], lines: Sequence[int], *, unit: str = "line"
+) -> IntArray:
+    try:  # fast path: every time is integer epoch milliseconds
+        times = np.asarray(texts, dtype=np.int64)
+    except (ValueError, OverflowError, TypeError):
+        pass
+    else:
+        _check_not_seconds(path, times)
+        return times
+    out = np.empty(len(texts), dtype=np.int64)
+    for i, text in enumerate(texts):
+        out[i] = _parse_time(path, text, lines[i], unit)
+    return out
+
+
+def _parse_time(path: str | Path, text: str, line: int, unit: str) -> int:
+    value = text.strip()
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise CandlesFileError(
+            path,
+            f"unparsable time {text!r}: expected ISO 8601 (e.g. 2024-01-31T13:00:00Z) "
+            "or integer epoch milliseconds",
+            line=line,
+            unit=unit,
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // _MS
+
+
+def _check_not_seconds(path: str | Path, times: IntArray) -> None:
+    if len(times) and int(np.abs(times).max()) < _SECONDS_SUSPECT_MS:
+        raise CandlesFileError(
+            path,
+            f"integer times look like epoch seconds (largest {int(np.abs(times).max())}, "
+            "before 1973 if read as milliseconds): time must be epoch milliseconds "
+            "(multiply by 1000) or ISO 8601",
+        )
+
+
+def _parse_numbers(
+    path: str | Path, name: str, texts: Sequence[str], lines: Sequence[int]
+) -> FloatArray:
+    try:
+        array = np.asarray(texts, dtype=np.float64)
+    except ValueError:
+        for i, text in enumerate(texts):
+            try:
+                float(text)
+            except ValueError:
+                what = "empty" if not text.strip() else f"not a number: {text!r}"
+                raise CandlesFileError(path, f"{name} is {what}", line=lines[i]) from None
+        raise  # pragma: no cover - numpy and float() disagree; let the original error show
+    _check_finite(path, name, array, lines)
+    return array
+
+
+def _check_finite(
+    path: str | Path, name: str, array: FloatArray, lines: Sequence[int], *, unit: str = "line"
+) -> None:
+    bad = ~np.isfinite(array)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise CandlesFileError(
+            path, f"{name} is not a finite number: {array[i]!r}", line=lines[i], unit=unit
+        )
+
+
+def _assemble(
+    path: str | Path,
+    times: IntArray,
+    values: dict[str, FloatArray],
+    lines: Sequence[int],
+    *,
+    unit: str = "line",
+) -> Candles:
+    """Check bar consistency, sort by time and keep the last row of each repeated time."""
+    inverted = values["high"] < values["low"]
+    if inverted.any():
+        i = int(np.argmax(inverted))
+        raise CandlesFileError(
+            path,
+            f"high {values['high'][i]!r} is below low {values['low'][i]!r}",
+            line=lines[i],
+            unit=unit,
+        )
+    negative = values["volume"] < 0
+    if negative.any():
+        i = int(np.argmax(negative))
+        raise CandlesFileError(
+            path, f"volume is negative: {values['volume'][i]!r}", line=lines[i], unit=unit
+        )
+    order = np.argsort(times, kind="stable")
+    ordered = times[order]
+    # the last of each run of equal times: later rows sort after earlier ones (stable sort)
+    keep = order[np.r_[ordered[1:] != ordered[:-1], True]]
+    return Candles(
+        time=np.ascontiguousarray(times[keep]),
+        **{name: np.ascontiguousarray(values[name][keep]) for name in CANDLE_FIELDS},
+    )
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+def write_csv(
+    path: str | Path, candles: Candles, *, time_format: Literal["iso", "ms"] = "iso"
+) -> None:
+    """Write candles with a header row; times as ISO 8601 UTC (`...Z`) or epoch milliseconds.
+
+    Floats are written in their shortest round-trip form, so reading the file back gives
+    exactly the same candles.
+    """
+    times = [int(t) for t in candles.time]
+    columns = [candles.field(name).tolist() for name in CANDLE_FIELDS]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for i, t in enumerate(times):
+            stamp: str | int = format_time(t) if time_format == "iso" else t
+            writer.writerow([stamp, *(_number(column[i]) for column in columns)])
+
+
+def format_time(time_ms: int) -> str:
+    """ISO 8601 UTC with a `Z`, milliseconds only when the time has them."""
+    moment = _EPOCH + timedelta(milliseconds=time_ms)
+    if time_ms % 1000:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{time_ms % 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _number(value: float) -> str:
+    if math.isfinite(value) and value == int(value) and abs(value) < 1e16:
+        return str(int(value))
+    return repr(value)
