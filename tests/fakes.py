@@ -1,0 +1,100 @@
+"""In-memory adapters for the ports: fast service tests without DynamoDB."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from engine.core.candles import Candles
+from engine.core.state import Changes, ExecutionState, Order, Position
+from engine.core.strategy import Strategy
+from engine.errors import ConcurrentEvaluation, MarketDataUnavailable
+
+
+class MemoryStrategies:
+    def __init__(self, strategies: Sequence[Strategy] = ()) -> None:
+        self.items = {s.strategy_id: s for s in strategies}
+        self.get_many_calls = 0
+
+    def get(self, strategy_id: str) -> Strategy | None:
+        return self.items.get(strategy_id)
+
+    def get_many(self, strategy_ids: Sequence[str]) -> dict[str, Strategy]:
+        self.get_many_calls += 1
+        return {i: self.items[i] for i in strategy_ids if i in self.items}
+
+    def put(self, strategy: Strategy) -> None:
+        self.items[strategy.strategy_id] = strategy
+
+    def list(self, *, status: str | None = None) -> list[Strategy]:
+        return [s for s in self.items.values() if status is None or s.status == status]
+
+
+class MemoryStates:
+    """Keeps every position and order ever written, like the tables do."""
+
+    def __init__(self) -> None:
+        self.versions: dict[str, int] = {}
+        self.positions: dict[str, Position] = {}
+        self.orders: dict[str, Order] = {}
+        self.cooldowns: dict[tuple[str, str], object] = {}
+        self.commits = 0
+
+    def load(self, strategies: Sequence[Strategy]) -> dict[str, ExecutionState]:
+        out = {}
+        for s in strategies:
+            sid = s.strategy_id
+            positions = [
+                p for p in self.positions.values() if p.strategy_id == sid and p.status == "open"
+            ]
+            open_ids = {p.position_id for p in positions}
+            orders = [
+                o for o in self.orders.values() if o.position_id in open_ids and o.status == "open"
+            ]
+            cooldowns = {a: c for (i, a), c in self.cooldowns.items() if i == sid}
+            out[sid] = ExecutionState(
+                strategy_id=sid,
+                version=self.versions.get(sid, 0),
+                positions=positions,
+                orders=orders,
+                cooldowns=cooldowns,  # type: ignore[arg-type]
+            )
+        return out
+
+    def commit(self, state: ExecutionState, changes: Changes) -> int:
+        if changes.empty:
+            return state.version
+        current = self.versions.get(state.strategy_id, 0)
+        if current != state.version:
+            raise ConcurrentEvaluation(f"{state.strategy_id} moved from version {state.version}")
+        for p in changes.positions:
+            self.positions[p.position_id] = p
+        for o in changes.orders:
+            self.orders[o.order_id] = o
+        for c in changes.cooldowns:
+            self.cooldowns[(state.strategy_id, c.asset)] = c
+        self.versions[state.strategy_id] = current + 1
+        self.commits += 1
+        return current + 1
+
+    def snapshot(self) -> tuple[object, ...]:
+        return (
+            dict(self.versions),
+            {k: v.model_dump() for k, v in self.positions.items()},
+            {k: v.model_dump() for k, v in self.orders.items()},
+            dict(self.cooldowns),
+        )
+
+
+class MemoryMarket:
+    def __init__(
+        self, candles: dict[tuple[str, str], Candles], failing: set[tuple[str, str]] = frozenset()
+    ) -> None:  # type: ignore[assignment]
+        self.candles = candles
+        self.failing = set(failing)
+        self.fetches: list[tuple[str, str]] = []
+
+    def fetch(self, asset: str, timeframe: str, bars: int, now_ms: int) -> Candles:
+        self.fetches.append((asset, timeframe))
+        if (asset, timeframe) in self.failing or (asset, timeframe) not in self.candles:
+            raise MarketDataUnavailable(f"no market data for {asset} {timeframe}")
+        return self.candles[(asset, timeframe)].tail(bars + 1)

@@ -1,0 +1,233 @@
+"""The service layer over in-memory adapters: sharing, isolation, dry runs, conflicts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from engine.core.candles import Candles
+from engine.core.strategy import parse_strategy
+from engine.errors import ConcurrentEvaluation, InvalidRequest, StrategyNotFound
+from engine.schedule import ChunkIncomplete, evaluate_chunk, plan_chunks, run_scheduled_tick
+from engine.service import BulkFailure, ExecutionService
+
+from tests.fakes import MemoryMarket, MemoryStates, MemoryStrategies
+
+H = 3_600_000
+BARS = 300
+
+
+def candles(seed: int, bars: int = BARS, spike_at: int | None = None) -> Candles:
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, bars)))
+    open_ = np.r_[close[0], close[:-1]]
+    volume = np.full(bars, 1.0)
+    if spike_at is not None:
+        volume[spike_at] = 10.0
+    return Candles(
+        time=np.arange(bars, dtype=np.int64) * H,
+        open=open_,
+        high=np.maximum(open_, close) * 1.001,
+        low=np.minimum(open_, close) * 0.999,
+        close=close,
+        volume=volume,
+    )
+
+
+def strategy(sid: str, asset: str = "BTC/USDT", period: int = 14, **config: object) -> object:
+    return parse_strategy(
+        {
+            "strategy_id": sid,
+            "name": sid,
+            "assets": [asset],
+            "timeframe": "1h",
+            "indicators": {
+                "rsi": {"fn": "RSI", "params": {"timeperiod": period}},
+                "sma": {"fn": "SMA", "params": {"timeperiod": 20}},
+            },
+            "entry": {"left": "volume", "op": ">", "right": 5},
+            "execution_config": {"stop_loss": {"type": "percent", "value": 0.5}, **config},
+        }
+    )
+
+
+NOW = BARS * H  # every bar closed
+
+
+def make_service(strats, market_candles, failing=frozenset()):
+    states = MemoryStates()
+    market = MemoryMarket(market_candles, set(failing))
+    svc = ExecutionService(
+        MemoryStrategies(strats), states, market, stale_policy="reject", clock=lambda: NOW
+    )
+    return svc, states, market
+
+
+def test_entry_is_committed_once_and_a_retry_creates_nothing() -> None:
+    svc, states, _ = make_service(
+        [strategy("a")], {("BTC/USDT", "1h"): candles(1, spike_at=BARS - 1)}
+    )
+    first = svc.evaluate_by_id("a")
+    assert first.persisted
+    assert [(o.side, o.type, o.status) for o in first.orders] == [
+        ("enter_long", "market", "filled"),
+        ("exit_long", "stop_loss", "open"),
+    ]
+    assert states.versions["a"] == 1
+    again = svc.evaluate_by_id("a")
+    assert states.versions["a"] == 1 and states.commits == 1
+    assert {o.order_id for o in again.orders} == {
+        o.order_id for o in first.orders if o.status == "open"
+    }
+    assert len(states.orders) == 2 and len(states.positions) == 1
+
+
+def test_dry_run_writes_nothing() -> None:
+    svc, states, _ = make_service(
+        [strategy("a")], {("BTC/USDT", "1h"): candles(1, spike_at=BARS - 1)}
+    )
+    before = states.snapshot()
+    result = svc.evaluate_by_id("a", persist=False)
+    assert not result.persisted and result.orders
+    assert states.snapshot() == before
+
+
+def test_unknown_strategy_is_not_found() -> None:
+    svc, _, _ = make_service([], {})
+    with pytest.raises(StrategyNotFound):
+        svc.evaluate_by_id("nope")
+
+
+def test_concurrent_commit_loses_with_409_and_writes_nothing() -> None:
+    svc, states, _ = make_service(
+        [strategy("a")], {("BTC/USDT", "1h"): candles(1, spike_at=BARS - 1)}
+    )
+    loaded = states.load([svc.strategies.get("a")])["a"]  # type: ignore[list-item]
+    svc.evaluate_by_id("a")  # the other evaluation commits first
+    from engine.core.evaluate import evaluate
+    from engine.core.market import MarketData
+
+    mine = evaluate(
+        svc.strategies.get("a"),
+        loaded,
+        MarketData({("BTC/USDT", "1h"): candles(1, spike_at=BARS - 1)}),
+        NOW,
+    )  # type: ignore[arg-type]
+    before = states.snapshot()
+    with pytest.raises(ConcurrentEvaluation):
+        states.commit(loaded, mine.changes)
+    assert states.snapshot() == before
+
+
+def test_bulk_shares_market_data_and_indicators() -> None:
+    # 6 strategies on 2 markets; RSI(14) twice per market, RSI(7) once, SMA(20) everywhere
+    strats = [
+        strategy("a1", "BTC/USDT"),
+        strategy("a2", "BTC/USDT"),
+        strategy("a3", "BTC/USDT", period=7),
+        strategy("b1", "ETH/USDT"),
+        strategy("b2", "ETH/USDT"),
+        strategy("b3", "ETH/USDT"),
+    ]
+    market = {("BTC/USDT", "1h"): candles(1), ("ETH/USDT", "1h"): candles(2)}
+    svc, _, fetcher = make_service(strats, market)
+    result = svc.evaluate_bulk([s.strategy_id for s in strats], persist=False)
+    summary = result.summary
+    assert summary.requested == 6 and summary.succeeded == 6 and summary.failed == 0
+    assert summary.pairs == 2 and summary.market_data_fetches == 2
+    assert sorted(fetcher.fetches) == [("BTC/USDT", "1h"), ("ETH/USDT", "1h")]
+    # BTC: RSI14, RSI7, SMA20 = 3; ETH: RSI14, SMA20 = 2
+    assert summary.indicator_computations == 5
+
+
+def test_bulk_isolates_a_failing_market_and_unknown_ids() -> None:
+    strats = [strategy("ok", "BTC/USDT"), strategy("bad", "ETH/USDT")]
+    market = {("BTC/USDT", "1h"): candles(1, spike_at=BARS - 1)}
+    svc, states, _ = make_service(strats, market)
+    result = svc.evaluate_bulk(["ok", "bad", "ghost"])
+    by_id = {r.strategy_id: r for r in result.results}
+    assert not isinstance(by_id["ok"], BulkFailure) and by_id["ok"].persisted
+    assert (
+        isinstance(by_id["bad"], BulkFailure)
+        and by_id["bad"].error.code == "market_data_unavailable"
+    )
+    assert (
+        isinstance(by_id["ghost"], BulkFailure)
+        and by_id["ghost"].error.code == "strategy_not_found"
+    )
+    assert [r.strategy_id for r in result.results] == ["ok", "bad", "ghost"]
+    assert states.versions == {"ok": 1}
+
+
+def test_bulk_rejects_more_than_500() -> None:
+    svc, _, _ = make_service([], {})
+    with pytest.raises(InvalidRequest, match="at most 500"):
+        svc.evaluate_bulk([f"s{i}" for i in range(501)])
+
+
+def test_stale_data_is_rejected_or_warned_by_policy() -> None:
+    old = candles(1, bars=BARS)
+    svc, _, _ = make_service([strategy("a")], {("BTC/USDT", "1h"): old})
+    svc.clock = lambda: NOW + 5 * H  # the newest closed bar is now 5 bars old
+    with pytest.raises(Exception) as info:
+        svc.evaluate_by_id("a", persist=False)
+    assert getattr(info.value, "status", None) == 503
+    svc.stale_policy = "warn"
+    result = svc.evaluate_by_id("a", persist=False)
+    assert any(w.code == "stale_market_data" for w in result.warnings)
+
+
+def test_due_strategies_follow_the_clock() -> None:
+    hourly = strategy("h")
+    daily = parse_strategy({**json.loads(strategy("d").canonical_json()), "timeframe": "1d"})  # type: ignore[union-attr]
+    paused = parse_strategy({**json.loads(strategy("p").canonical_json()), "status": "paused"})  # type: ignore[union-attr]
+    svc, _, _ = make_service([hourly, daily, paused], {})
+    minute = 60_000
+    assert [s.strategy_id for s in svc.due_strategies(10 * H, minute)] == ["h"]
+    assert [s.strategy_id for s in svc.due_strategies(10 * H + minute, minute)] == []
+    assert {s.strategy_id for s in svc.due_strategies(24 * H, minute)} == {"h", "d"}
+
+
+def test_plan_chunks_keeps_markets_together_and_loses_nobody() -> None:
+    strats = [strategy(f"s{i:02d}", f"A{i % 3}") for i in range(20)]
+    chunks = plan_chunks(strats, 8)  # type: ignore[arg-type]
+    flat = [i for c in chunks for i in c]
+    assert sorted(flat) == sorted(s.strategy_id for s in strats)  # type: ignore[attr-defined]
+    assert all(len(c) <= 8 for c in chunks)
+    # groups of 7,7,6 fit whole: each market lands in exactly one chunk
+    market_of = {s.strategy_id: s.assets[0] for s in strats}  # type: ignore[attr-defined]
+    for asset in ("A0", "A1", "A2"):
+        assert sum(1 for c in chunks if any(market_of[i] == asset for i in c)) == 1
+
+
+class RecordingQueue:
+    def __init__(self) -> None:
+        self.bodies: list[str] = []
+
+    def send(self, bodies):  # type: ignore[no-untyped-def]
+        self.bodies.extend(bodies)
+
+
+def test_scheduled_tick_fans_out_above_chunk_size_and_each_chunk_evaluates() -> None:
+    strats = [strategy(f"s{i:02d}", f"A{i % 4}") for i in range(10)]
+    market = {(f"A{i}", "1h"): candles(i, spike_at=BARS - 1) for i in range(4)}
+    svc, states, _ = make_service(strats, market)
+    queue = RecordingQueue()
+    report = run_scheduled_tick(svc, tick_ms=NOW, interval_ms=60_000, chunk_size=3, fanout=queue)
+    assert report.due == 10 and report.chunks_enqueued == len(queue.bodies) >= 4
+    for body in queue.bodies:
+        evaluate_chunk(svc, body)
+    assert states.versions == {s.strategy_id: 1 for s in strats}  # type: ignore[attr-defined]
+    for body in queue.bodies:  # an SQS redelivery of every chunk changes nothing
+        evaluate_chunk(svc, body)
+    assert states.versions == {s.strategy_id: 1 for s in strats}  # type: ignore[attr-defined]
+
+
+def test_chunk_with_a_retryable_failure_raises_for_redelivery() -> None:
+    strats = [strategy("ok", "A0"), strategy("down", "A1")]
+    svc, states, _ = make_service(strats, {("A0", "1h"): candles(0, spike_at=BARS - 1)})
+    with pytest.raises(ChunkIncomplete) as info:
+        evaluate_chunk(svc, json.dumps({"strategy_ids": ["ok", "down"]}))
+    assert [f.strategy_id for f in info.value.failures] == ["down"]
+    assert states.versions == {"ok": 1}
