@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +27,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 # Integer times all below this (1973-03-03 in ms) are almost surely epoch *seconds*.
 _SECONDS_SUSPECT_MS = 100_000_000_000
+
+
+# k-th data row (0-based) -> the line (CSV) or row (Parquet) number to name in a message
+LineOf = Callable[[int], int]
+
+
+def _row_of(k: int) -> int:
+    return k + 1
 
 
 class CandlesFileError(ValueError):
@@ -66,37 +74,54 @@ def read_csv(path: str | Path) -> Candles:
     with handle:
         reader = csv.reader(handle)
         header = _header(path, reader)
-        positions = [header[name] for name in COLUMNS]
-        width = max(positions) + 1
-        columns: list[list[str]] = [[] for _ in COLUMNS]
-        lines: list[int] = []
         try:
-            for row in reader:
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue  # blank line
-                if len(row) < width:
-                    raise CandlesFileError(
-                        path,
-                        f"expected at least {width} fields (up to column "
-                        f"{_column_name(header, width - 1)!r}), found {len(row)}",
-                        line=reader.line_num,
-                    )
-                for column, position in zip(columns, positions, strict=True):
-                    column.append(row[position])
-                lines.append(reader.line_num)
+            rows = [row for row in reader if _filled(row)]
         except csv.Error as exc:
             raise CandlesFileError(path, f"malformed CSV: {exc}", line=reader.line_num) from None
         except UnicodeDecodeError as exc:
             raise CandlesFileError(path, f"not UTF-8 text: {exc.reason}") from None
-    if not lines:
+    if not rows:
         raise CandlesFileError(path, "no candle rows after the header")
+    line_of = _CsvLines(path)
 
-    times = _parse_times(path, columns[0], lines)
+    positions = [header[name] for name in COLUMNS]
+    width = max(positions) + 1
+    if min(map(len, rows)) < width:
+        k = next(k for k, row in enumerate(rows) if len(row) < width)
+        raise CandlesFileError(
+            path,
+            f"expected at least {width} fields (up to column "
+            f"{_column_name(header, width - 1)!r}), found {len(rows[k])}",
+            line=line_of(k),
+        )
+    columns = [[row[position] for row in rows] for position in positions]
+    times = _parse_times(path, columns[0], line_of)
     values = {
-        name: _parse_numbers(path, name, column, lines)
+        name: _parse_numbers(path, name, column, line_of)
         for name, column in zip(CANDLE_FIELDS, columns[1:], strict=True)
     }
-    return _assemble(path, times, values, lines)
+    return _assemble(path, times, values, line_of)
+
+
+def _filled(row: list[str]) -> bool:
+    """False for a blank line."""
+    return bool(row) and (len(row) > 1 or bool(row[0].strip()))
+
+
+class _CsvLines:
+    """Line number of the k-th candle row, found by reading the file again (errors only)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+        self._lines: list[int] | None = None
+
+    def __call__(self, k: int) -> int:
+        if self._lines is None:
+            with open(self.path, newline="", encoding="utf-8-sig") as handle:
+                reader = csv.reader(handle)
+                next(reader, None)
+                self._lines = [reader.line_num for row in reader if _filled(row)]
+        return self._lines[k]
 
 
 def read_parquet(path: str | Path) -> Candles:
@@ -124,10 +149,9 @@ def read_parquet(path: str | Path) -> Candles:
         )
     if table.num_rows == 0:
         raise CandlesFileError(path, "no candle rows")
-    rows = list(range(1, table.num_rows + 1))  # 1-based row numbers for messages
 
     time_col = table.column(by_name["time"]).combine_chunks()
-    _no_nulls(path, "time", time_col, rows)
+    _no_nulls(path, "time", time_col)
     kind = time_col.type
     if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
         # A timestamp with a zone is an instant; a naive one is read as UTC (same numbers).
@@ -137,7 +161,7 @@ def read_parquet(path: str | Path) -> Candles:
         times = np.asarray(time_col.to_numpy(zero_copy_only=False), dtype=np.int64)
         _check_not_seconds(path, times)
     elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        times = _parse_times(path, time_col.to_pylist(), rows, unit="row")
+        times = _parse_times(path, time_col.to_pylist(), _row_of, unit="row")
     else:
         raise CandlesFileError(
             path,
@@ -148,7 +172,7 @@ def read_parquet(path: str | Path) -> Candles:
     values: dict[str, FloatArray] = {}
     for name in CANDLE_FIELDS:
         column = table.column(by_name[name]).combine_chunks()
-        _no_nulls(path, name, column, rows)
+        _no_nulls(path, name, column)
         try:
             as_float = pc.cast(column, pa.float64())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -156,15 +180,15 @@ def read_parquet(path: str | Path) -> Candles:
                 path, f"column {name!r} has type {column.type}: expected numbers"
             ) from None
         array = np.asarray(as_float.to_numpy(zero_copy_only=False), dtype=np.float64)
-        _check_finite(path, name, array, rows, unit="row")
+        _check_finite(path, name, array, _row_of, unit="row")
         values[name] = array
-    return _assemble(path, times, values, rows, unit="row")
+    return _assemble(path, times, values, _row_of, unit="row")
 
 
-def _no_nulls(path: str | Path, name: str, column: Any, rows: Sequence[int]) -> None:
+def _no_nulls(path: str | Path, name: str, column: Any) -> None:
     if column.null_count:
         first = next(i for i, valid in enumerate(column.is_valid().to_pylist()) if not valid)
-        raise CandlesFileError(path, f"{name} is empty (null)", line=rows[first], unit="row")
+        raise CandlesFileError(path, f"{name} is empty (null)", line=first + 1, unit="row")
 
 
 def _header(path: str | Path, reader: Any) -> dict[str, int]:
@@ -199,27 +223,36 @@ def _column_name(header: dict[str, int], position: int) -> str:
 
 
 def _parse_times(
-    path: str | Path, texts: Sequence[str], lines: Sequence[int], *, unit: str = "line"
+    path: str | Path, texts: Sequence[str], line_of: LineOf, *, unit: str = "line"
 ) -> IntArray:
-    try:  # fast path: every time is integer epoch milliseconds
+    try:  # every time integer epoch milliseconds
         times = np.asarray(texts, dtype=np.int64)
     except (ValueError, OverflowError, TypeError):
         pass
     else:
         _check_not_seconds(path, times)
         return times
-    out = np.empty(len(texts), dtype=np.int64)
-    for i, text in enumerate(texts):
-        out[i] = _parse_time(path, text, lines[i], unit)
-    return out
+    parse = datetime.fromisoformat
+    try:  # every time ISO 8601
+        moments = [parse(text) for text in texts]
+    except (ValueError, TypeError):
+        # mixed formats, surrounding spaces or a bad value: one by one, naming the bad one
+        return np.fromiter(
+            (_parse_time(path, text, line_of, k, unit) for k, text in enumerate(texts)),
+            dtype=np.int64,
+            count=len(texts),
+        )
+    return np.fromiter(
+        (((m if m.tzinfo is not None else m.replace(tzinfo=UTC)) - _EPOCH) // _MS for m in moments),
+        dtype=np.int64,
+        count=len(moments),
+    )
 
 
-def _parse_time(path: str | Path, text: str, line: int, unit: str) -> int:
+def _parse_time(path: str | Path, text: str, line_of: LineOf, k: int, unit: str) -> int:
     value = text.strip()
-    try:
+    if value.lstrip("-").isdigit():
         return int(value)
-    except ValueError:
-        pass
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
@@ -227,7 +260,7 @@ def _parse_time(path: str | Path, text: str, line: int, unit: str) -> int:
             path,
             f"unparsable time {text!r}: expected ISO 8601 (e.g. 2024-01-31T13:00:00Z) "
             "or integer epoch milliseconds",
-            line=line,
+            line=line_of(k),
             unit=unit,
         ) from None
     if moment.tzinfo is None:
@@ -246,7 +279,7 @@ def _check_not_seconds(path: str | Path, times: IntArray) -> None:
 
 
 def _parse_numbers(
-    path: str | Path, name: str, texts: Sequence[str], lines: Sequence[int]
+    path: str | Path, name: str, texts: Sequence[str], line_of: LineOf
 ) -> FloatArray:
     try:
         array = np.asarray(texts, dtype=np.float64)
@@ -256,20 +289,20 @@ def _parse_numbers(
                 float(text)
             except ValueError:
                 what = "empty" if not text.strip() else f"not a number: {text!r}"
-                raise CandlesFileError(path, f"{name} is {what}", line=lines[i]) from None
+                raise CandlesFileError(path, f"{name} is {what}", line=line_of(i)) from None
         raise  # pragma: no cover - numpy and float() disagree; let the original error show
-    _check_finite(path, name, array, lines)
+    _check_finite(path, name, array, line_of)
     return array
 
 
 def _check_finite(
-    path: str | Path, name: str, array: FloatArray, lines: Sequence[int], *, unit: str = "line"
+    path: str | Path, name: str, array: FloatArray, line_of: LineOf, *, unit: str = "line"
 ) -> None:
     bad = ~np.isfinite(array)
     if bad.any():
         i = int(np.argmax(bad))
         raise CandlesFileError(
-            path, f"{name} is not a finite number: {array[i]!r}", line=lines[i], unit=unit
+            path, f"{name} is not a finite number: {float(array[i])!r}", line=line_of(i), unit=unit
         )
 
 
@@ -277,7 +310,7 @@ def _assemble(
     path: str | Path,
     times: IntArray,
     values: dict[str, FloatArray],
-    lines: Sequence[int],
+    line_of: LineOf,
     *,
     unit: str = "line",
 ) -> Candles:
@@ -287,15 +320,15 @@ def _assemble(
         i = int(np.argmax(inverted))
         raise CandlesFileError(
             path,
-            f"high {values['high'][i]!r} is below low {values['low'][i]!r}",
-            line=lines[i],
+            f"high {float(values['high'][i])!r} is below low {float(values['low'][i])!r}",
+            line=line_of(i),
             unit=unit,
         )
     negative = values["volume"] < 0
     if negative.any():
         i = int(np.argmax(negative))
         raise CandlesFileError(
-            path, f"volume is negative: {values['volume'][i]!r}", line=lines[i], unit=unit
+            path, f"volume is negative: {float(values['volume'][i])!r}", line=line_of(i), unit=unit
         )
     order = np.argsort(times, kind="stable")
     ordered = times[order]
