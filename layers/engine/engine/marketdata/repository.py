@@ -1,0 +1,35 @@
+"""Candles from a CandleRepository (the DynamoDB candle table, the default provider)."""
+
+from __future__ import annotations
+
+from engine.core.candles import Candles
+from engine.errors import MarketDataStale, MarketDataUnavailable
+from engine.ports import CandleRepository
+
+
+class RepositoryProvider:
+    """MarketDataProvider over `CandleRepository.latest`.
+
+    Asks for `bars + 1` candles (one more for a bar that may still be forming). Bars opened
+    after `now_ms` are dropped, so an evaluation never sees candles from its future. Any
+    failure of the repository surfaces as MarketDataUnavailable.
+    """
+
+    def __init__(self, candle_repository: CandleRepository) -> None:
+        self.candle_repository = candle_repository
+
+    def fetch(self, asset: str, timeframe: str, bars: int, now_ms: int) -> Candles:
+        if bars < 1:
+            raise ValueError(f"bars must be at least 1, not {bars}")
+        try:
+            candles = self.candle_repository.latest(asset, timeframe, bars + 1)
+        except (MarketDataUnavailable, MarketDataStale):
+            raise
+        except Exception as exc:
+            message = getattr(exc, "message", None) or str(exc)
+            raise MarketDataUnavailable(
+                f"market data for {asset} {timeframe} unavailable from the candle table: "
+                f"{type(exc).__name__}: {message}"
+            ) from exc
+        opened = int(candles.time.searchsorted(now_ms, side="right"))
+        return candles if opened == len(candles) else candles.head(opened)
