@@ -128,6 +128,8 @@ class CcxtProvider:
         max_calls = 2 * math.ceil(needed / page) + 2  # guard against a misbehaving exchange
         while len(by_time) < needed and cursor <= now_ms and calls < max_calls:
             if calls:
+                # a full rateLimit between pages; ccxt's own throttle (enableRateLimit) then
+                # finds that much time already passed and does not wait a second time
                 self._sleep(self._rate_limit_s())
             limit = min(page, needed - len(by_time))
             rows = self._fetch_page(where, symbol, timeframe, cursor, limit)
