@@ -1,0 +1,66 @@
+"""DynamoDB storage through PynamoDB: the models (one definition of the tables) and the
+repositories that implement engine.ports. Items are written only through the repositories."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.storage._retry import RetryPolicy
+from engine.storage.candles import DynamoCandleRepository
+from engine.storage.errors import StorageError, StoredStrategyInvalid, TransactionTooLarge
+from engine.storage.models import (
+    ALL_MODELS,
+    bind,
+    create_tables,
+    delete_tables,
+    reset_connections,
+    table_definitions,
+)
+from engine.storage.snapshots import StrategySnapshots
+from engine.storage.state import DynamoStateRepository
+from engine.storage.strategies import DynamoStrategyRepository
+
+__all__ = [
+    "ALL_MODELS",
+    "DynamoCandleRepository",
+    "DynamoRepositories",
+    "DynamoStateRepository",
+    "DynamoStrategyRepository",
+    "RetryPolicy",
+    "StorageError",
+    "StoredStrategyInvalid",
+    "StrategySnapshots",
+    "TransactionTooLarge",
+    "bind",
+    "create_tables",
+    "delete_tables",
+    "dynamo_repositories",
+    "reset_connections",
+    "table_definitions",
+]
+
+
+@dataclass
+class DynamoRepositories:
+    strategies: DynamoStrategyRepository
+    states: DynamoStateRepository
+    candles: DynamoCandleRepository
+    snapshots: StrategySnapshots = field(repr=False)
+
+
+def dynamo_repositories(
+    *, retry: RetryPolicy | None = None, bulk_threshold: int | None = None
+) -> DynamoRepositories:
+    """The three repositories, the strategy and state ones sharing their snapshots so that
+    get_many followed by load reads each strategy item once."""
+    snapshots = StrategySnapshots()
+    retry = retry or RetryPolicy()
+    states = DynamoStateRepository(snapshots=snapshots, retry=retry)
+    if bulk_threshold is not None:
+        states.bulk_threshold = bulk_threshold
+    return DynamoRepositories(
+        strategies=DynamoStrategyRepository(snapshots=snapshots, retry=retry),
+        states=states,
+        candles=DynamoCandleRepository(retry=retry),
+        snapshots=snapshots,
+    )

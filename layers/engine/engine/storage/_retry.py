@@ -1,0 +1,135 @@
+"""Bounded exponential backoff around DynamoDB calls.
+
+botocore is configured to make a single attempt (models.BOTOCORE_RETRIES), so this is the one
+retry policy: throttling and transient failures are retried with jittered exponential backoff
+a bounded number of times, then surface as engine.errors.StorageUnavailable. Anything else is
+a bug or a misconfiguration and surfaces at once as StorageError.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import HTTPClientError
+from pynamodb.exceptions import PynamoDBException, TransactWriteError
+
+from engine.errors import StorageUnavailable
+from engine.storage.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Requests DynamoDB rejected outright for load: nothing of them was applied.
+THROTTLING_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+    }
+)
+# Error codes of a failed request that a later identical request may not meet.
+TRANSIENT_ERROR_CODES = THROTTLING_CODES | frozenset(
+    {
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "TransactionInProgressException",
+    }
+)
+# Cancellation reasons of a TransactWriteItems that are worth another attempt.
+TRANSIENT_CANCELLATION_CODES = frozenset(
+    {
+        "ThrottlingError",
+        "ProvisionedThroughputExceeded",
+        "TransactionConflict",
+        "RequestLimitExceeded",
+    }
+)
+
+
+def cancellation_codes(exc: PynamoDBException) -> list[str]:
+    """The reasons a transaction was cancelled, one per item that had one."""
+    if not isinstance(exc, TransactWriteError):
+        return []
+    return [reason.code for reason in exc.cancellation_reasons if reason is not None]
+
+
+def is_transient(exc: PynamoDBException) -> bool:
+    cause = exc.cause
+    if isinstance(cause, BotoConnectionError | HTTPClientError):
+        return True  # could not connect, timed out, connection reset
+    code = exc.cause_response_code
+    if code in TRANSIENT_ERROR_CODES:
+        return True
+    if code == "TransactionCanceledException":
+        codes = cancellation_codes(exc)
+        return bool(codes) and all(c in TRANSIENT_CANCELLATION_CODES for c in codes)
+    status = getattr(cause, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return isinstance(status, int) and status >= 500
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """`attempts` tries in all; between them base·2^n seconds (capped), with jitter."""
+
+    attempts: int = 6
+    base_delay: float = 0.025
+    max_delay: float = 1.0
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    def backoff(self, retry: int) -> float:
+        cap = min(self.max_delay, self.base_delay * (2**retry))
+        return random.uniform(cap / 2, cap)
+
+    def pause(self, retry: int) -> None:
+        self.sleep(self.backoff(retry))
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run `fn`, retrying transient DynamoDB failures.
+
+        Exceptions that are not PynamoDB's (ConcurrentEvaluation raised inside `fn`, say)
+        pass through untouched.
+        """
+        last: PynamoDBException | None = None
+        for attempt in range(self.attempts):
+            try:
+                return fn()
+            except PynamoDBException as exc:
+                if not is_transient(exc):
+                    raise StorageError(f"DynamoDB {what} failed: {describe(exc)}") from exc
+                last = exc
+                log.warning(
+                    "DynamoDB %s: transient failure (attempt %d of %d): %s",
+                    what,
+                    attempt + 1,
+                    self.attempts,
+                    describe(exc),
+                )
+                if attempt + 1 < self.attempts:
+                    self.pause(attempt)
+        assert last is not None
+        raise StorageUnavailable(
+            f"DynamoDB {what} kept failing after {self.attempts} attempts: {describe(last)}"
+        ) from last
+
+    def exhausted(self, what: str, remaining: int) -> StorageUnavailable:
+        return StorageUnavailable(
+            f"DynamoDB {what}: {remaining} item(s) still unprocessed after {self.attempts} attempts"
+        )
+
+
+def describe(exc: PynamoDBException) -> str:
+    code = exc.cause_response_code
+    message = exc.cause_response_message or str(exc.cause or exc)
+    reasons = cancellation_codes(exc)
+    text = f"{code}: {message}" if code else message
+    return f"{text} (reasons: {', '.join(reasons)})" if reasons else text

@@ -1,0 +1,29 @@
+"""Storage errors beyond the service-level ones in engine.errors."""
+
+from __future__ import annotations
+
+from engine.errors import EngineError
+
+
+class StorageError(EngineError):
+    """DynamoDB refused a request for a reason retrying cannot fix (a bug or a misconfiguration)."""
+
+    status = 500
+    code = "storage_error"
+
+
+class TransactionTooLarge(EngineError):
+    """One evaluation's changes exceed what one DynamoDB transaction can hold.
+
+    The commit is never split: a half-applied evaluation is worse than a failed one.
+    """
+
+    status = 500
+    code = "transaction_too_large"
+
+
+class StoredStrategyInvalid(EngineError):
+    """A stored strategy definition no longer parses (for example after a TA-Lib upgrade)."""
+
+    status = 500
+    code = "stored_strategy_invalid"

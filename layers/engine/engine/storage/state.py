@@ -1,0 +1,404 @@
+"""Execution state in DynamoDB: open positions, open orders, cooldowns, and the version.
+
+Reads are batched; a commit is one TransactWriteItems conditioned on the version it read.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any, Final
+
+from pynamodb.exceptions import TransactWriteError
+from pynamodb.transactions import TransactWrite
+
+from engine.core.state import (
+    Changes,
+    CooldownState,
+    ExecutionState,
+    LossRecord,
+    Order,
+    Position,
+)
+from engine.core.strategy import Strategy
+from engine.core.timeframes import to_datetime, to_ms
+from engine.errors import ConcurrentEvaluation, StrategyNotFound
+from engine.storage._batch import batch_get
+from engine.storage._retry import THROTTLING_CODES, RetryPolicy, cancellation_codes
+from engine.storage.errors import TransactionTooLarge
+from engine.storage.models import (
+    CooldownModel,
+    LossAttribute,
+    OpenOrdersIndex,
+    OpenPositionsIndex,
+    OrderModel,
+    PositionModel,
+    StrategyModel,
+    now_ms,
+    open_shard,
+)
+from engine.storage.snapshots import SHARED_SNAPSHOTS, StateHead, StrategySnapshots
+from engine.storage.strategies import head_of
+
+log = logging.getLogger(__name__)
+
+# DynamoDB's limit on the items of one TransactWriteItems.
+MAX_TRANSACTION_ITEMS: Final = 100
+DEFAULT_BULK_THRESHOLD: Final = 8
+_HEAD_ATTRIBUTES: Final = ["strategy_id", "state_version", "cooldown_assets"]
+
+
+class DynamoStateRepository:
+    """engine.ports.StateRepository on the positions, orders, cooldowns and strategies tables.
+
+    `load` of up to `bulk_threshold` strategies queries each one's partition in the positions
+    and orders tables (strongly consistent, filtered to open items); more than that reads the
+    sparse open-positions and open-orders indexes once per shard instead.
+    """
+
+    def __init__(
+        self,
+        *,
+        snapshots: StrategySnapshots | None = None,
+        retry: RetryPolicy | None = None,
+        bulk_threshold: int = DEFAULT_BULK_THRESHOLD,
+    ) -> None:
+        self.snapshots = snapshots if snapshots is not None else SHARED_SNAPSHOTS
+        self.retry = retry or RetryPolicy()
+        self.bulk_threshold = bulk_threshold
+
+    # --- load ---------------------------------------------------------------------------
+
+    def load(self, strategies: Sequence[Strategy]) -> dict[str, ExecutionState]:
+        """The state of each strategy, keyed by id.
+
+        Requests: the strategy items not read by the strategy repository just before
+        (BatchGetItem, 100 per request); then 2 queries per strategy, or (bulk) 2 queries per
+        shard plus pages; then one BatchGetItem per 100 cooldown items, read only for assets
+        the strategy item lists. A strategy without an item gets an empty state, version 0.
+        """
+        unique = list({s.strategy_id: s for s in strategies}.values())
+        if not unique:
+            return {}
+        heads = self._heads(unique)  # before positions and orders: see snapshots.py
+        ids = [s.strategy_id for s in unique]
+        if len(ids) > self.bulk_threshold:
+            positions, orders = self._open_items_from_indexes(ids)
+        else:
+            positions, orders = self._open_items_by_strategy(ids)
+        cooldowns = self._cooldowns(heads)
+        return {
+            sid: ExecutionState(
+                strategy_id=sid,
+                version=heads[sid].version,
+                positions=sorted(
+                    positions.get(sid, []), key=lambda p: (p.entry_time, p.position_id)
+                ),
+                orders=sorted(orders.get(sid, []), key=lambda o: (o.created_at, o.order_id)),
+                cooldowns=cooldowns.get(sid, {}),
+            )
+            for sid in ids
+        }
+
+    def _heads(self, strategies: Sequence[Strategy]) -> dict[str, StateHead]:
+        heads: dict[str, StateHead] = {}
+        missing: list[str] = []
+        for strategy in strategies:
+            head = self.snapshots.take(strategy)
+            if head is None:
+                missing.append(strategy.strategy_id)
+            else:
+                heads[strategy.strategy_id] = head
+        if missing:
+            items = batch_get(StrategyModel, missing, self.retry, attributes=_HEAD_ATTRIBUTES)
+            for item in items:
+                heads[item.strategy_id] = head_of(item)
+        empty = StateHead(version=0, cooldown_assets=frozenset())
+        for sid in missing:
+            heads.setdefault(sid, empty)
+        return heads
+
+    def _open_items_by_strategy(
+        self, ids: Sequence[str]
+    ) -> tuple[dict[str, list[Position]], dict[str, list[Order]]]:
+        positions: dict[str, list[Position]] = {}
+        orders: dict[str, list[Order]] = {}
+        for sid in ids:
+
+            def query_positions(sid: str = sid) -> list[PositionModel]:
+                return list(
+                    PositionModel.query(
+                        sid, filter_condition=PositionModel.status == "open", consistent_read=True
+                    )
+                )
+
+            def query_orders(sid: str = sid) -> list[OrderModel]:
+                return list(
+                    OrderModel.query(
+                        sid, filter_condition=OrderModel.status == "open", consistent_read=True
+                    )
+                )
+
+            positions[sid] = [
+                position_from_item(i) for i in self.retry.call("Query", query_positions)
+            ]
+            orders[sid] = [order_from_item(i) for i in self.retry.call("Query", query_orders)]
+        return positions, orders
+
+    def _open_items_from_indexes(
+        self, ids: Sequence[str]
+    ) -> tuple[dict[str, list[Position]], dict[str, list[Order]]]:
+        wanted = set(ids)
+        shards = sorted({open_shard(sid) for sid in ids})
+        low, high = min(ids), max(ids)
+        positions: dict[str, list[Position]] = {}
+        orders: dict[str, list[Order]] = {}
+        for shard in shards:
+
+            def query_positions(shard: str = shard) -> list[PositionModel]:
+                return list(
+                    PositionModel.open_positions_index.query(
+                        shard, range_key_condition=OpenPositionsIndex.strategy_id.between(low, high)
+                    )
+                )
+
+            def query_orders(shard: str = shard) -> list[OrderModel]:
+                return list(
+                    OrderModel.open_orders_index.query(
+                        shard, range_key_condition=OpenOrdersIndex.strategy_id.between(low, high)
+                    )
+                )
+
+            for p_item in self.retry.call("Query", query_positions):
+                # the index is eventually consistent: trust the item's own status too
+                if p_item.strategy_id in wanted and p_item.status == "open":
+                    positions.setdefault(p_item.strategy_id, []).append(position_from_item(p_item))
+            for o_item in self.retry.call("Query", query_orders):
+                if o_item.strategy_id in wanted and o_item.status == "open":
+                    orders.setdefault(o_item.strategy_id, []).append(order_from_item(o_item))
+        return positions, orders
+
+    def _cooldowns(self, heads: dict[str, StateHead]) -> dict[str, dict[str, CooldownState]]:
+        keys = [
+            (sid, asset) for sid, head in heads.items() for asset in sorted(head.cooldown_assets)
+        ]
+        out: dict[str, dict[str, CooldownState]] = {}
+        if not keys:
+            return out
+        for item in batch_get(CooldownModel, keys, self.retry):
+            out.setdefault(item.strategy_id, {})[item.asset] = cooldown_from_item(item)
+        return out
+
+    # --- commit -------------------------------------------------------------------------
+
+    def commit(self, state: ExecutionState, changes: Changes) -> int:
+        """Write `changes` in one transaction conditioned on `state.version`.
+
+        Returns the new version (`state.version` unchanged, and no request at all, when
+        `changes` is empty). Raises ConcurrentEvaluation when another commit moved the version
+        first, StrategyNotFound when the strategy item does not exist, TransactionTooLarge
+        beyond 100 items, StorageUnavailable when DynamoDB keeps failing. Nothing is written
+        in any of those cases.
+        """
+        if changes.empty:
+            return state.version
+        sid = state.strategy_id
+        positions = list({p.position_id: p for p in changes.positions}.values())
+        orders = list({o.order_id: o for o in changes.orders}.values())
+        cooldowns = list({c.asset: c for c in changes.cooldowns}.values())
+        strangers = {p.strategy_id for p in positions} | {o.strategy_id for o in orders}
+        strangers.discard(sid)
+        if strangers:
+            raise ValueError(f"changes for strategy {sid!r} hold items of {sorted(strangers)}")
+        total = 1 + len(positions) + len(orders) + len(cooldowns)
+        if total > MAX_TRANSACTION_ITEMS:
+            raise TransactionTooLarge(
+                f"strategy {sid}: one evaluation changed {len(positions)} positions, "
+                f"{len(orders)} orders and {len(cooldowns)} cooldowns; with the state version "
+                f"that is {total} items, above DynamoDB's {MAX_TRANSACTION_ITEMS} per transaction. "
+                "Nothing was written; reduce assets or max_open_positions."
+            )
+        new_version = state.version + 1
+        puts: list[PositionModel | OrderModel | CooldownModel] = [
+            *(position_item(p) for p in positions),
+            *(order_item(o) for o in orders),
+            *(cooldown_item(sid, c) for c in cooldowns),
+        ]
+        condition = StrategyModel.state_version == state.version
+        if state.version == 0:  # an item written before versions existed
+            condition = condition | (
+                StrategyModel.strategy_id.exists() & StrategyModel.state_version.does_not_exist()
+            )
+        # One token per logical commit: a retry after a lost response is then answered from
+        # DynamoDB's idempotency window instead of failing its own version condition. After a
+        # definite cancellation (conflict, throttling) the next attempt takes a fresh token.
+        token = [uuid.uuid4().hex]
+
+        def attempt() -> None:
+            actions: list[Any] = [
+                StrategyModel.state_version.set(new_version),
+                StrategyModel.updated_at.set(now_ms()),
+            ]
+            if cooldowns:
+                actions.append(StrategyModel.cooldown_assets.add({c.asset for c in cooldowns}))
+            try:
+                with TransactWrite(
+                    connection=StrategyModel._get_connection().connection,
+                    client_request_token=token[0],
+                ) as tx:
+                    for item in puts:
+                        tx.save(item)
+                    tx.update(
+                        StrategyModel(sid),
+                        actions,
+                        condition=condition,
+                        return_values="ALL_OLD",
+                    )
+            except TransactWriteError as exc:
+                codes = cancellation_codes(exc)
+                if "ConditionalCheckFailed" in codes:
+                    raise _condition_failed(sid, state.version, exc, len(puts)) from None
+                if codes or exc.cause_response_code in THROTTLING_CODES:
+                    token[0] = uuid.uuid4().hex
+                raise
+
+        self.retry.call("TransactWriteItems", attempt)
+        return new_version
+
+
+def _condition_failed(
+    sid: str, expected: int, exc: TransactWriteError, update_index: int
+) -> Exception:
+    reasons = exc.cancellation_reasons
+    reason = reasons[update_index] if update_index < len(reasons) else None
+    raw = reason.raw_item if reason is not None else None
+    if reason is not None and reason.code == "ConditionalCheckFailed" and not raw:
+        return StrategyNotFound(f"strategy {sid} does not exist; its state cannot be committed")
+    found = (raw or {}).get("state_version", {}).get("N", "?")
+    return ConcurrentEvaluation(
+        f"strategy {sid}: another evaluation committed first (state version {expected} "
+        f"was read, the store holds {found}); nothing was written"
+    )
+
+
+# --- mapping between the engine's state and the items --------------------------------------
+
+
+def _ms(value: Any) -> int | None:
+    return None if value is None else to_ms(value)
+
+
+def _dt(value: float | None) -> Any:
+    return None if value is None else to_datetime(int(value))
+
+
+def position_item(p: Position) -> PositionModel:
+    return PositionModel(
+        p.strategy_id,
+        p.position_id,
+        asset=p.asset,
+        status=p.status,
+        entry_time=to_ms(p.entry_time),
+        entry_price=p.entry_price,
+        quantity=p.quantity,
+        entry_fee=p.entry_fee,
+        stop_loss_price=p.stop_loss_price,
+        take_profit_price=p.take_profit_price,
+        exit_time=_ms(p.exit_time),
+        exit_price=p.exit_price,
+        exit_fee=p.exit_fee,
+        exit_reason=p.exit_reason,
+        pnl=p.pnl,
+        open_shard=open_shard(p.strategy_id) if p.status == "open" else None,
+    )
+
+
+def position_from_item(item: PositionModel) -> Position:
+    return Position.model_validate(
+        {
+            "position_id": item.position_id,
+            "strategy_id": item.strategy_id,
+            "asset": item.asset,
+            "status": item.status,
+            "entry_time": _dt(item.entry_time),
+            "entry_price": item.entry_price,
+            "quantity": item.quantity,
+            "entry_fee": item.entry_fee or 0.0,
+            "stop_loss_price": item.stop_loss_price,
+            "take_profit_price": item.take_profit_price,
+            "exit_time": _dt(item.exit_time),
+            "exit_price": item.exit_price,
+            "exit_fee": item.exit_fee,
+            "exit_reason": item.exit_reason,
+            "pnl": item.pnl,
+        }
+    )
+
+
+def order_item(o: Order) -> OrderModel:
+    return OrderModel(
+        o.strategy_id,
+        o.order_id,
+        position_id=o.position_id,
+        asset=o.asset,
+        side=o.side,
+        order_type=o.type,
+        quantity=o.quantity,
+        price=o.price,
+        status=o.status,
+        reason=o.reason,
+        created_at=to_ms(o.created_at),
+        filled_at=_ms(o.filled_at),
+        open_shard=open_shard(o.strategy_id) if o.status == "open" else None,
+    )
+
+
+def order_from_item(item: OrderModel) -> Order:
+    return Order.model_validate(
+        {
+            "order_id": item.order_id,
+            "position_id": item.position_id,
+            "strategy_id": item.strategy_id,
+            "asset": item.asset,
+            "side": item.side,
+            "type": item.order_type,
+            "quantity": item.quantity,
+            "price": item.price,
+            "status": item.status,
+            "reason": item.reason,
+            "created_at": _dt(item.created_at),
+            "filled_at": _dt(item.filled_at),
+        }
+    )
+
+
+def cooldown_item(strategy_id: str, c: CooldownState) -> CooldownModel:
+    return CooldownModel(
+        strategy_id,
+        c.asset,
+        losses=[
+            LossAttribute(  # type: ignore[no-untyped-call]
+                exit_time=to_ms(loss.exit_time), position_id=loss.position_id
+            )
+            for loss in c.losses
+        ],
+        tripped_at=_ms(c.tripped_at),
+        blocked_bars=c.blocked_bars,
+        tier=c.tier,
+    )
+
+
+def cooldown_from_item(item: CooldownModel) -> CooldownState:
+    return CooldownState.model_validate(
+        {
+            "asset": item.asset,
+            "losses": [
+                LossRecord(exit_time=to_datetime(int(loss.exit_time)), position_id=loss.position_id)
+                for loss in (item.losses or [])
+            ],
+            "tripped_at": _dt(item.tripped_at),
+            "blocked_bars": int(item.blocked_bars or 0),
+            "tier": item.tier,
+        }
+    )

@@ -1,0 +1,157 @@
+"""Strategies in DynamoDB: the definition as canonical JSON, plus status and timeframe for the
+schedule's index. The state version and cooldown assets on the same item belong to the state
+repository; `put` never touches them."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import re
+from collections.abc import Iterable, Sequence
+
+from pynamodb.exceptions import DeleteError, DoesNotExist
+from pynamodb.expressions.update import Action
+
+from engine.core.strategy import STRATEGY_ID_PATTERN, Strategy, StrategyInvalid, parse_strategy
+from engine.storage._batch import batch_get
+from engine.storage._retry import RetryPolicy
+from engine.storage.errors import StoredStrategyInvalid
+from engine.storage.models import StatusTimeframeIndex, StrategyModel, now_ms
+from engine.storage.snapshots import SHARED_SNAPSHOTS, StateHead, StrategySnapshots
+
+log = logging.getLogger(__name__)
+
+_VALID_ID = re.compile(STRATEGY_ID_PATTERN)
+
+
+def head_of(item: StrategyModel) -> StateHead:
+    return StateHead(
+        version=int(item.state_version or 0),
+        cooldown_assets=frozenset(item.cooldown_assets or ()),
+    )
+
+
+class DynamoStrategyRepository:
+    """engine.ports.StrategyRepository on the strategies table.
+
+    Reads are strongly consistent (the scan and the index query excepted, which DynamoDB only
+    serves eventually consistent). Each read leaves the item's state version and cooldown
+    assets in `snapshots`, so a following StateRepository.load need not read the items again.
+    """
+
+    def __init__(
+        self,
+        *,
+        snapshots: StrategySnapshots | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.snapshots = snapshots if snapshots is not None else SHARED_SNAPSHOTS
+        self.retry = retry or RetryPolicy()
+
+    def get(self, strategy_id: str) -> Strategy | None:
+        if not _VALID_ID.match(strategy_id):
+            return None  # no such item can exist; DynamoDB would reject an empty key
+
+        def request() -> StrategyModel | None:
+            try:
+                return StrategyModel.get(strategy_id, consistent_read=True)
+            except DoesNotExist:
+                return None
+
+        item = self.retry.call("GetItem", request)
+        if item is None:
+            return None
+        strategy = self._parse(item)
+        if strategy is None:
+            raise StoredStrategyInvalid(
+                f"stored strategy {strategy_id!r} is no longer valid; put a corrected definition"
+            )
+        return strategy
+
+    def get_many(self, strategy_ids: Sequence[str]) -> dict[str, Strategy]:
+        """BatchGetItem, 100 keys per request; unknown ids are absent from the answer.
+
+        A stored definition that no longer parses is logged and left out too.
+        """
+        ids = [sid for sid in dict.fromkeys(strategy_ids) if _VALID_ID.match(sid)]
+        items = batch_get(StrategyModel, ids, self.retry)
+        found = self._parse_all(items)
+        return {sid: found[sid] for sid in ids if sid in found}
+
+    def put(self, strategy: Strategy) -> None:
+        """Create the item, or update definition, status and timeframe of an existing one."""
+        item = StrategyModel(strategy.strategy_id)
+        actions: builtins.list[Action] = [
+            StrategyModel.definition.set(strategy.canonical_json()),
+            StrategyModel.status.set(strategy.status),
+            StrategyModel.timeframe.set(strategy.timeframe),
+            StrategyModel.updated_at.set(now_ms()),
+            # a new item starts at version 0; an existing one keeps its version
+            StrategyModel.state_version.set(StrategyModel.state_version | 0),
+        ]
+        self.retry.call("UpdateItem", lambda: item.update(actions=actions))
+
+    def list(self, *, status: str | None = None, timeframe: str | None = None) -> list[Strategy]:
+        """All strategies, or those with `status` (and `timeframe`) through the status index.
+
+        Sorted by strategy id.
+        """
+        if status is not None:
+            condition = StatusTimeframeIndex.timeframe == timeframe if timeframe else None
+
+            def query() -> builtins.list[StrategyModel]:
+                return builtins.list(
+                    StrategyModel.status_timeframe_index.query(
+                        status, range_key_condition=condition
+                    )
+                )
+
+            items = self.retry.call("Query", query)
+        else:
+            condition = StrategyModel.timeframe == timeframe if timeframe else None
+
+            def scan() -> builtins.list[StrategyModel]:
+                return builtins.list(StrategyModel.scan(filter_condition=condition))
+
+            items = self.retry.call("Scan", scan)
+        found = self._parse_all(items)
+        return [found[sid] for sid in sorted(found)]
+
+    def delete(self, strategy_id: str) -> bool:
+        """Delete the strategy item; False when there was none.
+
+        Its positions (trade history), orders and cooldown items stay.
+        """
+        if not _VALID_ID.match(strategy_id):
+            return False
+
+        def request() -> bool:
+            try:
+                StrategyModel(strategy_id).delete(condition=StrategyModel.strategy_id.exists())
+            except DeleteError as exc:
+                if exc.cause_response_code == "ConditionalCheckFailedException":
+                    return False
+                raise
+            return True
+
+        return self.retry.call("DeleteItem", request)
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _parse(self, item: StrategyModel) -> Strategy | None:
+        try:
+            strategy = parse_strategy(json.loads(item.definition))
+        except (StrategyInvalid, ValueError) as exc:
+            log.error("stored strategy %r does not parse: %s", item.strategy_id, exc)
+            return None
+        self.snapshots.record(strategy, head_of(item))
+        return strategy
+
+    def _parse_all(self, items: Iterable[StrategyModel]) -> dict[str, Strategy]:
+        found: dict[str, Strategy] = {}
+        for item in items:
+            strategy = self._parse(item)
+            if strategy is not None:
+                found[strategy.strategy_id] = strategy
+        return found
