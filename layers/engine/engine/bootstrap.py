@@ -8,16 +8,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from functools import cache
-from typing import cast
 
-from engine.service import ExecutionService, StalePolicy
-
-
-def stale_policy(env: Mapping[str, str]) -> StalePolicy:
-    value = env.get("STALE_DATA_POLICY", "reject")
-    if value not in ("reject", "warn"):
-        raise ValueError(f"STALE_DATA_POLICY must be reject or warn, not {value!r}")
-    return cast(StalePolicy, value)
+from engine.marketdata import parse_stale_policy
+from engine.service import ExecutionService
 
 
 def build_service(env: Mapping[str, str]) -> ExecutionService:
@@ -33,7 +26,7 @@ def build_service(env: Mapping[str, str]) -> ExecutionService:
         strategies=DynamoStrategyRepository(),
         states=DynamoStateRepository(),
         market_data=provider_from_config(env, candle_repository=candles),
-        stale_policy=stale_policy(env),
+        stale_policy=parse_stale_policy(env.get("STALE_DATA_POLICY", "reject")),
     )
 
 

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -22,13 +22,13 @@ from engine.core.state import EvaluationResult, ExecutionState, Position, Warnin
 from engine.core.strategy import Strategy, parse_strategy
 from engine.core.timeframes import bucket_start, timeframe_ms, to_ms
 from engine.errors import EngineError, InvalidRequest, StrategyNotFound
-from engine.marketdata import load_market
+from engine.marketdata import StalePolicy, load_market
 from engine.ports import MarketDataProvider, StateRepository, StrategyRepository, unique_pairs
 
 logger = logging.getLogger("engine.service")
 
 MAX_BULK_STRATEGIES = 500
-StalePolicy = Literal["reject", "warn"]
+
 Clock = Callable[[], int]
 
 
