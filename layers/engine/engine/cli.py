@@ -140,15 +140,19 @@ def add_replay_command(subparsers: Subparsers) -> None:
 
 def run_replay(args: argparse.Namespace) -> int:
     from engine.candles_io import CandlesFileError, read_candles_file
-    from engine.replay import replay
+    from engine.replay import pick_asset, replay
 
     strategy = load_strategy_file(args.strategy)
+    try:
+        asset = pick_asset(strategy, args.asset)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     try:
         candles = read_candles_file(args.candles)
     except CandlesFileError as exc:
         raise CommandError(str(exc)) from None
     try:
-        result = replay(strategy, candles, asset=args.asset, progress=args.progress)
+        result = replay(strategy, candles, asset=asset, progress=args.progress)
     except ValueError as exc:
         raise CommandError(f"{args.candles}: {exc}") from None
 
