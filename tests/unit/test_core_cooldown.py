@@ -1,0 +1,445 @@
+"""Loss-streak cooldowns (DESIGN §5), driven through evaluate() bar by bar.
+
+Scripted losses: an entry signal (volume 10) at bar b-1 enters at close 100 with a 5% stop at
+95; bar b dips to 90 and the stop fills at 95, a loss of 5 exiting at bar b. "Probe" bars
+carry an entry signal too; whether a position opens there tells whether entries are blocked.
+Bar indices are hours after 2024-01-01 00:00 UTC (or days, for the 1d tests).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import numpy as np
+import pytest
+from engine.core.cooldown import cooldown_rules, record_losses, status_at
+from engine.core.state import CooldownState
+from engine.core.strategy import parse_strategy
+
+from tests.core_helpers import (
+    FLAT,
+    SIGNAL,
+    T0,
+    D,
+    Driver,
+    H,
+    candles,
+    cooldown_of,
+    entries,
+    hour,
+    make_strategy,
+    strategy_doc,
+)
+
+STOP = {"type": "percent", "value": 0.05}
+A, B = "AAA/USD", "BBB/USD"
+
+
+def scripted(n: int, losses: Iterable[int], probes: Iterable[int] = ()) -> list[tuple]:
+    losses, probes = set(losses), set(probes)
+    bars = []
+    for i in range(n):
+        signal = i in probes or (i + 1) in losses
+        bars.append((100.0, 100.0, 90.0 if i in losses else 100.0, 100.0, 10.0 if signal else 1.0))
+    return bars
+
+
+def tiers_strategy(timeframe: str = "1h", assets=None, **tiers) -> object:
+    config = {"stop_loss": STOP, "cooldown_config": {timeframe: tiers}}
+    extra = {"assets": assets} if assets else {}
+    return make_strategy(timeframe=timeframe, execution_config=config, **extra)
+
+
+def legacy_strategy(timeframe: str = "1h", **keys) -> object:
+    return make_strategy(timeframe=timeframe, execution_config={"stop_loss": STOP, **keys})
+
+
+def run_all(strategy, bars, step: int = H, asset: str = "BTC/USDT"):
+    """Evaluate at every bar; return (driver, entry bar indices, loss exit bar indices)."""
+    c = candles(bars, step=step)
+    driver = Driver(strategy, {asset: c})
+    driver.over(range(len(bars)))
+    entered = [i for i, r in enumerate(driver.results) if entries(r)]
+    lost = [int((t.exit_time.timestamp() * 1000 - T0) // step) for t in driver.closed_trades]
+    return driver, entered, lost
+
+
+def status_tuple(result, asset: str = "BTC/USDT"):
+    s = cooldown_of(result, asset)
+    return (s.active, s.tier, s.until, s.remaining_bars)
+
+
+# --- the DESIGN §5 example and the tiers ------------------------------------------------
+
+
+def test_design_example_short_tier():
+    # short tier L=2 W=3; losses exit at 10:00 and 12:00 -> blocked 12:00..15:00, 16:00 allowed
+    strategy = tiers_strategy(short_loss_limit=2, short_window_bars=3)
+    bars = scripted(20, losses=[10, 12], probes=range(12, 17))
+    driver, entered, lost = run_all(strategy, bars)
+    assert lost == [10, 12]
+    assert entered == [9, 11, 16]
+    r = driver.results
+    assert status_tuple(r[10]) == (False, None, None, 0)  # one loss: no trip
+    assert status_tuple(r[11]) == (False, None, None, 0)
+    assert status_tuple(r[12]) == (True, "short", hour(15), 4)
+    assert status_tuple(r[13]) == (True, "short", hour(15), 3)
+    assert status_tuple(r[14]) == (True, "short", hour(15), 2)
+    assert status_tuple(r[15]) == (True, "short", hour(15), 1)  # the bar before expiry
+    assert status_tuple(r[16]) == (False, None, None, 0)  # expired: the entry goes through
+    # the cooldown state is written when the losing trades close, not on every bar
+    assert [i for i, res in enumerate(r) if res.changes.cooldowns] == [10, 12]
+
+
+def test_short_window_excludes_the_bar_w_bars_before():
+    # losses at 10 and 13 with W=3: the window at 13 is (10, 13], so only one loss counts
+    strategy = tiers_strategy(short_loss_limit=2, short_window_bars=3)
+    bars = scripted(18, losses=[10, 13], probes=[13, 14])
+    driver, entered, lost = run_all(strategy, bars)
+    assert lost == [10, 13]
+    assert entered == [9, 12, 13]  # re-entry at 13 right after the losing exit: not blocked
+    assert all(not cooldown_of(res).active for res in driver.results)
+
+
+def test_long_tier():
+    # long tier L=3 W=10: losses at 2, 5, 8 -> trips at 8 (window (-2, 8]), blocked 8..18
+    strategy = tiers_strategy(long_loss_limit=3, long_window_bars=10)
+    bars = scripted(22, losses=[2, 5, 8], probes=range(8, 20))
+    driver, entered, lost = run_all(strategy, bars)
+    assert lost == [2, 5, 8]
+    assert entered == [1, 4, 7, 19]
+    r = driver.results
+    assert status_tuple(r[8]) == (True, "long", hour(18), 11)
+    assert status_tuple(r[17]) == (True, "long", hour(18), 2)
+    assert status_tuple(r[18]) == (True, "long", hour(18), 1)
+    assert status_tuple(r[19]) == (False, None, None, 0)
+
+
+def test_long_tier_window_boundary():
+    # losses at 2, 5, 12: the window at 12 is (2, 12] -> two losses, below L=3
+    strategy = tiers_strategy(long_loss_limit=3, long_window_bars=10)
+    bars = scripted(16, losses=[2, 5, 12], probes=[13])
+    _, entered, lost = run_all(strategy, bars)
+    assert lost == [2, 5, 12]
+    assert entered == [1, 4, 11, 13]
+
+
+def test_both_tiers_trip_longer_window_rules_and_is_reported():
+    # short L=2 W=3, long L=3 W=8; losses at 10, 13, 14.
+    # at 13: short (10,13] has 1, long (5,13] has 2 -> nothing; the entry at 13 goes through.
+    # at 14: short (11,14] has 2 -> until 17; long (6,14] has 3 -> until 22. Long rules.
+    strategy = tiers_strategy(
+        short_loss_limit=2, short_window_bars=3, long_loss_limit=3, long_window_bars=8
+    )
+    bars = scripted(26, losses=[10, 13, 14], probes=range(13, 24))
+    driver, entered, lost = run_all(strategy, bars)
+    assert lost == [10, 13, 14]
+    assert entered == [9, 12, 13, 23]
+    r = driver.results
+    assert status_tuple(r[13]) == (False, None, None, 0)
+    assert status_tuple(r[14]) == (True, "long", hour(22), 9)
+    assert status_tuple(r[17]) == (True, "long", hour(22), 6)  # the short trip alone ends here
+    assert status_tuple(r[18]) == (True, "long", hour(22), 5)
+    assert status_tuple(r[22]) == (True, "long", hour(22), 1)
+    assert status_tuple(r[23]) == (False, None, None, 0)
+
+
+def test_cooldown_until_is_a_maximum_a_later_shorter_trip_never_shortens_it():
+    config = parse_strategy(
+        strategy_doc(
+            execution_config={
+                "cooldown_config": {
+                    "1h": {
+                        "short_loss_limit": 1,
+                        "short_window_bars": 2,
+                        "long_loss_limit": 2,
+                        "long_window_bars": 10,
+                    }
+                }
+            }
+        )
+    ).execution_config
+    rules = cooldown_rules(config, "1h")
+    times_arr = np.array([T0 + i * H for i in range(40)], dtype=np.int64)
+    state = CooldownState(asset=A)
+    # loss at 3: short trips (until 5); loss at 5: long trips (until 15), short until 7
+    state = record_losses(state, rules, times_arr, [(3, "p1"), (5, "p2")], 5)
+    assert status_at(state, A, times_arr, 5, "1h").until == hour(15)
+    assert status_at(state, A, times_arr, 5, "1h").tier == "long"
+    # a loss at 14: short trips until 16; long (4, 14] holds 5 and 14 -> until 24.
+    # max(15, 16, 24) = 24, long.
+    state = record_losses(state, rules, times_arr, [(14, "p3")], 14)
+    status = status_at(state, A, times_arr, 14, "1h")
+    assert (status.tier, status.until, status.remaining_bars) == ("long", hour(24), 11)
+    # a loss at 25 (long window (15, 25] holds only it): short trips until 27 > 24 -> short
+    state = record_losses(state, rules, times_arr, [(25, "p4")], 25)
+    status = status_at(state, A, times_arr, 25, "1h")
+    assert (status.tier, status.until, status.remaining_bars) == ("short", hour(27), 3)
+    # a loss at 26 -> short until 28; long (16, 26] holds 25, 26 -> until 36
+    state = record_losses(state, rules, times_arr, [(26, "p5")], 26)
+    status = status_at(state, A, times_arr, 26, "1h")
+    assert (status.tier, status.until) == ("long", hour(36))
+    # and the same governing trip still reads the same at a later bar
+    assert status_at(state, A, times_arr, 36, "1h").remaining_bars == 1
+    assert status_at(state, A, times_arr, 37, "1h").active is False
+
+
+def test_cooldowns_are_per_asset():
+    strategy = tiers_strategy(assets=[A, B], short_loss_limit=2, short_window_bars=3)
+    a = candles(scripted(16, losses=[10, 12], probes=[13]))
+    b = candles(scripted(16, losses=[], probes=[13]))
+    driver = Driver(strategy, {A: a, B: b})
+    driver.over(range(16))
+    at13 = driver.results[13]
+    assert status_tuple(at13, A) == (True, "short", hour(15), 3)
+    assert status_tuple(at13, B) == (False, None, None, 0)
+    assert [(o.asset, o.created_at) for o in entries(at13)] == [(B, hour(13))]
+    assert set(at13.state.cooldowns) == {A}
+
+
+def test_losses_of_different_assets_do_not_add_up():
+    strategy = tiers_strategy(assets=[A, B], short_loss_limit=2, short_window_bars=3)
+    a = candles(scripted(16, losses=[10], probes=[13]))
+    b = candles(scripted(16, losses=[12], probes=[13]))
+    driver = Driver(strategy, {A: a, B: b})
+    driver.over(range(16))
+    assert len(driver.closed_trades) == 2
+    at13 = driver.results[13]
+    assert not cooldown_of(at13, A).active and not cooldown_of(at13, B).active
+    assert sorted(o.asset for o in entries(at13)) == [A, B]
+
+
+def test_catch_up_losses_counted_at_their_exit_bars_in_time_order():
+    # two positions: entered at 8 (close 100, stop 95) and 9 (close 120, stop 114).
+    # missed bars: 10 stops the second (at 114), 12 stops the first (at 95).
+    # The first-entered position exits last, so time order differs from position order.
+    strategy = make_strategy(
+        execution_config={
+            "stop_loss": STOP,
+            "max_open_positions": 2,
+            "cooldown_config": {"1h": {"short_loss_limit": 2, "short_window_bars": 3}},
+        }
+    )
+    bars = [FLAT] * 18
+    bars[8] = SIGNAL
+    bars[9] = (120, 120, 120, 120, 10)
+    bars[10] = (119, 119, 110, 112, 1)
+    bars[11] = (112, 112, 112, 112, 1)
+    bars[12] = (100, 100, 90, 92, 1)
+    bars[14] = bars[15] = bars[16] = SIGNAL
+    driver = Driver(strategy, candles(bars))
+    driver.over([8, 9])
+    assert len(driver.state.positions) == 2
+    result = driver.at(14)  # one evaluation catches up over bars 10..14
+    trades = sorted(result.closed_trades, key=lambda t: t.exit_time)
+    assert [(t.exit_time, t.exit_price) for t in trades] == [(hour(10), 114.0), (hour(12), 95.0)]
+    # tripped at 12 (not at t=14): blocked until 15
+    assert status_tuple(result) == (True, "short", hour(15), 2)
+    assert entries(result) == []
+    assert entries(driver.at(15)) == []
+    assert len(entries(driver.at(16))) == 1
+
+
+def test_cooldown_counts_candles_across_a_market_closure():
+    # short L=1 W=2. Bars Monday 00..04, then closed until Wednesday 03:00.
+    strategy = tiers_strategy(short_loss_limit=1, short_window_bars=2)
+    hours = [0, 1, 2, 3, 4, 51, 52, 53, 54]
+    bars = [FLAT, FLAT, SIGNAL, (100, 100, 90, 100, 10), SIGNAL, SIGNAL, SIGNAL, SIGNAL, FLAT]
+    driver = Driver(strategy, candles(bars, times=[T0 + h * H for h in hours]))
+    driver.over(range(len(bars)))
+    entered = [i for i, r in enumerate(driver.results) if entries(r)]
+    # loss at index 3 -> blocked at indices 3, 4, 5 (5 is 48 h later but only 2 candles)
+    assert entered == [2, 6]
+    assert cooldown_of(driver.results[5]).remaining_bars == 1
+
+
+# --- legacy flat keys -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("timeframe", "keys", "expected"),
+    [
+        ("1h", {"daily_momentum_limit": 2}, [("short", 2, 24, 24)]),
+        ("1h", {"weekly_momentum_limit": 5}, [("long", 5, 168, 168)]),
+        (
+            "1h",
+            {"daily_momentum_limit": 2, "weekly_momentum_limit": 5},
+            [("short", 2, 24, 24), ("long", 5, 168, 168)],
+        ),
+        (
+            "1h",
+            {"daily_momentum_limit": 2, "weekly_momentum_limit": 5, "cooldown_bars": 6},
+            [("short", 2, 24, 6), ("long", 5, 168, 6)],
+        ),
+        (
+            "1d",
+            {"daily_momentum_limit": 2, "weekly_momentum_limit": 5},
+            [("short", 2, 1, 1), ("long", 5, 7, 7)],
+        ),
+        (
+            "4h",
+            {"daily_momentum_limit": 1, "weekly_momentum_limit": 3},
+            [("short", 1, 6, 6), ("long", 3, 42, 42)],
+        ),
+        # one day or week in bars is at least 1 bar
+        (
+            "1w",
+            {"daily_momentum_limit": 1, "weekly_momentum_limit": 3},
+            [("short", 1, 1, 1), ("long", 3, 1, 1)],
+        ),
+        ("1h", {"cooldown_bars": 4}, [("short", 1, 4, 4)]),
+        ("1d", {"cooldown_bars": 2}, [("short", 1, 2, 2)]),
+    ],
+)
+def test_legacy_keys_map_to_tiers(timeframe, keys, expected):
+    config = legacy_strategy(timeframe, **keys).execution_config
+    rules = cooldown_rules(config, timeframe)
+    assert rules.legacy is True
+    assert [(t.name, t.loss_limit, t.window_bars, t.block_bars) for t in rules.tiers] == expected
+
+
+def test_legacy_daily_limit_on_1h_uses_a_24_bar_window():
+    strategy = legacy_strategy(daily_momentum_limit=2)
+    # losses at 10 and 33: window at 33 is (9, 33] -> trips, blocked 33..57
+    bars = scripted(60, losses=[10, 33], probes=[34, 57, 58])
+    driver, entered, lost = run_all(strategy, bars)
+    assert lost == [10, 33]
+    assert entered == [9, 32, 58]
+    assert status_tuple(driver.results[33]) == (True, "short", hour(57), 25)
+    assert status_tuple(driver.results[57]) == (True, "short", hour(57), 1)
+    # losses at 10 and 34: window at 34 is (10, 34] -> one loss, no trip
+    bars = scripted(40, losses=[10, 34], probes=[35])
+    _, entered, lost = run_all(strategy, bars)
+    assert lost == [10, 34]
+    assert entered == [9, 33, 35]
+
+
+def test_legacy_weekly_limit_on_1h_uses_a_168_bar_window():
+    strategy = legacy_strategy(weekly_momentum_limit=2)
+    # losses at 10 and 177: window (9, 177] -> trips, blocked until 177 + 168 = 345
+    bars = scripted(350, losses=[10, 177], probes=[178, 345, 346])
+    driver, entered, lost = run_all(strategy, bars)
+    assert lost == [10, 177]
+    assert entered == [9, 176, 346]
+    assert status_tuple(driver.results[345]) == (True, "long", hour(345 - 336, day=14), 1)
+    # losses at 10 and 178: window (10, 178] -> no trip
+    bars = scripted(182, losses=[10, 178], probes=[179])
+    _, entered, _ = run_all(strategy, bars)
+    assert entered == [9, 177, 179]
+
+
+def test_legacy_keys_on_1d_daily_is_one_bar_weekly_is_seven():
+    # daily_momentum_limit=1 on 1d: W=1 -> a loss at day 3 blocks days 3 and 4
+    strategy = legacy_strategy("1d", daily_momentum_limit=1)
+    bars = scripted(8, losses=[3], probes=[3, 4, 5])
+    driver, entered, lost = run_all(strategy, bars, step=D)
+    assert lost == [3]
+    assert entered == [2, 5]
+    day4 = cooldown_of(driver.results[4])
+    assert (day4.active, day4.tier, day4.remaining_bars) == (True, "short", 1)
+    assert day4.until == hour(0, day=4)
+
+    # weekly_momentum_limit=2 on 1d: W=7 -> losses at days 2 and 8 trip (window (1, 8]),
+    # blocked days 8..15
+    strategy = legacy_strategy("1d", weekly_momentum_limit=2)
+    bars = scripted(18, losses=[2, 8], probes=[9, 15, 16])
+    driver, entered, lost = run_all(strategy, bars, step=D)
+    assert lost == [2, 8]
+    assert entered == [1, 7, 16]
+    assert status_tuple(driver.results[8])[:2] == (True, "long")
+    assert cooldown_of(driver.results[8]).until == hour(0, day=15)
+    # losses at days 1 and 8: window (1, 8] holds one -> no trip
+    bars = scripted(12, losses=[1, 8], probes=[9])
+    _, entered, _ = run_all(strategy, bars, step=D)
+    assert entered == [0, 7, 9]
+
+
+def test_legacy_cooldown_bars_sets_the_block_length_of_a_trip():
+    # daily limit 2 (W=24) with cooldown_bars=5: losses at 10, 12 trip at 12, blocked 12..17
+    strategy = legacy_strategy(daily_momentum_limit=2, cooldown_bars=5)
+    bars = scripted(22, losses=[10, 12], probes=range(13, 19))
+    driver, entered, _ = run_all(strategy, bars)
+    assert entered == [9, 11, 18]
+    assert status_tuple(driver.results[12]) == (True, "short", hour(17), 6)
+
+
+def test_legacy_cooldown_bars_alone_pauses_after_every_loss():
+    # L=1, W=cooldown_bars=3: each loss blocks its exit bar and the 3 bars after it
+    strategy = legacy_strategy(cooldown_bars=3)
+    bars = scripted(24, losses=[5, 15], probes=[*range(5, 10), 18, 19])
+    driver, entered, lost = run_all(strategy, bars)
+    assert lost == [5, 15]
+    # bar 14's signal finds the slot taken by the position entered at 9 (stopped at 15)
+    assert entered == [4, 9, 19]
+    assert status_tuple(driver.results[5]) == (True, "short", hour(8), 4)
+    assert status_tuple(driver.results[8]) == (True, "short", hour(8), 1)
+    assert status_tuple(driver.results[18]) == (True, "short", hour(18), 1)
+
+
+def test_legacy_keys_warn_in_the_result_and_the_log(caplog):
+    strategy = legacy_strategy(daily_momentum_limit=2, cooldown_bars=5)
+    with caplog.at_level(logging.WARNING, logger="engine.cooldown"):
+        result = Driver(strategy, candles([FLAT] * 3)).at(2)
+    (warning,) = [w for w in result.warnings if w.code == "deprecated_cooldown_keys"]
+    assert "daily_momentum_limit" in warning.message and "cooldown_bars" in warning.message
+    assert "cooldown_config" in warning.message
+    records = [r for r in caplog.records if r.name == "engine.cooldown"]
+    assert records and all(r.levelno == logging.WARNING for r in records)
+    assert "daily_momentum_limit" in records[0].getMessage()
+    assert strategy.strategy_id in records[0].getMessage()
+
+
+def test_cooldown_config_does_not_warn(caplog):
+    strategy = tiers_strategy(short_loss_limit=2, short_window_bars=3)
+    with caplog.at_level(logging.WARNING, logger="engine.cooldown"):
+        result = Driver(strategy, candles([FLAT] * 3)).at(2)
+    assert result.warnings == []
+    assert [r for r in caplog.records if r.name == "engine.cooldown"] == []
+
+
+def test_legacy_keys_apply_when_cooldown_config_has_no_entry_for_the_timeframe(caplog):
+    strategy = make_strategy(
+        execution_config={
+            "stop_loss": STOP,
+            "cooldown_config": {"4h": {"short_loss_limit": 1, "short_window_bars": 50}},
+            "cooldown_bars": 2,
+        }
+    )
+    with caplog.at_level(logging.WARNING, logger="engine.cooldown"):
+        driver, entered, _ = run_all(strategy, scripted(12, losses=[5], probes=range(5, 9)))
+    assert entered == [4, 8]  # blocked 5, 6, 7 by cooldown_bars=2 (the 4h entry is not used)
+    assert "deprecated_cooldown_keys" in [w.code for w in driver.results[0].warnings]
+    assert any(r.name == "engine.cooldown" for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param({}, id="neither"),
+        pytest.param(
+            {"cooldown_config": {"4h": {"short_loss_limit": 1, "short_window_bars": 5}}},
+            id="other-timeframe-only",
+        ),
+        pytest.param(
+            {"cooldown_config": {"1h": {"short_loss_limit": 1, "short_window_bars": 0}}},
+            id="zero-window-tier-is-off",
+        ),
+        pytest.param(
+            {"cooldown_config": {"1h": {"long_loss_limit": 0, "long_window_bars": 5}}},
+            id="zero-limit-tier-is-off",
+        ),
+    ],
+)
+def test_no_cooldown(config, caplog):
+    strategy = make_strategy(execution_config={"stop_loss": STOP, **config})
+    # every bar from 10 closes a losing trade and re-enters
+    bars = scripted(16, losses=range(10, 16), probes=range(10, 16))
+    with caplog.at_level(logging.WARNING, logger="engine.cooldown"):
+        driver, entered, lost = run_all(strategy, bars)
+    assert lost == list(range(10, 16))
+    assert entered == list(range(9, 16))
+    assert all(not cooldown_of(r).active for r in driver.results)
+    assert all(r.changes.cooldowns == [] for r in driver.results)
+    assert all(r.warnings == [] for r in driver.results)
+    assert caplog.records == []
