@@ -181,8 +181,18 @@ def busy_strategy(**overrides: Any) -> Strategy:
     return Strategy.model_validate(doc)
 
 
-def test_replay_equals_evaluating_growing_histories_bar_by_bar() -> None:
+def informative_strategy() -> Strategy:
+    """The busy strategy, entering only above a 4h SMA (an informative timeframe)."""
     strategy = busy_strategy()
+    doc = strategy.model_dump(mode="json", by_alias=True)
+    doc["indicators"]["sma4h"] = {"fn": "SMA", "params": {"timeperiod": 5}, "timeframe": "4h"}
+    doc["entry"] = {"all": [doc["entry"], {"left": "close", "op": ">", "right": "sma4h"}]}
+    return Strategy.model_validate(doc)
+
+
+@pytest.mark.parametrize("make", [busy_strategy, informative_strategy])
+def test_replay_equals_evaluating_growing_histories_bar_by_bar(make: Any) -> None:
+    strategy = make()
     history = random_candles(400, seed=7)
     result = replay(strategy, history, progress=False)
 
