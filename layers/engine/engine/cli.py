@@ -45,7 +45,9 @@ def registrars() -> list[Registrar]:
     To add a command, write `add_<name>_command(subparsers)` (in its own module when it
     brings its own dependencies, e.g. storage) and append it here.
     """
-    return [add_replay_command]
+    from engine.commands import add_store_commands  # brings storage: imported on demand
+
+    return [add_store_commands, add_replay_command]
 
 
 def build_parser() -> argparse.ArgumentParser:
