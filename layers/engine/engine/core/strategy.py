@@ -28,7 +28,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from engine.core import indicators
 from engine.core.candles import CANDLE_FIELDS
-from engine.core.timeframes import Timeframe, timeframe_ms
+from engine.core.timeframes import TIMEFRAME_MS, Timeframe, timeframe_ms
 
 STRATEGY_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # Exchange symbols such as BTC/USDT, EUR-USD, AAPL, BRK.B, ETH/USDT:USDT.
@@ -229,7 +229,7 @@ class Strategy(_Model):
 
     @model_validator(mode="after")
     def _check_references(self) -> Strategy:
-        problems = list(_reference_problems(self))
+        problems = list(_reference_problems(self.model_dump(mode="json", by_alias=True)))
         if problems:
             raise _errors("Strategy", problems)
         return self
@@ -288,70 +288,97 @@ def series_names(strategy: Strategy) -> dict[str, tuple[str, str | None]]:
     return names
 
 
-def _reference_problems(strategy: Strategy) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
-    known = series_names(strategy)
-    for name in strategy.indicators:
+def _reference_problems(data: Any) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
+    """Problems of reference between parts of a strategy document, on its raw JSON form.
+
+    Working on plain data lets `parse_strategy` report these alongside structural errors
+    instead of only after the structure is fixed. Parts that are malformed are skipped:
+    the structural validation names them.
+    """
+    if not isinstance(data, dict):
+        return
+    raw_indicators = data.get("indicators")
+    indicators_ = raw_indicators if isinstance(raw_indicators, dict) else {}
+    outputs: dict[str, tuple[str, ...] | None] = {}  # None: outputs unknown (bad fn)
+    for name, ind in indicators_.items():
+        fn = ind.get("fn") if isinstance(ind, dict) else None
+        known_fn = isinstance(fn, str) and fn in indicators.function_names()
+        outputs[name] = indicators.function_info(str(fn)).outputs if known_fn else None
         if name in CANDLE_FIELDS:
             yield ("indicators", name), "reserved_name", f"{name!r} is a candle field"
 
-    def check_operand(operand: Any, path: tuple[str | int, ...]) -> Iterator[Any]:
-        ref = operand.ref if isinstance(operand, Ref) else operand
-        if isinstance(operand, Ref):
-            path = (*path, "ref")
-        if isinstance(ref, str) and ref not in known:
-            yield path, "undefined_reference", _unknown_reference(strategy, ref)
+    def problem(ref: str) -> str | None:
+        if ref in CANDLE_FIELDS:
+            return None
+        base, dot, output = ref.partition(".")
+        if base not in outputs:
+            return f"{ref!r} is not a candle field or a defined indicator"
+        outs = outputs[base]
+        if outs is None or (dot and output in outs) or (not dot and len(outs) == 1):
+            return None
+        fn = indicators_[base]["fn"]
+        if dot:
+            return f"indicator {base!r} ({fn}) has no output {output!r}; outputs: {', '.join(outs)}"
+        choices = ", ".join(f"{base}.{o}" for o in outs)
+        return f"indicator {base!r} ({fn}) has several outputs; use one of {choices}"
+
+    def operand(value: Any, path: tuple[str | int, ...]) -> Iterator[Any]:
+        if isinstance(value, dict) and isinstance(value.get("ref"), str):
+            value, path = value["ref"], (*path, "ref")
+        if isinstance(value, str) and (message := problem(value)) is not None:
+            yield path, "undefined_reference", message
 
     def walk(cond: Any, path: tuple[str | int, ...]) -> Iterator[Any]:
-        if isinstance(cond, AllOf):
-            for i, child in enumerate(cond.all):
-                yield from walk(child, (*path, "all", i))
-        elif isinstance(cond, AnyOf):
-            for i, child in enumerate(cond.any):
-                yield from walk(child, (*path, "any", i))
-        elif isinstance(cond, NotOf):
-            yield from walk(cond.not_, (*path, "not"))
-        elif isinstance(cond, Comparison):
-            yield from check_operand(cond.left, (*path, "left"))
-            yield from check_operand(cond.right, (*path, "right"))
+        if not isinstance(cond, dict):
+            return
+        for key in ("all", "any"):
+            if isinstance(cond.get(key), list):
+                for i, child in enumerate(cond[key]):
+                    yield from walk(child, (*path, key, i))
+                return
+        if "not" in cond:
+            yield from walk(cond["not"], (*path, "not"))
+            return
+        yield from operand(cond.get("left"), (*path, "left"))
+        yield from operand(cond.get("right"), (*path, "right"))
 
-    yield from walk(strategy.entry, ("entry",))
-    if strategy.exit is not None:
-        yield from walk(strategy.exit, ("exit",))
+    yield from walk(data.get("entry"), ("entry",))
+    yield from walk(data.get("exit"), ("exit",))
 
-    config = strategy.execution_config
-    for key, level in (("stop_loss", config.stop_loss), ("take_profit", config.take_profit)):
-        if isinstance(level, AtrLevel) and level.indicator not in known:
-            yield (
-                ("execution_config", key, "indicator"),
-                "undefined_reference",
-                _unknown_reference(strategy, level.indicator),
-            )
-    if isinstance(config.take_profit, RiskRewardTarget) and config.stop_loss is None:
+    config = data.get("execution_config")
+    config = config if isinstance(config, dict) else {}
+    for key in ("stop_loss", "take_profit"):
+        level = config.get(key)
+        if (
+            isinstance(level, dict)
+            and level.get("type") == "atr"
+            and isinstance(level.get("indicator"), str)
+        ):
+            yield from operand(level["indicator"], ("execution_config", key, "indicator"))
+    take_profit = config.get("take_profit")
+    if (
+        isinstance(take_profit, dict)
+        and take_profit.get("type") == "risk_reward"
+        and not config.get("stop_loss")
+    ):
         yield (
             ("execution_config", "take_profit"),
             "missing_stop_loss",
             "a risk_reward take-profit is priced from the stop: set execution_config.stop_loss",
         )
-    for name, ind in strategy.indicators.items():
-        if ind.timeframe is not None and timeframe_ms(ind.timeframe) < timeframe_ms(
-            strategy.timeframe
+    primary = data.get("timeframe")
+    for name, ind in indicators_.items():
+        tf = ind.get("timeframe") if isinstance(ind, dict) else None
+        if (
+            tf in TIMEFRAME_MS
+            and primary in TIMEFRAME_MS
+            and TIMEFRAME_MS[tf] < TIMEFRAME_MS[primary]
         ):
             yield (
                 ("indicators", name, "timeframe"),
                 "invalid_timeframe",
-                f"informative timeframe {ind.timeframe} is finer than the strategy's {strategy.timeframe}",
+                f"informative timeframe {tf} is finer than the strategy's {primary}",
             )
-
-
-def _unknown_reference(strategy: Strategy, ref: str) -> str:
-    base, _, output = ref.partition(".")
-    ind = strategy.indicators.get(base)
-    if ind is not None and output:
-        return f"indicator {base!r} ({ind.fn}) has no output {output!r}; outputs: {', '.join(ind.outputs)}"
-    if ind is not None:
-        choices = ", ".join(f"{base}.{o}" for o in ind.outputs)
-        return f"indicator {base!r} ({ind.fn}) has several outputs; use one of {choices}"
-    return f"{ref!r} is not a candle field or a defined indicator"
 
 
 def _errors(title: str, problems: list[tuple[tuple[str | int, ...], str, str]]) -> ValidationError:
@@ -419,4 +446,11 @@ def parse_strategy(data: Any) -> Strategy:
     try:
         return Strategy.model_validate(data)
     except ValidationError as exc:
-        raise StrategyInvalid(problems_from(exc)) from None
+        problems = problems_from(exc)
+    # The structure failed, so the reference checks did not run: add what they find.
+    reported = {path for path, _ in problems}
+    for loc, _code, message in _reference_problems(data):
+        path = format_path(loc)
+        if path not in reported:
+            problems.append((path, message))
+    raise StrategyInvalid(problems)
