@@ -39,3 +39,37 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+
+## make sam-validate / sam-build: the SAM CLI in its own virtualenv, .venv-sam, made from a
+## Python 3.12: sam build checks that the functions' runtime (python3.12) is on PATH, and the
+## layer's Makefile compiles bytecode with it. SAM_PYTHON=/path/to/python3.12 picks one.
+SAM_VENV := .venv-sam
+SAM_CLI_VERSION := 1.170.0
+SAM_STAMP := $(SAM_VENV)/.installed-$(SAM_CLI_VERSION)
+SAM_PYTHON ?= $(shell for p in python3.12 $$(pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12; do "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && { command -v "$$p"; break; }; done)
+SAM_ENV := PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0
+# Lambda's limit on a function with all its layers, unzipped: 250 MB (MiB) in bytes.
+LAMBDA_UNZIPPED_LIMIT := 262144000
+
+$(SAM_STAMP):
+	@test -n "$(SAM_PYTHON)" || { echo "sam needs a Python 3.12 (the Lambda runtime); set SAM_PYTHON=/path/to/python3.12" >&2; exit 1; }
+	rm -rf $(SAM_VENV)
+	$(SAM_PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
+	touch $@
+
+sam-validate: $(SAM_STAMP)
+	$(SAM_ENV) $(SAM_VENV)/bin/sam validate --lint
+
+## make sam-build: build into .aws-sam/build, then report each function's unzipped size with the
+## engine layer and fail if one is over Lambda's limit.
+sam-build: $(SAM_STAMP)
+	$(SAM_ENV) $(SAM_VENV)/bin/sam build
+	@cd .aws-sam/build && layer=$$(du -sb EngineLayer | cut -f1) && status=0 && \
+	echo "unzipped sizes (limit for a function with its layers: 250 MiB):" && \
+	for d in */; do d=$${d%/}; size=$$(du -sb "$$d" | cut -f1); \
+		if [ "$$d" = EngineLayer ]; then total=$$size; else total=$$((size + layer)); fi; \
+		awk -v n="$$d" -v s="$$size" -v t="$$total" \
+			'BEGIN { printf "  %-26s %8.2f MiB   with the layer %8.2f MiB\n", n, s / 1048576, t / 1048576 }'; \
+		[ "$$total" -le $(LAMBDA_UNZIPPED_LIMIT) ] || { echo "  $$d is over Lambda's limit" >&2; status=1; }; \
+	done; exit $$status
