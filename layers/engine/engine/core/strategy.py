@@ -69,7 +69,7 @@ class IndicatorDef(_Model):
     def outputs(self) -> tuple[str, ...]:
         return indicators.function_info(self.fn).outputs
 
-    @property
+    @cached_property
     def params_key(self) -> tuple[tuple[str, float], ...]:
         return tuple(sorted((k, float(v)) for k, v in self.params.items()))
 
@@ -415,7 +415,9 @@ def problems_from(error: ValidationError) -> list[tuple[str, str]]:
     """
     merged: dict[str, list[str]] = {}
     for err in error.errors(include_url=False):
-        path = format_path(_clean_loc(tuple(err["loc"])))
+        loc = tuple(err["loc"])
+        # reference problems carry the document's own path already (no union tags in it)
+        path = format_path(loc if err["type"] in _REFERENCE_CODES else _clean_loc(loc))
         messages = merged.setdefault(path, [])
         if err["msg"] not in messages:
             messages.append(err["msg"])
@@ -426,17 +428,38 @@ def problems_from(error: ValidationError) -> list[tuple[str, str]]:
 
 
 _UNION_TAGS = frozenset({"compare", "int", "float", "str", "Ref"})
+_CONDITION_TAGS = frozenset({"all", "any", "not"})
+_LEVEL_TAGS = frozenset({"percent", "atr", "risk_reward"})
+_REFERENCE_CODES = frozenset(
+    {"undefined_reference", "missing_stop_loss", "reserved_name", "invalid_timeframe"}
+)
+
+
+def _is_tag(part: Any, cleaned: list[str | int]) -> bool:
+    """Whether `part` is the tag pydantic puts right after a place holding a tagged union."""
+    prev = cleaned[-1] if cleaned else None
+    if part in _CONDITION_TAGS:  # a condition: entry, exit, an item of all/any, inside not
+        return prev in ("entry", "exit", "not") or (
+            isinstance(prev, int) and len(cleaned) > 1 and cleaned[-2] in ("all", "any")
+        )
+    return part in _LEVEL_TAGS and prev in ("stop_loss", "take_profit")
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
-    """Drop pydantic's union tags so paths match the JSON the user wrote."""
+    """Drop pydantic's union tags so paths match the JSON the user wrote.
+
+    entry.all.all[0] -> entry.all[0], entry.not.not.not.not.op -> entry.not.not.op,
+    execution_config.stop_loss.percent.value -> execution_config.stop_loss.value.
+    """
     cleaned: list[str | int] = []
+    after_tag = False  # the part after a tag is the field itself, never another tag
     for part in loc:
         if isinstance(part, str) and (part in _UNION_TAGS or part.startswith("function-")):
             continue
-        # a condition's tag repeats the key it sits under: entry.all.all[0] -> entry.all[0]
-        if cleaned and part in {"all", "any", "not"} and cleaned[-1] == part:
+        if not after_tag and _is_tag(part, cleaned):
+            after_tag = True
             continue
+        after_tag = False
         cleaned.append(part)
     return tuple(cleaned)
 
