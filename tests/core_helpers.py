@@ -47,18 +47,9 @@ def hour(h: int, day: int = 0) -> datetime:
     return dt(T0 + day * D + h * H)
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def strategy_doc(**overrides: Any) -> dict[str, Any]:
-    """A valid strategy document; keyword arguments are merged in (dicts deeply)."""
+    """A valid strategy document; keyword arguments replace its top-level keys, except
+    `execution_config`, whose keys are merged into the (empty) default."""
     base: dict[str, Any] = {
         "strategy_id": "test-strategy",
         "name": "test",
@@ -68,7 +59,10 @@ def strategy_doc(**overrides: Any) -> dict[str, Any]:
         "entry": ENTRY_ON_VOLUME,
         "execution_config": {},
     }
-    return _merge(base, overrides)
+    overrides = copy.deepcopy(overrides)
+    base["execution_config"].update(overrides.pop("execution_config", {}))
+    base.update(overrides)
+    return base
 
 
 def make_strategy(**overrides: Any) -> Strategy:
