@@ -19,10 +19,13 @@ UTC epoch milliseconds in number attributes, the way the engine counts bars.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import zlib
 from typing import Any, Final
 
+import botocore.session
+import pynamodb.connection.base
 from pynamodb.attributes import (
     ListAttribute,
     MapAttribute,
@@ -50,6 +53,23 @@ TABLE_ENV: Final[dict[str, tuple[str, str]]] = {
     "CooldownModel": ("COOLDOWNS_TABLE", "execution-cooldowns"),
     "CandleModel": ("CANDLES_TABLE", "execution-candles"),
 }
+
+
+# PynamoDB gives every connection (one per model) a botocore session of its own, and each
+# session loads the endpoint and service data again: five models, five times the client set-up
+# on a Lambda cold start. One session per thread serves them all (PynamoDB keeps sessions
+# per thread because botocore client creation is not thread-safe; so does this).
+_sessions = threading.local()
+
+
+def _thread_session() -> botocore.session.Session:
+    session: botocore.session.Session | None = getattr(_sessions, "session", None)
+    if session is None:
+        session = _sessions.session = botocore.session.get_session()
+    return session
+
+
+pynamodb.connection.base.get_session = _thread_session  # type: ignore[attr-defined]
 
 
 def _table_name(model_name: str) -> str:

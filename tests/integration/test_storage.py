@@ -1,0 +1,982 @@
+"""The DynamoDB storage adapter against moto's in-process mock.
+
+Table names are read when engine.storage.models is imported, and another test module may have
+imported it first with other settings. The fixture therefore never relies on import-time
+configuration: it points the models at the mock (no endpoint, a fixed region), creates
+whatever tables the models name, and restores the models afterwards. Tests can run in any
+order and under pytest-xdist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+from engine.core.candles import Candles
+from engine.core.state import (
+    Changes,
+    CooldownState,
+    ExecutionState,
+    LossRecord,
+    Order,
+    Position,
+)
+from engine.core.strategy import Strategy, parse_strategy
+from engine.errors import ConcurrentEvaluation, StorageUnavailable, StrategyNotFound
+from engine.storage import (
+    ALL_MODELS,
+    DynamoCandleRepository,
+    DynamoRepositories,
+    DynamoStateRepository,
+    DynamoStrategyRepository,
+    RetryPolicy,
+    StorageError,
+    TransactionTooLarge,
+    dynamo_repositories,
+    table_definitions,
+)
+from engine.storage import models as storage_models
+from engine.storage.models import (
+    OrderModel,
+    PositionModel,
+    StrategyModel,
+    all_open_shards,
+    open_shard,
+)
+from moto import mock_aws
+
+REGION = "us-east-1"
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+# --- fixtures ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """moto's DynamoDB with the models' tables, whatever the models were configured with."""
+    monkeypatch.delenv("DYNAMODB_ENDPOINT", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECURITY_TOKEN": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(key, value)
+    saved = [(model, model.Meta.host, model.Meta.region) for model in ALL_MODELS]
+    try:
+        with mock_aws():
+            storage_models.bind(host=None, region=REGION)
+            storage_models.create_tables(wait=True)
+            yield
+    finally:
+        for model, host, region in saved:
+            model.Meta.host = host
+            model.Meta.region = region
+        storage_models.reset_connections()
+
+
+def _no_sleep(_: float) -> None:
+    pass
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def repos(aws: None, sleeps: list[float]) -> DynamoRepositories:
+    """Repositories with their own snapshots, retrying without really sleeping."""
+    return dynamo_repositories(retry=RetryPolicy(attempts=4, sleep=sleeps.append))
+
+
+class Requests:
+    """Counts DynamoDB API calls with a botocore 'before-call' handler on every client the
+    models use (the state repository's transactions go through StrategyModel's connection).
+    `fail` makes chosen calls fail the way DynamoDB would, before anything is sent."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, dict[str, Any]]] = []
+        self.fail: Callable[[str, dict[str, Any]], dict[str, Any] | None] = lambda op, p: None
+        self._clients: list[Any] = []
+
+    def __call__(self, model: Any, params: dict[str, Any], **_: Any) -> Any:
+        body = json.loads(params["body"] or b"{}")  # the serialized request
+        self.log.append((model.name, body))
+        error = self.fail(model.name, body)
+        if error is not None:
+            return _HttpStatus(400), error
+        return None
+
+    def attach(self) -> None:
+        self._clients = [m._get_connection().connection.client for m in ALL_MODELS]
+        for client in self._clients:
+            client.meta.events.register("before-call.dynamodb", self, unique_id="count")
+
+    def detach(self) -> None:
+        for client in self._clients:
+            client.meta.events.unregister("before-call.dynamodb", unique_id="count")
+
+    def reset(self) -> None:
+        self.log.clear()
+
+    @property
+    def operations(self) -> list[str]:
+        return [name for name, _ in self.log]
+
+    def count(self, operation: str | None = None) -> int:
+        return sum(1 for name in self.operations if operation is None or name == operation)
+
+
+class _HttpStatus:
+    def __init__(self, status_code: int) -> None:
+        self.status_code = status_code
+        self.headers: dict[str, str] = {}
+
+
+@pytest.fixture
+def calls(aws: None) -> Iterator[Requests]:
+    counter = Requests()
+    counter.attach()
+    yield counter
+    counter.detach()
+
+
+def throttled(operation: str) -> dict[str, Any]:
+    return {
+        "Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"},
+        "ResponseMetadata": {"HTTPStatusCode": 400},
+    }
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+def make_strategy(
+    sid: str,
+    *,
+    assets: tuple[str, ...] = ("BTC/USDT",),
+    status: str = "active",
+    timeframe: str = "1h",
+    name: str = "RSI mean reversion",
+) -> Strategy:
+    return parse_strategy(
+        {
+            "strategy_id": sid,
+            "name": name,
+            "status": status,
+            "assets": list(assets),
+            "timeframe": timeframe,
+            "indicators": {"rsi": {"fn": "RSI", "params": {"timeperiod": 14}}},
+            "entry": {"left": "rsi", "op": "<", "right": 30},
+            "exit": {"left": "rsi", "op": "crosses_above", "right": 70},
+            "execution_config": {
+                "stop_loss": {"type": "percent", "value": 0.02},
+                "take_profit": {"type": "risk_reward", "ratio": 2.0},
+            },
+        }
+    )
+
+
+def open_position(sid: str, n: int = 0, asset: str = "BTC/USDT") -> Position:
+    return Position(
+        position_id=f"pos-{sid}-{n}",
+        strategy_id=sid,
+        asset=asset,
+        entry_time=T0 + n * HOUR,
+        entry_price=100.0 + n,
+        quantity=0.5,
+        entry_fee=0.05,
+        stop_loss_price=98.0,
+        take_profit_price=104.0,
+    )
+
+
+def closed(position: Position, *, exit_price: float = 97.5) -> Position:
+    return position.model_copy(
+        update={
+            "status": "closed",
+            "exit_time": position.entry_time + 3 * HOUR,
+            "exit_price": exit_price,
+            "exit_fee": 0.04,
+            "exit_reason": "stop_loss",
+            "pnl": (exit_price - position.entry_price) * position.quantity - 0.09,
+        }
+    )
+
+
+def orders_of(position: Position) -> list[Order]:
+    common = {
+        "position_id": position.position_id,
+        "strategy_id": position.strategy_id,
+        "asset": position.asset,
+        "quantity": position.quantity,
+        "created_at": position.entry_time,
+    }
+    return [
+        Order(
+            order_id=f"{position.position_id}-entry",
+            side="enter_long",
+            type="market",
+            price=position.entry_price,
+            status="filled",
+            reason="entry",
+            filled_at=position.entry_time,
+            **common,
+        ),
+        Order(
+            order_id=f"{position.position_id}-sl",
+            side="exit_long",
+            type="stop_loss",
+            price=position.stop_loss_price,
+            status="open",
+            reason="stop_loss",
+            **common,
+        ),
+        Order(
+            order_id=f"{position.position_id}-tp",
+            side="exit_long",
+            type="take_profit",
+            price=position.take_profit_price,
+            status="open",
+            reason="take_profit",
+            **common,
+        ),
+    ]
+
+
+def entry_changes(position: Position) -> Changes:
+    return Changes(positions=[position], orders=orders_of(position))
+
+
+def stop_out_changes(position: Position) -> Changes:
+    """The position stops out: its stop fills, its target is cancelled, a cooldown records it."""
+    done = closed(position)
+    _, sl, tp = orders_of(position)
+    return Changes(
+        positions=[done],
+        orders=[
+            sl.model_copy(update={"status": "filled", "price": 97.5, "filled_at": done.exit_time}),
+            tp.model_copy(update={"status": "cancelled"}),
+        ],
+        cooldowns=[
+            CooldownState(
+                asset=position.asset,
+                losses=[LossRecord(exit_time=done.exit_time, position_id=position.position_id)],
+                tripped_at=done.exit_time,
+                blocked_bars=3,
+                tier="short",
+            )
+        ],
+    )
+
+
+def scan_all() -> dict[str, list[dict[str, Any]]]:
+    """Every item of every table, raw, in a stable order (independent of PynamoDB)."""
+    client = boto3.client("dynamodb", region_name=REGION)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for model in ALL_MODELS:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": model.Meta.table_name, "ConsistentRead": True}
+        while True:
+            page = client.scan(**kwargs)
+            items.extend(page["Items"])
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        out[model.Meta.table_name] = sorted(items, key=lambda i: json.dumps(i, sort_keys=True))
+    return out
+
+
+def index_keys(index_name: str, model: Any) -> list[tuple[str, str]]:
+    """(strategy_id, id) of the items the sparse index holds."""
+    client = boto3.client("dynamodb", region_name=REGION)
+    range_name = "position_id" if model is PositionModel else "order_id"
+    found = []
+    for shard in all_open_shards():
+        page = client.query(
+            TableName=model.Meta.table_name,
+            IndexName=index_name,
+            KeyConditionExpression="open_shard = :s",
+            ExpressionAttributeValues={":s": {"S": shard}},
+        )
+        found += [(i["strategy_id"]["S"], i[range_name]["S"]) for i in page["Items"]]
+    return sorted(found)
+
+
+# --- tables -----------------------------------------------------------------------------
+
+
+def test_created_tables_match_the_plain_definitions(aws: None) -> None:
+    client = boto3.client("dynamodb", region_name=REGION)
+    definitions = table_definitions()
+    assert set(definitions) == {m.__name__ for m in ALL_MODELS}
+    for model in ALL_MODELS:
+        expected = definitions[model.__name__]
+        table = client.describe_table(TableName=model.Meta.table_name)["Table"]
+        assert table["BillingModeSummary"]["BillingMode"] == expected["BillingMode"]
+        assert table["KeySchema"] == expected["KeySchema"]
+        assert (
+            sorted(table["AttributeDefinitions"], key=lambda a: a["AttributeName"])
+            == expected["AttributeDefinitions"]
+        )
+        indexes = sorted(table.get("GlobalSecondaryIndexes", []), key=lambda i: i["IndexName"])
+        assert [
+            {
+                "IndexName": i["IndexName"],
+                "KeySchema": i["KeySchema"],
+                "Projection": i["Projection"],
+            }
+            for i in indexes
+        ] == expected["GlobalSecondaryIndexes"]
+
+
+def test_exact_schema() -> None:
+    d = table_definitions()
+    s, p, o, c, k = (
+        d["StrategyModel"],
+        d["PositionModel"],
+        d["OrderModel"],
+        d["CooldownModel"],
+        d["CandleModel"],
+    )
+    assert (s["TableNameEnv"], s["DefaultTableName"]) == (
+        "STRATEGIES_TABLE",
+        "execution-strategies",
+    )
+    assert s["KeySchema"] == [{"AttributeName": "strategy_id", "KeyType": "HASH"}]
+    assert s["GlobalSecondaryIndexes"] == [
+        {
+            "IndexName": "status-timeframe-index",
+            "KeySchema": [
+                {"AttributeName": "status", "KeyType": "HASH"},
+                {"AttributeName": "timeframe", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        }
+    ]
+    for table, rng, index in (
+        (p, "position_id", "open-positions-index"),
+        (o, "order_id", "open-orders-index"),
+    ):
+        assert table["KeySchema"] == [
+            {"AttributeName": "strategy_id", "KeyType": "HASH"},
+            {"AttributeName": rng, "KeyType": "RANGE"},
+        ]
+        assert table["GlobalSecondaryIndexes"][0]["IndexName"] == index
+        assert table["GlobalSecondaryIndexes"][0]["KeySchema"] == [
+            {"AttributeName": "open_shard", "KeyType": "HASH"},
+            {"AttributeName": "strategy_id", "KeyType": "RANGE"},
+        ]
+    assert c["KeySchema"][1] == {"AttributeName": "asset", "KeyType": "RANGE"}
+    assert k["AttributeDefinitions"] == [
+        {"AttributeName": "market", "AttributeType": "S"},
+        {"AttributeName": "open_time", "AttributeType": "N"},
+    ]
+    assert all(t["BillingMode"] == "PAY_PER_REQUEST" for t in d.values())
+
+
+def test_create_tables_is_idempotent(aws: None) -> None:
+    assert storage_models.create_tables() == []
+
+
+def test_configuration_is_read_from_the_environment_at_import() -> None:
+    env = {
+        **os.environ,
+        "STRATEGIES_TABLE": "s-t",
+        "POSITIONS_TABLE": "p-t",
+        "ORDERS_TABLE": "o-t",
+        "COOLDOWNS_TABLE": "c-t",
+        "CANDLES_TABLE": "k-t",
+        "DYNAMODB_ENDPOINT": "http://127.0.0.1:8000",
+        "AWS_REGION": "eu-west-1",
+    }
+    code = (
+        "import json; from engine.storage.models import ALL_MODELS as M; "
+        "print(json.dumps([[m.Meta.table_name, m.Meta.host, m.Meta.region] for m in M]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == [
+        [name, "http://127.0.0.1:8000", "eu-west-1"] for name in ("s-t", "p-t", "o-t", "c-t", "k-t")
+    ]
+    for key in ("STRATEGIES_TABLE", "DYNAMODB_ENDPOINT", "AWS_REGION"):
+        env.pop(key)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout)[0] == ["execution-strategies", None, "us-east-1"]
+
+
+def test_open_shard_is_stable_and_spread() -> None:
+    assert open_shard("rsi-meanrev-btc") == open_shard("rsi-meanrev-btc")
+    shards = {open_shard(f"s{n}") for n in range(100)}
+    assert shards == set(all_open_shards()) == {"open#0", "open#1", "open#2", "open#3"}
+
+
+# --- strategies -------------------------------------------------------------------------
+
+
+def test_strategy_round_trip(repos: DynamoRepositories) -> None:
+    strategy = make_strategy("rsi-meanrev-btc")
+    repos.strategies.put(strategy)
+    assert repos.strategies.get("rsi-meanrev-btc") == strategy
+    assert repos.strategies.get("unknown") is None
+    assert repos.strategies.get("") is None
+    item = StrategyModel.get("rsi-meanrev-btc")
+    assert item.definition == strategy.canonical_json()
+    assert (item.status, item.timeframe, item.state_version) == ("active", "1h", 0)
+
+
+def test_put_updates_the_definition_but_never_the_state(repos: DynamoRepositories) -> None:
+    strategy = make_strategy("s1")
+    repos.strategies.put(strategy)
+    state = repos.states.load([strategy])["s1"]
+    version = repos.states.commit(state, stop_out_changes(open_position("s1")))
+    assert version == 1
+
+    paused = make_strategy("s1", status="paused", timeframe="4h", name="renamed")
+    repos.strategies.put(paused)
+    assert repos.strategies.get("s1") == paused
+    item = StrategyModel.get("s1")
+    assert (item.status, item.timeframe, item.state_version) == ("paused", "4h", 1)
+    assert item.cooldown_assets == {"BTC/USDT"}
+
+
+def test_list_by_status_timeframe_and_all(repos: DynamoRepositories) -> None:
+    for sid, status, tf in [
+        ("a", "active", "1h"),
+        ("b", "active", "4h"),
+        ("c", "paused", "1h"),
+        ("d", "active", "1h"),
+    ]:
+        repos.strategies.put(make_strategy(sid, status=status, timeframe=tf))
+    ids = lambda strategies: [s.strategy_id for s in strategies]  # noqa: E731
+    assert ids(repos.strategies.list()) == ["a", "b", "c", "d"]
+    assert ids(repos.strategies.list(status="active")) == ["a", "b", "d"]
+    assert ids(repos.strategies.list(status="active", timeframe="1h")) == ["a", "d"]
+    assert ids(repos.strategies.list(status="paused")) == ["c"]
+    assert ids(repos.strategies.list(timeframe="4h")) == ["b"]
+
+
+def test_list_by_status_queries_the_index(repos: DynamoRepositories, calls: Requests) -> None:
+    repos.strategies.put(make_strategy("a"))
+    calls.reset()
+    repos.strategies.list(status="active")
+    assert calls.operations == ["Query"]
+    assert calls.log[0][1]["IndexName"] == "status-timeframe-index"
+
+
+def test_delete(repos: DynamoRepositories) -> None:
+    repos.strategies.put(make_strategy("gone"))
+    assert repos.strategies.delete("gone") is True
+    assert repos.strategies.get("gone") is None
+    assert repos.strategies.delete("gone") is False
+
+
+def test_get_many_batches_250_ids(repos: DynamoRepositories, calls: Requests) -> None:
+    for n in range(200):
+        repos.strategies.put(make_strategy(f"s{n:03d}"))
+    wanted = [f"s{n:03d}" for n in range(250)]  # 50 of them do not exist
+    calls.reset()
+    found = repos.strategies.get_many([*wanted, "s000", "s001"])  # duplicates are read once
+    assert sorted(found) == wanted[:200]
+    assert all(found[sid].strategy_id == sid for sid in found)
+    assert calls.operations == ["BatchGetItem"] * 3
+    assert [
+        len(p["RequestItems"][StrategyModel.Meta.table_name]["Keys"]) for _, p in calls.log
+    ] == [
+        100,
+        100,
+        50,
+    ]
+
+
+def test_get_many_retries_unprocessed_keys(
+    repos: DynamoRepositories, monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
+) -> None:
+    for n in range(30):
+        repos.strategies.put(make_strategy(f"s{n:02d}"))
+    connection = StrategyModel._get_connection()
+    real = connection.batch_get_item
+    calls: list[int] = []
+
+    def partial(keys: list[Any], **kwargs: Any) -> dict[str, Any]:
+        calls.append(len(keys))
+        if len(calls) == 1:  # DynamoDB answers part of the first request only
+            data = real(keys[:10], **kwargs)
+            data["UnprocessedKeys"] = {StrategyModel.Meta.table_name: {"Keys": list(keys[10:])}}
+            return data
+        return real(keys, **kwargs)
+
+    monkeypatch.setattr(connection, "batch_get_item", partial)
+    found = repos.strategies.get_many([f"s{n:02d}" for n in range(30)])
+    assert len(found) == 30
+    assert calls == [30, 20]
+    assert len(sleeps) == 1  # backed off once before resending
+
+
+def test_unprocessed_keys_forever_raise_storage_unavailable(
+    repos: DynamoRepositories, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repos.strategies.put(make_strategy("s1"))
+    connection = StrategyModel._get_connection()
+
+    def nothing(keys: list[Any], **kwargs: Any) -> dict[str, Any]:
+        return {
+            "Responses": {},
+            "UnprocessedKeys": {StrategyModel.Meta.table_name: {"Keys": list(keys)}},
+        }
+
+    monkeypatch.setattr(connection, "batch_get_item", nothing)
+    with pytest.raises(StorageUnavailable, match="unprocessed"):
+        repos.strategies.get_many(["s1"])
+
+
+# --- state: load and commit -------------------------------------------------------------
+
+
+def test_new_strategy_has_an_empty_state(repos: DynamoRepositories) -> None:
+    strategy = make_strategy("s1")
+    repos.strategies.put(strategy)
+    assert repos.states.load([strategy]) == {"s1": ExecutionState(strategy_id="s1", version=0)}
+    assert repos.states.load([]) == {}
+
+
+def test_state_round_trip(repos: DynamoRepositories) -> None:
+    strategy = make_strategy("s1", assets=("BTC/USDT", "ETH/USDT"))
+    repos.strategies.put(strategy)
+    state = repos.states.load([strategy])["s1"]
+
+    btc, eth = open_position("s1", 0), open_position("s1", 1, asset="ETH/USDT")
+    changes = Changes(positions=[btc, eth], orders=orders_of(btc) + orders_of(eth))
+    assert repos.states.commit(state, changes) == 1
+
+    loaded = repos.states.load([strategy])["s1"]
+    assert loaded.version == 1
+    assert loaded.positions == [btc, eth]
+    # the filled entry orders are not part of the state; the resting ones are
+    resting = [o for o in changes.orders if o.status == "open"]
+    assert sorted(loaded.orders, key=lambda o: o.order_id) == sorted(
+        resting, key=lambda o: o.order_id
+    )
+    assert loaded.cooldowns == {}
+
+    # BTC stops out: the position closes, a cooldown item appears
+    stop = stop_out_changes(btc)
+    assert repos.states.commit(loaded, stop) == 2
+    after = repos.states.load([strategy])["s1"]
+    assert after.version == 2
+    assert after.positions == [eth]
+    assert sorted(o.order_id for o in after.orders) == sorted(
+        o.order_id for o in orders_of(eth) if o.status == "open"
+    )
+    assert after.cooldowns == {"BTC/USDT": stop.cooldowns[0]}
+
+    # the closed position is kept (it is a trade) with every field
+    trade = PositionModel.get("s1", btc.position_id)
+    assert trade.status == "closed" and trade.open_shard is None
+    assert trade.exit_reason == "stop_loss" and trade.pnl == stop.positions[0].pnl
+
+
+def test_closed_positions_and_orders_leave_the_open_indexes(repos: DynamoRepositories) -> None:
+    strategy = make_strategy("s1")
+    repos.strategies.put(strategy)
+    position = open_position("s1")
+    state = repos.states.load([strategy])["s1"]
+    repos.states.commit(state, entry_changes(position))
+    assert index_keys("open-positions-index", PositionModel) == [("s1", position.position_id)]
+    assert index_keys("open-orders-index", OrderModel) == [
+        ("s1", f"{position.position_id}-sl"),
+        ("s1", f"{position.position_id}-tp"),
+    ]
+    item = PositionModel.get("s1", position.position_id)
+    assert item.open_shard == open_shard("s1")
+
+    state = repos.states.load([strategy])["s1"]
+    repos.states.commit(state, stop_out_changes(position))
+    assert index_keys("open-positions-index", PositionModel) == []
+    assert index_keys("open-orders-index", OrderModel) == []
+
+
+def test_two_commits_from_the_same_version_exactly_one_wins(repos: DynamoRepositories) -> None:
+    strategy = make_strategy("s1")
+    repos.strategies.put(strategy)
+    first = repos.states.load([strategy])["s1"]
+    second = repos.states.load([strategy])["s1"]
+    assert first.version == second.version == 0
+
+    assert repos.states.commit(first, entry_changes(open_position("s1", 0))) == 1
+    after_first = scan_all()
+
+    competing = Changes(
+        positions=[open_position("s1", 5, asset="ETH/USDT")],
+        orders=orders_of(open_position("s1", 5, asset="ETH/USDT")),
+        cooldowns=[CooldownState(asset="ETH/USDT")],
+    )
+    with pytest.raises(ConcurrentEvaluation) as info:
+        repos.states.commit(second, competing)
+    assert info.value.status == 409
+    assert "state version 0" in info.value.message and "holds 1" in info.value.message
+    assert scan_all() == after_first  # nothing of the losing commit was written
+
+
+def test_commit_without_a_strategy_item_is_not_found(repos: DynamoRepositories) -> None:
+    state = ExecutionState(strategy_id="nobody")
+    with pytest.raises(StrategyNotFound):
+        repos.states.commit(state, entry_changes(open_position("nobody")))
+    assert all(not items for items in scan_all().values())
+
+
+def test_empty_changes_write_nothing(repos: DynamoRepositories, calls: Requests) -> None:
+    strategy = make_strategy("s1")
+    repos.strategies.put(strategy)
+    state = repos.states.load([strategy])["s1"]
+    before = scan_all()
+    calls.reset()
+    assert repos.states.commit(state, Changes()) == 0
+    assert calls.log == []
+    assert scan_all() == before
+
+
+def test_committing_the_same_changes_twice_creates_no_duplicates(
+    repos: DynamoRepositories,
+) -> None:
+    strategy = make_strategy("s1")
+    repos.strategies.put(strategy)
+    changes = entry_changes(open_position("s1"))
+    state = repos.states.load([strategy])["s1"]
+    assert repos.states.commit(state, changes) == 1
+    once = scan_all()
+
+    # a retried evaluation writes the very same items (ids come from the engine)
+    state = repos.states.load([strategy])["s1"]
+    assert repos.states.commit(state, changes) == 2
+    twice = scan_all()
+    for model in (PositionModel, OrderModel):
+        assert twice[model.Meta.table_name] == once[model.Meta.table_name]
+    assert len(twice[OrderModel.Meta.table_name]) == 3
+    assert repos.states.load([strategy])["s1"].version == 2
+
+
+def test_duplicate_items_within_one_changes_are_written_once(repos: DynamoRepositories) -> None:
+    strategy = make_strategy("s1")
+    repos.strategies.put(strategy)
+    position = open_position("s1")
+    state = repos.states.load([strategy])["s1"]
+    repos.states.commit(state, Changes(positions=[position, closed(position)]))
+    assert PositionModel.get("s1", position.position_id).status == "closed"
+
+
+def test_commit_of_more_than_100_items_is_refused_whole(
+    repos: DynamoRepositories, calls: Requests
+) -> None:
+    strategy = make_strategy("s1")
+    repos.strategies.put(strategy)
+    state = repos.states.load([strategy])["s1"]
+    positions = [open_position("s1", n) for n in range(34)]
+    changes = Changes(positions=positions, orders=[o for p in positions for o in orders_of(p)])
+    before = scan_all()
+    calls.reset()
+    with pytest.raises(TransactionTooLarge, match="137 items"):
+        repos.states.commit(state, changes)
+    assert calls.log == []
+    assert scan_all() == before
+
+    # 99 changed items plus the strategy item is exactly the limit
+    fits = Changes(
+        positions=positions[:24],
+        orders=[o for p in positions[:24] for o in orders_of(p)],
+        cooldowns=[CooldownState(asset=a) for a in ("A", "B", "C")],
+    )
+    assert repos.states.commit(state, fits) == 1
+
+
+def test_commit_is_one_transaction(repos: DynamoRepositories, calls: Requests) -> None:
+    strategy = make_strategy("s1")
+    repos.strategies.put(strategy)
+    state = repos.states.load([strategy])["s1"]
+    calls.reset()
+    repos.states.commit(state, stop_out_changes(open_position("s1")))
+    assert calls.operations == ["TransactWriteItems"]
+    items = calls.log[0][1]["TransactItems"]
+    assert len(items) == 1 + 1 + 2 + 1  # strategy update, position, 2 orders, cooldown
+    assert sum("Update" in i for i in items) == 1 and sum("Put" in i for i in items) == 4
+
+
+def test_throttled_commit_is_retried_with_backoff(
+    repos: DynamoRepositories, calls: Requests, sleeps: list[float]
+) -> None:
+    strategy = make_strategy("s1")
+    repos.strategies.put(strategy)
+    state = repos.states.load([strategy])["s1"]
+    failures = iter([True, True])
+    calls.fail = lambda op, p: (
+        throttled(op) if op == "TransactWriteItems" and next(failures, False) else None
+    )
+    calls.reset()
+    assert repos.states.commit(state, entry_changes(open_position("s1"))) == 1
+    assert calls.operations == ["TransactWriteItems"] * 3
+    assert len(sleeps) == 2 and sleeps[1] > sleeps[0] / 2  # exponential, with jitter
+    assert repos.states.load([strategy])["s1"].version == 1
+
+
+def test_transaction_conflicts_are_retried(repos: DynamoRepositories, calls: Requests) -> None:
+    strategy = make_strategy("s1")
+    repos.strategies.put(strategy)
+    state = repos.states.load([strategy])["s1"]
+    failures = iter([True])
+
+    def conflict(op: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        if op != "TransactWriteItems" or not next(failures, False):
+            return None
+        return {
+            "Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
+            "CancellationReasons": [{"Code": "TransactionConflict"}]
+            + [{"Code": "None"}] * (len(params["TransactItems"]) - 1),
+        }
+
+    calls.fail = conflict
+    calls.reset()
+    assert repos.states.commit(state, entry_changes(open_position("s1"))) == 1
+    tokens = [p["ClientRequestToken"] for _, p in calls.log]
+    assert len(tokens) == 2 and tokens[0] != tokens[1]  # a cancelled attempt is not resumed
+
+
+def test_persistent_throttling_raises_storage_unavailable_and_writes_nothing(
+    repos: DynamoRepositories, calls: Requests, sleeps: list[float]
+) -> None:
+    strategy = make_strategy("s1")
+    repos.strategies.put(strategy)
+    state = repos.states.load([strategy])["s1"]
+    before = scan_all()
+    calls.fail = lambda op, p: throttled(op) if op == "TransactWriteItems" else None
+    calls.reset()
+    with pytest.raises(StorageUnavailable) as info:
+        repos.states.commit(state, entry_changes(open_position("s1")))
+    assert info.value.status == 503
+    assert calls.operations == ["TransactWriteItems"] * 4  # RetryPolicy(attempts=4)
+    assert len(sleeps) == 3
+    calls.fail = lambda op, p: None
+    assert scan_all() == before
+
+
+def test_throttled_reads_are_retried_too(repos: DynamoRepositories, calls: Requests) -> None:
+    strategy = make_strategy("s1")
+    repos.strategies.put(strategy)
+    failures = iter([True])
+    calls.fail = lambda op, p: throttled(op) if op == "GetItem" and next(failures, False) else None
+    assert repos.strategies.get("s1") == strategy
+    calls.fail = lambda op, p: throttled(op) if op == "Query" else None
+    with pytest.raises(StorageUnavailable):
+        repos.states.load([strategy])
+
+
+def test_errors_retrying_cannot_fix_are_storage_errors(repos: DynamoRepositories) -> None:
+    StrategyModel.delete_table()
+    with pytest.raises(StorageError, match="ResourceNotFoundException"):
+        repos.strategies.get("s1")
+
+
+# --- state: bulk loads ------------------------------------------------------------------
+
+
+def _seed_open_states(repos: DynamoRepositories, ids: list[str]) -> dict[str, Position]:
+    """Each strategy gets an open position and a closed trade; returns the open ones."""
+    opened: dict[str, Position] = {}
+    for sid in ids:
+        strategy = make_strategy(sid)
+        repos.strategies.put(strategy)
+        state = repos.states.load([strategy])[sid]
+        old = open_position(sid, 0)
+        version = repos.states.commit(state, entry_changes(old))
+        state = ExecutionState(strategy_id=sid, version=version)
+        repos.states.commit(state, stop_out_changes(old))
+        state = repos.states.load([strategy])[sid]
+        opened[sid] = open_position(sid, 7)
+        repos.states.commit(state, entry_changes(opened[sid]))
+    return opened
+
+
+def test_bulk_load_reads_the_open_indexes_and_keeps_only_requested_strategies(
+    repos: DynamoRepositories, calls: Requests
+) -> None:
+    ids = [f"s{n:02d}" for n in range(24)]
+    opened = _seed_open_states(repos, ids)
+    requested = ids[3:15]  # 12 > threshold 8; others in the same id range have open items too
+    strategies = [make_strategy(sid) for sid in requested]
+
+    calls.reset()
+    states = repos.states.load(strategies)
+    queries = [p for op, p in calls.log if op == "Query"]
+    assert queries and all("IndexName" in p for p in queries)
+    assert {p["IndexName"] for p in queries} == {"open-positions-index", "open-orders-index"}
+    assert len(queries) <= 2 * len(all_open_shards())
+
+    assert sorted(states) == sorted(requested)
+    for sid in requested:
+        state = states[sid]
+        assert state.version == 3
+        assert state.positions == [opened[sid]]
+        assert sorted(o.order_id for o in state.orders) == [
+            f"{opened[sid].position_id}-sl",
+            f"{opened[sid].position_id}-tp",
+        ]
+        assert set(state.cooldowns) == {"BTC/USDT"}
+
+    # the same answer as the per-strategy path
+    per_strategy = DynamoStateRepository(bulk_threshold=1_000, retry=repos.states.retry)
+    calls.reset()
+    assert per_strategy.load(strategies) == states
+    assert {p.get("IndexName") for op, p in calls.log if op == "Query"} == {None}
+    assert calls.count("Query") == 2 * len(requested)
+
+
+def test_quiet_bulk_load_of_1000_strategies_costs_few_requests(
+    repos: DynamoRepositories, calls: Requests
+) -> None:
+    ids = [f"quiet-{n:04d}" for n in range(1000)]
+    for sid in ids:
+        repos.strategies.put(make_strategy(sid))
+    busy = _seed_open_states(repos, ["busy-1", "busy-2"])  # not requested
+
+    # the bulk path: definitions with get_many, then their states
+    calls.reset()
+    strategies = repos.strategies.get_many(ids)
+    states = repos.states.load(list(strategies.values()))
+    bulk = calls.operations
+    assert len(states) == 1000
+    assert all(
+        s.version == 0 and not (s.positions or s.orders or s.cooldowns) for s in states.values()
+    )
+    assert bulk.count("BatchGetItem") == 10  # the strategy items, read once for both
+    assert bulk.count("Query") == 8  # open positions and orders, 4 shards each
+    assert len(bulk) == 18 <= 25
+
+    # states of strategies that did not come from this repository: the items are read again
+    calls.reset()
+    fresh = [make_strategy(sid) for sid in ids]
+    assert repos.states.load(fresh) == states
+    assert len(calls.log) == 18 <= 25
+    assert "busy-1" in busy
+
+
+def test_single_evaluation_reads(repos: DynamoRepositories, calls: Requests) -> None:
+    _seed_open_states(repos, ["s1"])
+    calls.reset()
+    strategy = repos.strategies.get("s1")
+    assert strategy is not None
+    state = repos.states.load([strategy])["s1"]
+    # GetItem, a Query on positions and one on orders, a BatchGet of the one cooldown item
+    assert calls.operations == ["GetItem", "Query", "Query", "BatchGetItem"]
+    assert state.version == 3 and len(state.positions) == 1 and set(state.cooldowns) == {"BTC/USDT"}
+
+
+def test_default_repositories_share_what_they_read(aws: None, calls: Requests) -> None:
+    DynamoStrategyRepository().put(make_strategy("s1"))
+    calls.reset()
+    strategy = DynamoStrategyRepository().get("s1")
+    assert strategy is not None
+    DynamoStateRepository().load([strategy])
+    assert calls.operations == ["GetItem", "Query", "Query"]
+    DynamoStateRepository().load([strategy])  # a snapshot serves one load only
+    assert calls.operations[3:] == ["BatchGetItem", "Query", "Query"]
+
+
+def test_a_version_read_before_a_concurrent_commit_cannot_overwrite_it(
+    repos: DynamoRepositories,
+) -> None:
+    repos.strategies.put(make_strategy("s1"))
+    stale = repos.strategies.get_many(["s1"])["s1"]  # version 0 noted with the definition
+
+    # meanwhile another evaluation commits
+    other = repos.states.load([make_strategy("s1")])["s1"]
+    repos.states.commit(other, entry_changes(open_position("s1")))
+
+    state = repos.states.load([stale])["s1"]  # positions of version 1, version 0
+    assert state.version == 0 and len(state.positions) == 1
+    with pytest.raises(ConcurrentEvaluation):
+        repos.states.commit(state, stop_out_changes(open_position("s1")))
+
+
+# --- candles ----------------------------------------------------------------------------
+
+
+def _candles(start_ms: int, n: int, step_ms: int = 3_600_000, base: float = 100.0) -> Candles:
+    rows = [
+        (
+            start_ms + i * step_ms,
+            base + i,
+            base + i + 2.5,
+            base + i - 1.25,
+            base + i + 0.5,
+            10.0 * i,
+        )
+        for i in range(n)
+    ]
+    return Candles.from_rows(rows)
+
+
+def assert_candles_equal(a: Candles, b: Candles) -> None:
+    assert len(a) == len(b)
+    for name in ("time", "open", "high", "low", "close", "volume"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_candles_round_trip(repos: DynamoRepositories, calls: Requests) -> None:
+    start = 1_704_067_200_000
+    candles = _candles(start, 60)
+    calls.reset()
+    assert repos.candles.put("BTC/USDT", "1h", candles) == 60
+    assert calls.operations == ["BatchWriteItem"] * 3  # 25 + 25 + 10
+
+    calls.reset()
+    latest = repos.candles.latest("BTC/USDT", "1h", 10)
+    assert calls.operations == ["Query"]
+    assert calls.log[0][1]["ScanIndexForward"] is False
+    assert_candles_equal(latest, candles.tail(10))
+    assert latest.time.dtype == np.int64
+
+    assert_candles_equal(repos.candles.latest("BTC/USDT", "1h", 500), candles)
+    assert len(repos.candles.latest("BTC/USDT", "4h", 10)) == 0
+    assert len(repos.candles.latest("ETH/USDT", "1h", 10)) == 0
+    assert len(repos.candles.latest("BTC/USDT", "1h", 0)) == 0
+
+    window = repos.candles.range("BTC/USDT", "1h", start + 5 * 3_600_000, start + 9 * 3_600_000)
+    assert window.time.tolist() == [start + i * 3_600_000 for i in range(5, 10)]
+    assert len(repos.candles.range("BTC/USDT", "1h", start + 1, start + 2)) == 0
+
+
+def test_candles_put_upserts_by_open_time(repos: DynamoRepositories) -> None:
+    start = 1_704_067_200_000
+    repos.candles.put("BTC/USDT", "1h", _candles(start, 5))
+    repos.candles.put("BTC/USDT", "1h", _candles(start + 3 * 3_600_000, 4, base=200.0))
+    stored = repos.candles.latest("BTC/USDT", "1h", 100)
+    assert len(stored) == 7
+    assert stored.open.tolist() == [100.0, 101.0, 102.0, 200.0, 201.0, 202.0, 203.0]
+
+
+def test_candles_with_non_finite_values_are_refused(repos: DynamoRepositories) -> None:
+    bad = Candles.from_rows([(0, 1.0, 2.0, 0.5, float("nan"), 1.0)])
+    with pytest.raises(ValueError, match="close"):
+        repos.candles.put("BTC/USDT", "1h", bad)
+
+
+def test_candle_repository_alone(aws: None) -> None:
+    repo = DynamoCandleRepository()
+    assert repo.put("EUR-USD", "1d", _candles(0, 3, step_ms=86_400_000)) == 3
+    assert len(repo.latest("EUR-USD", "1d", 2)) == 2
