@@ -415,15 +415,17 @@ class _Run:
 
     def result(self) -> EvaluationResult:
         open_ids = {p.position_id for p in self.positions}
-        new_state = ExecutionState(
+        # Every part was validated when it was built: assemble without validating again.
+        new_state = ExecutionState.model_construct(
             strategy_id=self.strategy.strategy_id,
             version=self.state.version,
             positions=self.positions,
             orders=[o for o in self.orders.values() if o.position_id in open_ids],
             cooldowns=self.cooldowns,
         )
-        return EvaluationResult(
+        return EvaluationResult.model_construct(
             strategy_id=self.strategy.strategy_id,
+            persisted=False,
             bar=to_datetime(self.bar_ms) if self.bar_ms is not None else None,
             orders=list(self.reported.values()),
             positions=self.positions,

@@ -22,12 +22,28 @@ class MarketData:
     cache: IndicatorCache = field(default_factory=IndicatorCache)
     _resampled: dict[tuple[str, str, str], Candles] = field(default_factory=dict)
     _aligned: dict[tuple[object, ...], FloatArray] = field(default_factory=dict)
+    _frames: dict[tuple[object, ...], dict[str, FloatArray]] = field(default_factory=dict)
 
     def get(self, asset: str, timeframe: str) -> Candles | None:
         return self.candles.get((asset, timeframe))
 
     def frame(self, strategy: Strategy, asset: str) -> dict[str, FloatArray]:
-        """Every series the strategy's conditions may name, aligned to its primary candles."""
+        """Every series the strategy's conditions may name, aligned to its primary candles.
+
+        Strategies with the same indicator definitions share one (read-only) frame.
+        """
+        key = (
+            asset,
+            strategy.timeframe,
+            tuple((n, i.fn, i.params_key, i.timeframe) for n, i in strategy.indicators.items()),
+        )
+        found = self._frames.get(key)
+        if found is None:
+            found = self._build_frame(strategy, asset)
+            self._frames[key] = found
+        return found
+
+    def _build_frame(self, strategy: Strategy, asset: str) -> dict[str, FloatArray]:
         primary = self.candles[(asset, strategy.timeframe)]
         frame: dict[str, FloatArray] = {f: primary.field(f) for f in CANDLE_FIELDS}
         for name, ind in strategy.indicators.items():
