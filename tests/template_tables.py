@@ -1,0 +1,164 @@
+"""template.yaml as plain data, for tests: the loader and the DynamoDB table definitions.
+
+`load_template()` parses the template with CloudFormation's short-form tags (`!Ref`,
+`!GetAtt`, `!Sub`, `!If`, ...) turned into their long form (`{"Ref": ...}`,
+`{"Fn::GetAtt": [...]}`, ...), the way CloudFormation itself reads them.
+
+`table_definitions()` gives each table in simple terms:
+
+    {"StrategiesTable": {
+        "env": "STRATEGIES_TABLE",          # the variable the functions read its name from
+        "hash": "strategy_id", "range": None,
+        "attributes": {"strategy_id": "S", "status": "S", "timeframe": "S"},
+        "gsis": {"status-timeframe-index": ("status", "timeframe", "ALL")},
+        "billing_mode": "PAY_PER_REQUEST",
+    }, ...}
+
+`cloudformation_table_definitions()` gives them in the template's own terms, keyed by the
+environment variable, normalized (sorted attribute definitions, HASH before RANGE, indexes by
+name) like `engine.storage.models.table_definitions()`, so that the two compare directly.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "template.yaml"
+
+
+class CloudFormationLoader(yaml.SafeLoader):
+    """A SafeLoader that reads CloudFormation's short-form intrinsic functions."""
+
+
+def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        resource, _, attribute = value.partition(".")
+        return {"Fn::GetAtt": [resource, attribute]}
+    if suffix == "Condition":
+        return {"Condition": value}
+    return {f"Fn::{suffix}": value}
+
+
+CloudFormationLoader.add_multi_constructor("!", _intrinsic)
+
+
+def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as handle:
+        data = yaml.load(handle, Loader=CloudFormationLoader)  # a SafeLoader subclass
+    assert isinstance(data, dict), f"{path} is not a mapping"
+    return data
+
+
+@cache
+def _template() -> dict[str, Any]:
+    return load_template()
+
+
+def resources_of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {
+        name: resource
+        for name, resource in template["Resources"].items()
+        if resource.get("Type") == kind
+    }
+
+
+def table_env(template: dict[str, Any]) -> dict[str, str]:
+    """Logical id of each table -> the Globals environment variable holding its name."""
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    return {
+        value["Ref"]: name
+        for name, value in variables.items()
+        if isinstance(value, dict) and "Ref" in value
+    }
+
+
+def _keys(key_schema: list[dict[str, str]]) -> tuple[str, str | None]:
+    kinds = {key["KeyType"]: key["AttributeName"] for key in key_schema}
+    return kinds["HASH"], kinds.get("RANGE")
+
+
+def table_definitions(template: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Every AWS::DynamoDB::Table of the template, by logical id, in simple terms."""
+    template = template if template is not None else _template()
+    env = table_env(template)
+    out: dict[str, dict[str, Any]] = {}
+    for name, resource in resources_of_type(template, "AWS::DynamoDB::Table").items():
+        props = resource["Properties"]
+        hash_key, range_key = _keys(props["KeySchema"])
+        gsis: dict[str, tuple[str, str | None, str]] = {}
+        for index in props.get("GlobalSecondaryIndexes", []):
+            index_hash, index_range = _keys(index["KeySchema"])
+            gsis[index["IndexName"]] = (
+                index_hash,
+                index_range,
+                index["Projection"]["ProjectionType"],
+            )
+        out[name] = {
+            "env": env.get(name),
+            "hash": hash_key,
+            "range": range_key,
+            "attributes": {
+                attr["AttributeName"]: attr["AttributeType"]
+                for attr in props["AttributeDefinitions"]
+            },
+            "gsis": gsis,
+            "billing_mode": props.get("BillingMode"),
+        }
+    return out
+
+
+def _normal_key_schema(keys: list[dict[str, str]]) -> list[dict[str, str]]:
+    ordered = sorted(keys, key=lambda k: 0 if k["KeyType"] == "HASH" else 1)
+    return [{"AttributeName": k["AttributeName"], "KeyType": k["KeyType"]} for k in ordered]
+
+
+def cloudformation_table_definitions(
+    template: dict[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Every table in CloudFormation terms, keyed by its environment variable.
+
+    Each value holds `BillingMode`, `AttributeDefinitions` (sorted by name), `KeySchema`
+    (HASH first) and `GlobalSecondaryIndexes` (sorted by name; `IndexName`, `KeySchema`,
+    `Projection` with only `ProjectionType`).
+    """
+    template = template if template is not None else _template()
+    env = table_env(template)
+    out: dict[str, dict[str, Any]] = {}
+    for name, resource in resources_of_type(template, "AWS::DynamoDB::Table").items():
+        props = resource["Properties"]
+        out[env.get(name, name)] = {
+            "BillingMode": props.get("BillingMode"),
+            "AttributeDefinitions": sorted(
+                (
+                    {"AttributeName": a["AttributeName"], "AttributeType": a["AttributeType"]}
+                    for a in props["AttributeDefinitions"]
+                ),
+                key=lambda a: a["AttributeName"],
+            ),
+            "KeySchema": _normal_key_schema(props["KeySchema"]),
+            "GlobalSecondaryIndexes": [
+                {
+                    "IndexName": index["IndexName"],
+                    "KeySchema": _normal_key_schema(index["KeySchema"]),
+                    "Projection": {"ProjectionType": index["Projection"]["ProjectionType"]},
+                }
+                for index in sorted(
+                    props.get("GlobalSecondaryIndexes", []), key=lambda i: i["IndexName"]
+                )
+            ],
+        }
+    return out

@@ -1,0 +1,505 @@
+"""template.yaml and samconfig.toml: routes and auth, least privilege, schedule and fan-out,
+alarms, tables, the engine layer's pins, and cfn-lint."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.template_tables import (
+    ROOT,
+    TEMPLATE,
+    cloudformation_table_definitions,
+    load_template,
+    resources_of_type,
+    table_definitions,
+)
+
+BASE_PATH = "/api/v1/execution"
+ROUTES = {
+    (f"{BASE_PATH}/evaluate/{{strategy_id}}", "post"): "EvaluateByIdFunction",
+    (f"{BASE_PATH}/evaluate", "post"): "EvaluateByObjectFunction",
+    (f"{BASE_PATH}/evaluate/bulk", "post"): "EvaluateBulkFunction",
+}
+FUNCTIONS = {
+    "EvaluateByIdFunction": "evaluate_by_id",
+    "EvaluateByObjectFunction": "evaluate_by_object",
+    "EvaluateBulkFunction": "evaluate_bulk",
+}
+TABLES = {"StrategiesTable", "PositionsTable", "OrdersTable", "CooldownsTable", "CandlesTable"}
+STATE_TABLES = TABLES - {"CandlesTable"}
+
+DYNAMODB_READ = {
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+    "dynamodb:ConditionCheckItem",
+}
+DYNAMODB_WRITE = {
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+}
+# What each function may do, table by table: evaluate_by_object only reads candles; the other
+# two read the strategy, its state and candles, and commit state (never candles: the CLI
+# imports those).
+EXPECTED_DYNAMODB = {
+    "EvaluateByObjectFunction": {"read": {"CandlesTable"}, "write": set()},
+    "EvaluateByIdFunction": {"read": TABLES, "write": STATE_TABLES},
+    "EvaluateBulkFunction": {"read": TABLES, "write": STATE_TABLES},
+}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+@pytest.fixture(scope="module")
+def resources(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    resources: dict[str, dict[str, Any]] = template["Resources"]
+    return resources
+
+
+def _functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return resources_of_type(template, "AWS::Serverless::Function")
+
+
+def _events(function: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    events = function["Properties"].get("Events", {})
+    return {name: event for name, event in events.items() if event["Type"] == kind}
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _statements(node: Any) -> Iterator[dict[str, Any]]:
+    """Every IAM statement anywhere in the template (roles, function policies, queue policies)."""
+    if isinstance(node, dict):
+        statements = node.get("Statement")
+        if statements is not None:
+            yield from _as_list(statements)
+        for value in node.values():
+            yield from _statements(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _statements(value)
+
+
+def _getatt(value: Any) -> tuple[str, str] | None:
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        resource, attribute = value["Fn::GetAtt"]
+        return resource, attribute
+    return None
+
+
+def _table_of(resource: Any) -> tuple[str, str]:
+    """(table logical id, "table" | "index") for a table or index ARN; fails on anything else."""
+    getatt = _getatt(resource)
+    if getatt is not None and getatt[1] == "Arn":
+        return getatt[0], "table"
+    if isinstance(resource, dict) and isinstance(resource.get("Fn::Sub"), str):
+        match = re.fullmatch(r"\$\{(\w+)\.Arn\}/index/\*", resource["Fn::Sub"])
+        if match:
+            return match.group(1), "index"
+    raise AssertionError(f"DynamoDB permission on something that is not a table: {resource!r}")
+
+
+def _dynamodb_grants(function: dict[str, Any]) -> dict[str, set[str]]:
+    """{"read": tables, "write": tables} that the function's own policies grant."""
+    grants: dict[str, set[str]] = {"read": set(), "write": set()}
+    for statement in _statements(function["Properties"].get("Policies", [])):
+        actions = set(_as_list(statement["Action"]))
+        dynamodb = {a for a in actions if a.startswith("dynamodb:")}
+        if not dynamodb:
+            continue
+        assert statement["Effect"] == "Allow"
+        unknown = dynamodb - DYNAMODB_READ - DYNAMODB_WRITE
+        assert not unknown, f"unexpected DynamoDB actions (wildcards?): {sorted(unknown)}"
+        tables = {_table_of(r)[0] for r in _as_list(statement["Resource"])}
+        assert tables <= TABLES, f"DynamoDB permission outside the tables: {tables - TABLES}"
+        if dynamodb & DYNAMODB_READ:
+            grants["read"] |= tables
+        if dynamodb & DYNAMODB_WRITE:
+            grants["write"] |= tables
+    return grants
+
+
+# --- routes and auth ----------------------------------------------------------------------
+
+
+def test_every_route_is_under_the_base_path_on_the_one_iam_authorized_api(
+    template: dict[str, Any], resources: dict[str, dict[str, Any]]
+) -> None:
+    apis = resources_of_type(template, "AWS::Serverless::Api")
+    assert list(apis) == ["ExecutionApi"]
+    assert not resources_of_type(template, "AWS::Serverless::HttpApi")
+    assert not [r for r in resources.values() if r["Type"].startswith("AWS::ApiGateway::")]
+    auth = apis["ExecutionApi"]["Properties"]["Auth"]
+    assert auth["DefaultAuthorizer"] == "AWS_IAM"
+    # API Gateway invokes through the functions' resource policies, not callers' credentials
+    assert auth.get("InvokeRole") == "NONE"
+
+    routes = {}
+    for name, function in _functions(template).items():
+        for event in _events(function, "Api").values():
+            props = event["Properties"]
+            # no RestApiId would put the route on SAM's implicit, unauthenticated API
+            assert props.get("RestApiId") == {"Ref": "ExecutionApi"}, name
+            assert props["Path"].startswith(f"{BASE_PATH}/"), props["Path"]
+            # a route may only restate AWS_IAM, never switch auth off or to another authorizer
+            assert props.get("Auth", {}).get("Authorizer", "AWS_IAM") == "AWS_IAM", name
+            routes[(props["Path"], props["Method"].lower())] = name
+        assert not _events(function, "HttpApi"), name
+    assert routes == ROUTES
+
+
+def test_the_stage_is_throttled(template: dict[str, Any]) -> None:
+    settings = template["Resources"]["ExecutionApi"]["Properties"]["MethodSettings"]
+    everything = [s for s in settings if s["ResourcePath"] == "/*" and s["HttpMethod"] == "*"]
+    assert everything, "no stage-wide method settings"
+    assert "ThrottlingRateLimit" in everything[0]
+    assert "ThrottlingBurstLimit" in everything[0]
+
+
+# --- least privilege ----------------------------------------------------------------------
+
+
+def test_no_iam_statement_grants_every_resource_except_xray(template: dict[str, Any]) -> None:
+    statements = list(_statements(template["Resources"]))
+    assert statements
+    for statement in statements:
+        assert "NotResource" not in statement and "NotAction" not in statement, statement
+        resources = _as_list(statement.get("Resource", []))
+        actions = _as_list(statement.get("Action", []))
+        assert not any(isinstance(a, str) and a.endswith(":*") for a in actions), statement
+        if "*" in resources or any(isinstance(r, str) and r.endswith(":*") for r in resources):
+            assert all(a.startswith("xray:") for a in actions), statement
+
+
+def test_functions_use_no_broad_managed_or_template_policies(template: dict[str, Any]) -> None:
+    for name, function in _functions(template).items():
+        for policy in _as_list(function["Properties"].get("Policies", [])):
+            assert isinstance(policy, dict) and "Statement" in policy, (
+                f"{name}: only explicit statements, not {policy!r}"
+            )
+        assert "Role" not in function["Properties"], name
+
+
+@pytest.mark.parametrize("function_name", sorted(EXPECTED_DYNAMODB))
+def test_each_function_reaches_only_its_own_tables(
+    template: dict[str, Any], function_name: str
+) -> None:
+    grants = _dynamodb_grants(_functions(template)[function_name])
+    assert grants == EXPECTED_DYNAMODB[function_name]
+
+
+def test_evaluate_by_object_cannot_write_anything(template: dict[str, Any]) -> None:
+    function = _functions(template)["EvaluateByObjectFunction"]
+    for statement in _statements(function["Properties"]["Policies"]):
+        actions = set(_as_list(statement["Action"]))
+        assert not actions & DYNAMODB_WRITE, statement
+        assert actions <= DYNAMODB_READ, statement
+    assert "EventInvokeConfig" not in function["Properties"]
+
+
+def test_bulk_sends_and_consumes_only_the_fanout_queue(template: dict[str, Any]) -> None:
+    function = _functions(template)["EvaluateBulkFunction"]
+    sqs = [
+        s
+        for s in _statements(function["Properties"]["Policies"])
+        if any(a.startswith("sqs:") for a in _as_list(s["Action"]))
+    ]
+    assert sqs
+    actions = set()
+    for statement in sqs:
+        assert [_getatt(r) for r in _as_list(statement["Resource"])] == [("FanoutQueue", "Arn")]
+        actions |= set(_as_list(statement["Action"]))
+    assert "sqs:SendMessage" in actions
+
+
+# --- schedule and fan-out -----------------------------------------------------------------
+
+
+def test_the_schedule_triggers_bulk_every_minute_with_retries_and_a_dead_letter_queue(
+    template: dict[str, Any], resources: dict[str, dict[str, Any]]
+) -> None:
+    schedules = {
+        name: _events(function, "Schedule") for name, function in _functions(template).items()
+    }
+    assert {name for name, events in schedules.items() if events} == {"EvaluateBulkFunction"}
+    (schedule,) = schedules["EvaluateBulkFunction"].values()
+    props = schedule["Properties"]
+    assert props["Schedule"] == "rate(1 minute)"
+    assert _getatt(props["DeadLetterConfig"]["Arn"]) == ("ScheduleDeadLetterQueue", "Arn")
+    assert props["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+    assert resources["ScheduleDeadLetterQueue"]["Type"] == "AWS::SQS::Queue"
+
+    # EventBridge may write to the DLQ, only from this schedule's rule
+    (policy,) = resources_of_type(template, "AWS::SQS::QueuePolicy").values()
+    assert policy["Properties"]["Queues"] == [{"Ref": "ScheduleDeadLetterQueue"}]
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == {
+        "Fn::GetAtt": ["EvaluateBulkFunctionSchedule", "Arn"]
+    }
+
+    # a run that fails after delivery: Lambda's async retry, then the same DLQ
+    invoke = _functions(template)["EvaluateBulkFunction"]["Properties"]["EventInvokeConfig"]
+    on_failure = invoke["DestinationConfig"]["OnFailure"]
+    assert on_failure["Type"] == "SQS"
+    assert _getatt(on_failure["Destination"]) == ("ScheduleDeadLetterQueue", "Arn")
+
+    # the handler's idea of the interval is the schedule's
+    bulk_env = _functions(template)["EvaluateBulkFunction"]["Properties"]["Environment"]
+    assert bulk_env["Variables"]["SCHEDULE_INTERVAL_SECONDS"] == "60"
+
+
+def test_the_fanout_queue_redrives_and_outlasts_the_bulk_function(
+    template: dict[str, Any], resources: dict[str, dict[str, Any]]
+) -> None:
+    queue = resources["FanoutQueue"]["Properties"]
+    redrive = queue["RedrivePolicy"]
+    assert _getatt(redrive["deadLetterTargetArn"]) == ("FanoutDeadLetterQueue", "Arn")
+    assert redrive["maxReceiveCount"] == 3
+    bulk = _functions(template)["EvaluateBulkFunction"]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * bulk["Timeout"]
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["FANOUT_QUEUE_URL"] == {"Ref": "FanoutQueue"}
+
+
+def test_bulk_consumes_the_fanout_queue_reporting_batch_item_failures(
+    template: dict[str, Any],
+) -> None:
+    # a SAM SQS event, or (as now) a plain event source mapping on the bulk function
+    sources = [
+        (event["Properties"]["Queue"], event["Properties"])
+        for event in _events(_functions(template)["EvaluateBulkFunction"], "SQS").values()
+    ]
+    for mapping in resources_of_type(template, "AWS::Lambda::EventSourceMapping").values():
+        props = mapping["Properties"]
+        assert props["FunctionName"] == {"Ref": "EvaluateBulkFunction"}
+        sources.append((props["EventSourceArn"], props))
+    assert len(sources) == 1
+    ((queue, props),) = sources
+    assert _getatt(queue) == ("FanoutQueue", "Arn")
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+# --- alarms -------------------------------------------------------------------------------
+
+
+def test_alarms_watch_errors_throttles_and_both_dead_letter_queues(
+    template: dict[str, Any],
+) -> None:
+    alarms = resources_of_type(template, "AWS::CloudWatch::Alarm").values()
+    watched = set()
+    for alarm in alarms:
+        props = alarm["Properties"]
+        (dimension,) = props["Dimensions"]
+        target = dimension["Value"]
+        name = target["Ref"] if "Ref" in target else _getatt(target)[0]  # type: ignore[index]
+        watched.add((props["Namespace"], props["MetricName"], name))
+        # notifications go to the optional topic when one is given
+        assert props["AlarmActions"] == {
+            "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
+        }
+    for function in FUNCTIONS:
+        assert ("AWS/Lambda", "Errors", function) in watched
+        assert ("AWS/Lambda", "Throttles", function) in watched
+    for queue in ("FanoutDeadLetterQueue", "ScheduleDeadLetterQueue"):
+        assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue) in watched
+    assert template["Parameters"]["AlarmTopicArn"]["Default"] == ""
+
+
+# --- tables -------------------------------------------------------------------------------
+
+
+def test_tables_are_exactly_the_designed_ones() -> None:
+    simple = {
+        name: {k: v for k, v in table.items() if k in ("env", "hash", "range", "gsis")}
+        for name, table in table_definitions().items()
+    }
+    assert simple == {
+        "StrategiesTable": {
+            "env": "STRATEGIES_TABLE",
+            "hash": "strategy_id",
+            "range": None,
+            "gsis": {"status-timeframe-index": ("status", "timeframe", "ALL")},
+        },
+        "PositionsTable": {
+            "env": "POSITIONS_TABLE",
+            "hash": "strategy_id",
+            "range": "position_id",
+            "gsis": {"open-positions-index": ("open_shard", "strategy_id", "ALL")},
+        },
+        "OrdersTable": {
+            "env": "ORDERS_TABLE",
+            "hash": "strategy_id",
+            "range": "order_id",
+            "gsis": {"open-orders-index": ("open_shard", "strategy_id", "ALL")},
+        },
+        "CooldownsTable": {
+            "env": "COOLDOWNS_TABLE",
+            "hash": "strategy_id",
+            "range": "asset",
+            "gsis": {},
+        },
+        "CandlesTable": {
+            "env": "CANDLES_TABLE",
+            "hash": "market",
+            "range": "open_time",
+            "gsis": {},
+        },
+    }
+    for name, table in table_definitions().items():
+        keys = {table["hash"], table["range"]} - {None}
+        for index_hash, index_range, _ in table["gsis"].values():
+            keys |= {index_hash, index_range} - {None}
+        # CloudFormation wants exactly the key attributes defined, no more
+        assert set(table["attributes"]) == keys, name
+        expected_type = {"open_time": "N"}
+        for attribute, kind in table["attributes"].items():
+            assert kind == expected_type.get(attribute, "S"), (name, attribute)
+        assert table["billing_mode"] == "PAY_PER_REQUEST", name
+
+
+def test_tables_keep_backups_encryption_and_survive_stack_deletion(
+    template: dict[str, Any],
+) -> None:
+    for name, table in resources_of_type(template, "AWS::DynamoDB::Table").items():
+        props = table["Properties"]
+        assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+        assert props["SSESpecification"]["SSEEnabled"] is True
+        assert table["DeletionPolicy"] == "Retain", name
+        assert table["UpdateReplacePolicy"] == "Retain", name
+
+
+def test_the_pynamodb_models_declare_the_same_tables() -> None:
+    models = pytest.importorskip("engine.storage.models")
+    ours = cloudformation_table_definitions()
+    theirs = {
+        definition["TableNameEnv"]: {
+            key: value
+            for key, value in definition.items()
+            if key not in ("TableNameEnv", "DefaultTableName")
+        }
+        for definition in models.table_definitions().values()
+    }
+    assert theirs == ours
+
+
+# --- functions, layer, configuration ------------------------------------------------------
+
+
+def test_functions_run_their_folder_app_on_the_engine_layer(template: dict[str, Any]) -> None:
+    functions = _functions(template)
+    assert set(functions) == set(FUNCTIONS)
+    globals_ = template["Globals"]["Function"]
+    assert globals_["Layers"] == [{"Ref": "EngineLayer"}]
+    assert globals_["Tracing"] == "Active"
+    assert globals_["Architectures"] == ["x86_64"]
+    runtime = globals_["Runtime"]
+    for name, folder in FUNCTIONS.items():
+        props = functions[name]["Properties"]
+        assert props["CodeUri"] == f"functions/{folder}/"
+        assert props["Handler"] == "app.lambda_handler"
+        assert "Runtime" not in props and "Layers" not in props, name
+        assert (ROOT / "functions" / folder).is_dir()
+    layer = template["Resources"]["EngineLayer"]
+    assert layer["Properties"]["ContentUri"] == "layers/engine"
+    assert layer["Properties"]["CompatibleRuntimes"] == [runtime]
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    makefile = (ROOT / "layers" / "engine" / "Makefile").read_text(encoding="utf-8")
+    assert "build-EngineLayer:" in makefile
+    # the layer is installed for the functions' Python
+    version = runtime.removeprefix("python")
+    assert f"--python-version {version}" in makefile
+    assert f"PYTHON ?= python{version}" in makefile
+
+
+def test_functions_get_their_configuration_from_the_environment(template: dict[str, Any]) -> None:
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert {
+        "STRATEGIES_TABLE": {"Ref": "StrategiesTable"},
+        "POSITIONS_TABLE": {"Ref": "PositionsTable"},
+        "ORDERS_TABLE": {"Ref": "OrdersTable"},
+        "COOLDOWNS_TABLE": {"Ref": "CooldownsTable"},
+        "CANDLES_TABLE": {"Ref": "CandlesTable"},
+        "MARKET_DATA_PROVIDER": {"Ref": "MarketDataProvider"},
+        "CCXT_EXCHANGE": {"Ref": "CcxtExchange"},
+        "STALE_DATA_POLICY": {"Ref": "StaleDataPolicy"},
+        "FANOUT_QUEUE_URL": {"Ref": "FanoutQueue"},
+        "BULK_CHUNK_SIZE": {"Ref": "BulkChunkSize"},
+        "LOG_LEVEL": {"Ref": "LogLevel"},
+    }.items() <= env.items()
+    assert env["POWERTOOLS_SERVICE_NAME"]
+    assert env["POWERTOOLS_METRICS_NAMESPACE"]
+    params = template["Parameters"]
+    assert params["MarketDataProvider"]["Default"] == "dynamodb"
+    assert params["MarketDataProvider"]["AllowedValues"] == ["dynamodb", "ccxt", "file"]
+    assert params["CcxtExchange"]["Default"] == "binance"
+    assert params["StaleDataPolicy"]["Default"] == "reject"
+    assert params["StaleDataPolicy"]["AllowedValues"] == ["reject", "warn"]
+    assert params["BulkChunkSize"]["Default"] == 200
+
+
+def test_outputs_give_the_api_url_and_table_names(template: dict[str, Any]) -> None:
+    outputs = template["Outputs"]
+    assert BASE_PATH in outputs["ApiUrl"]["Value"]["Fn::Sub"]
+    for table in TABLES:
+        assert outputs[f"{table}Name"]["Value"] == {"Ref": table}
+
+
+def _requirement_lines(text: str) -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return [line for line in lines if line]
+
+
+def test_the_layer_requirements_are_the_runtime_pins_of_pyproject() -> None:
+    with (ROOT / "pyproject.toml").open("rb") as handle:
+        pins = tomllib.load(handle)["project"]["dependencies"]
+    layer = (ROOT / "layers" / "engine" / "requirements.txt").read_text(encoding="utf-8")
+    assert _requirement_lines(layer) == pins
+    for folder in FUNCTIONS.values():
+        own = ROOT / "functions" / folder / "requirements.txt"
+        assert not _requirement_lines(own.read_text(encoding="utf-8")), own
+
+
+def test_samconfig() -> None:
+    with (ROOT / "samconfig.toml").open("rb") as handle:
+        config = tomllib.load(handle)
+    assert config["version"] == 0.1
+    default = config["default"]
+    assert default["build"]["parameters"]["cached"] is True
+    assert default["build"]["parameters"]["parallel"] is True
+    deploy = default["deploy"]["parameters"]
+    assert deploy["stack_name"]
+    assert deploy["capabilities"] == "CAPABILITY_IAM"
+    assert deploy["confirm_changeset"] is True
+    assert deploy["resolve_s3"] is True
+    assert default["validate"]["parameters"]["lint"] is True
+
+
+def test_cfn_lint_passes() -> None:
+    cfn_lint = Path(sys.executable).with_name("cfn-lint")
+    command = [str(cfn_lint)] if cfn_lint.exists() else [sys.executable, "-m", "cfnlint"]
+    result = subprocess.run(
+        [*command, str(TEMPLATE)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
