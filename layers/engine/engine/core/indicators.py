@@ -107,10 +107,15 @@ def compute(name: str, params: Mapping[str, Any], candles: Candles) -> dict[str,
     arrays = {f: candles.field(f) for f in CANDLE_FIELDS}
     result = _run(name, params, arrays)
     outputs = result if isinstance(result, list) else [result]
-    return {
-        out: np.asarray(values, dtype=np.float64)
-        for out, values in zip(info.outputs, outputs, strict=True)
-    }
+    # TA-Lib leaves integer outputs (candlestick patterns, *INDEX, HT_TRENDMODE) at 0 during
+    # warm-up instead of NaN; a value is not defined before the lookback, whatever its type.
+    warmup = lookback(name, params)
+    series: dict[str, FloatArray] = {}
+    for out, values in zip(info.outputs, outputs, strict=True):
+        array = np.array(values, dtype=np.float64)
+        array[:warmup] = np.nan
+        series[out] = array
+    return series
 
 
 def _coerce(name: str, params: Mapping[str, Any]) -> dict[str, int | float]:
