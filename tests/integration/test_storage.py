@@ -49,6 +49,7 @@ from engine.storage.models import (
     PositionModel,
     StrategyModel,
     all_open_shards,
+    now_ms,
     open_shard,
 )
 from moto import mock_aws
@@ -819,9 +820,11 @@ def test_bulk_load_reads_the_open_indexes_and_keeps_only_requested_strategies(
     opened = _seed_open_states(repos, ids)
     requested = ids[3:15]  # 12 > threshold 8; others in the same id range have open items too
     strategies = [make_strategy(sid) for sid in requested]
+    # an hour after those commits: the indexes have long caught up
+    later = DynamoStateRepository(retry=repos.states.retry, clock=lambda: now_ms() + 3_600_000)
 
     calls.reset()
-    states = repos.states.load(strategies)
+    states = later.load(strategies)
     queries = [p for op, p in calls.log if op == "Query"]
     assert queries and all("IndexName" in p for p in queries)
     assert {p["IndexName"] for p in queries} == {"open-positions-index", "open-orders-index"}
@@ -844,6 +847,28 @@ def test_bulk_load_reads_the_open_indexes_and_keeps_only_requested_strategies(
     assert per_strategy.load(strategies) == states
     assert {p.get("IndexName") for op, p in calls.log if op == "Query"} == {None}
     assert calls.count("Query") == 2 * len(requested)
+
+
+def test_bulk_load_reads_recent_commits_from_the_base_tables(
+    repos: DynamoRepositories, calls: Requests, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The open indexes are eventually consistent: a strategy committed seconds ago may still
+    show its previous open items there. Simulate an index that has not caught up at all."""
+    ids = [f"s{n:02d}" for n in range(12)]
+    opened = _seed_open_states(repos, ids)
+    for index in (PositionModel.open_positions_index, OrderModel.open_orders_index):
+        monkeypatch.setattr(index, "query", lambda *args, **kwargs: iter(()))
+    strategies = [make_strategy(sid) for sid in ids]
+
+    calls.reset()
+    states = repos.states.load(strategies)  # committed just now
+    assert all(states[sid].positions == [opened[sid]] for sid in ids)
+    assert all(len(states[sid].orders) == 2 for sid in ids)
+    assert calls.count("Query") == 2 * len(ids)  # consistent queries; the index ones are patched
+
+    later = DynamoStateRepository(retry=repos.states.retry, clock=lambda: now_ms() + 3_600_000)
+    stale = later.load(strategies)  # what the lagging index alone would have said
+    assert all(stale[sid].positions == [] for sid in ids)
 
 
 def test_quiet_bulk_load_of_1000_strategies_costs_few_requests(

@@ -12,7 +12,7 @@ Configuration is read from the environment when this module is imported:
 
 `bind()` points the models somewhere else afterwards (tests, the local stack).
 
-Times (entry, exit, fill and creation times, `updated_at`, candle open times) are stored as
+Times (entry, exit, fill and creation times, `updated_at`, `committed_at`, candle open times) are stored as
 UTC epoch milliseconds in number attributes, the way the engine counts bars.
 """
 
@@ -133,7 +133,10 @@ class StrategyModel(Model):
     state_version = NumberAttribute(default=0)
     # Assets that have a cooldown item (a string set; absent while empty).
     cooldown_assets = UnicodeSetAttribute(null=True)
-    updated_at = NumberAttribute(null=True)  # epoch ms
+    updated_at = NumberAttribute(null=True)  # epoch ms of the last put or commit
+    # Epoch ms of the last commit: a bulk load reads strategies committed within the last
+    # seconds from the base tables, not from the (eventually consistent) open-item indexes.
+    committed_at = NumberAttribute(null=True)
 
     status_timeframe_index = StatusTimeframeIndex()
 

@@ -28,6 +28,7 @@ class StateHead:
 
     version: int
     cooldown_assets: frozenset[str]
+    committed_at: int | None = None  # epoch ms of the last commit
 
 
 @dataclass(frozen=True)

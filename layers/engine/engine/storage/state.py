@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from pynamodb.exceptions import TransactWriteError
@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 # DynamoDB's limit on the items of one TransactWriteItems.
 MAX_TRANSACTION_ITEMS: Final = 100
 DEFAULT_BULK_THRESHOLD: Final = 8
-_HEAD_ATTRIBUTES: Final = ["strategy_id", "state_version", "cooldown_assets"]
+DEFAULT_CONSISTENCY_WINDOW_MS: Final = 10_000
+_HEAD_ATTRIBUTES: Final = ["strategy_id", "state_version", "cooldown_assets", "committed_at"]
 
 
 class DynamoStateRepository:
@@ -55,6 +56,11 @@ class DynamoStateRepository:
     `load` of up to `bulk_threshold` strategies queries each one's partition in the positions
     and orders tables (strongly consistent, filtered to open items); more than that reads the
     sparse open-positions and open-orders indexes once per shard instead.
+
+    Those indexes are eventually consistent. A strategy committed within the last
+    `consistency_window_ms` could still show its previous open items there while its version
+    is already the new one, and a commit on that state would succeed; such strategies are
+    read from the base tables even in a bulk load. Quiet strategies cost nothing extra.
     """
 
     def __init__(
@@ -63,10 +69,14 @@ class DynamoStateRepository:
         snapshots: StrategySnapshots | None = None,
         retry: RetryPolicy | None = None,
         bulk_threshold: int = DEFAULT_BULK_THRESHOLD,
+        consistency_window_ms: int = DEFAULT_CONSISTENCY_WINDOW_MS,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self.snapshots = snapshots if snapshots is not None else SHARED_SNAPSHOTS
         self.retry = retry or RetryPolicy()
         self.bulk_threshold = bulk_threshold
+        self.consistency_window_ms = consistency_window_ms
+        self.clock = clock
 
     # --- load ---------------------------------------------------------------------------
 
@@ -75,8 +85,9 @@ class DynamoStateRepository:
 
         Requests: the strategy items not read by the strategy repository just before
         (BatchGetItem, 100 per request); then 2 queries per strategy, or (bulk) 2 queries per
-        shard plus pages; then one BatchGetItem per 100 cooldown items, read only for assets
-        the strategy item lists. A strategy without an item gets an empty state, version 0.
+        shard plus pages and 2 per strategy committed within the consistency window; then one
+        BatchGetItem per 100 cooldown items, read only for assets the strategy item lists.
+        A strategy without an item gets an empty state, version 0.
         """
         unique = list({s.strategy_id: s for s in strategies}.values())
         if not unique:
@@ -85,6 +96,16 @@ class DynamoStateRepository:
         ids = [s.strategy_id for s in unique]
         if len(ids) > self.bulk_threshold:
             positions, orders = self._open_items_from_indexes(ids)
+            horizon = self.clock() - self.consistency_window_ms
+            recent = [
+                sid
+                for sid in ids
+                if (committed := heads[sid].committed_at) is not None and committed >= horizon
+            ]
+            if recent:
+                fresh_positions, fresh_orders = self._open_items_by_strategy(recent)
+                positions.update(fresh_positions)
+                orders.update(fresh_orders)
         else:
             positions, orders = self._open_items_by_strategy(ids)
         cooldowns = self._cooldowns(heads)
@@ -236,9 +257,11 @@ class DynamoStateRepository:
         token = [uuid.uuid4().hex]
 
         def attempt() -> None:
+            now = now_ms()
             actions: list[Any] = [
                 StrategyModel.state_version.set(new_version),
-                StrategyModel.updated_at.set(now_ms()),
+                StrategyModel.updated_at.set(now),
+                StrategyModel.committed_at.set(now),
             ]
             if cooldowns:
                 actions.append(StrategyModel.cooldown_assets.add({c.asset for c in cooldowns}))

@@ -29,6 +29,7 @@ def head_of(item: StrategyModel) -> StateHead:
     return StateHead(
         version=int(item.state_version or 0),
         cooldown_assets=frozenset(item.cooldown_assets or ()),
+        committed_at=None if item.committed_at is None else int(item.committed_at),
     )
 
 
