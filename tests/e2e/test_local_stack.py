@@ -91,7 +91,13 @@ def cli(stack: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def scan_all(endpoint: str) -> dict[str, list[dict[str, Any]]]:
-    client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
     out: dict[str, list[dict[str, Any]]] = {}
     for name in sorted(client.list_tables()["TableNames"]):
         items: list[dict[str, Any]] = []
