@@ -69,6 +69,7 @@ class ExecutionService:
     market_data: MarketDataProvider
     stale_policy: StalePolicy = "reject"
     clock: Clock = wall_clock_ms
+    max_bulk: int = MAX_BULK_STRATEGIES
     _history_margin: int = field(default=2, repr=False)
 
     # --- single evaluations ---------------------------------------------------------------
@@ -111,9 +112,9 @@ class ExecutionService:
 
     def evaluate_bulk(self, strategy_ids: Sequence[str], *, persist: bool = True) -> BulkResult:
         started = time.perf_counter()
-        if len(strategy_ids) > MAX_BULK_STRATEGIES:
+        if len(strategy_ids) > self.max_bulk:
             raise InvalidRequest(
-                f"strategy_ids has {len(strategy_ids)} entries; at most {MAX_BULK_STRATEGIES} per request"
+                f"strategy_ids has {len(strategy_ids)} entries; at most {self.max_bulk} per request"
             )
         ordered = list(dict.fromkeys(strategy_ids))
         found = self.strategies.get_many(ordered)

@@ -33,6 +33,8 @@ from engine.core.timeframes import TIMEFRAME_MS, Timeframe, timeframe_ms
 STRATEGY_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # Exchange symbols such as BTC/USDT, EUR-USD, AAPL, BRK.B, ETH/USDT:USDT.
 ASSET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,31}$"
+# `POST /evaluate/bulk` would shadow a strategy with this id.
+RESERVED_STRATEGY_IDS = frozenset({"bulk"})
 INDICATOR_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 
 Number = StrictInt | StrictFloat
@@ -226,6 +228,17 @@ class Strategy(_Model):
     entry: Condition
     exit: Condition | None = None
     execution_config: ExecutionConfig = Field(default_factory=ExecutionConfig)
+
+    @field_validator("strategy_id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_STRATEGY_IDS:
+            raise PydanticCustomError(
+                "reserved_id",
+                "'{value}' is reserved: /evaluate/bulk is the bulk route",
+                {"value": value},
+            )
+        return value
 
     @model_validator(mode="after")
     def _check_references(self) -> Strategy:
