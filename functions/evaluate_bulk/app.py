@@ -65,6 +65,8 @@ def _scheduled(event: dict[str, Any]) -> dict[str, Any]:
         chunk_size=CHUNK_SIZE,
         fanout=SqsFanout(queue_url) if queue_url else None,
     )
+    metrics.add_metric(name="ScheduledDue", unit=MetricUnit.Count, value=report.due)
+    metrics.add_metric(name="FanoutChunks", unit=MetricUnit.Count, value=report.chunks_enqueued)
     logger.info(
         "scheduled tick",
         extra={"due": report.due, "evaluated": report.evaluated, "chunks": report.chunks_enqueued},

@@ -19,6 +19,7 @@ from engine.core.state import Position
 from engine.core.strategy import STRATEGY_ID_PATTERN, Strategy, StrategyInvalid, format_path
 from engine.core.strategy import _clean_loc as clean_loc
 from engine.errors import EngineError
+from engine.observability import record_error
 from engine.service import MAX_BULK_STRATEGIES, ErrorBody
 
 BASE_PATH = "/api/v1/execution"
@@ -69,6 +70,7 @@ class BulkRequest(BaseModel):
 def error_response(
     status: int, code: str, message: str, details: list[dict[str, str]] | None = None
 ) -> Response[str]:
+    record_error(code)
     body = ErrorBody(code=code, message=message, details=details or [])
     return Response(
         status_code=status,

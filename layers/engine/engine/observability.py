@@ -6,11 +6,13 @@ tells operators to watch.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 
 from engine.core.state import EvaluationResult
@@ -19,6 +21,11 @@ SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "execution-engine")
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ExecutionEngine")
 
 logger = Logger(service=SERVICE)
+# The engine's modules log with the standard library (the core knows nothing of Lambda);
+# give the `engine` logger tree Powertools' JSON formatter so their records carry the
+# correlation id and Lambda context too.
+logging.getLogger("engine")
+copy_config_to_registered_loggers(source_logger=logger, include={"engine"})
 # Patch only what the engine calls (DynamoDB and SQS through botocore): patching every
 # library X-Ray knows costs a large share of the cold start.
 tracer = Tracer(service=SERVICE, patch_modules=["botocore"])
@@ -42,17 +49,20 @@ def instrumented(correlation_id_path: str | None = None) -> Callable[[Handler], 
 
 
 def record_evaluation(result: EvaluationResult) -> None:
+    """Evaluations, orders by type (new or filled in this evaluation), cooldown trips."""
     metrics.add_metric(name="Evaluations", unit=MetricUnit.Count, value=1)
-    created = [o for o in result.orders if o.type == "market" and o.side == "enter_long"]
+    changed = {o.order_id for o in result.changes.orders}
     by_type: dict[str, int] = {}
     for order in result.orders:
-        if order.status == "filled" or order in created:
-            by_type[order.type] = by_type.get(order.type, 0) + 1
-    for order_type, count in by_type.items():
-        metrics.add_metric(name=f"OrdersFilled_{order_type}", unit=MetricUnit.Count, value=count)
-    trips = sum(1 for c in result.cooldowns if c.active)
+        if order.order_id in changed:
+            key = f"{order.type}_{order.status}"
+            by_type[key] = by_type.get(key, 0) + 1
+    for key, count in sorted(by_type.items()):
+        metrics.add_metric(name=f"Orders_{key}", unit=MetricUnit.Count, value=count)
+    exits = {(t.asset, t.exit_time) for t in result.closed_trades}
+    trips = sum(1 for c in result.changes.cooldowns if (c.asset, c.tripped_at) in exits)
     if trips:
-        metrics.add_metric(name="CooldownsActive", unit=MetricUnit.Count, value=trips)
+        metrics.add_metric(name="CooldownTrips", unit=MetricUnit.Count, value=trips)
 
 
 def record_error(code: str) -> None:

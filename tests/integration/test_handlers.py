@@ -1,0 +1,217 @@
+"""The Lambda handlers invoked with the sample events in events/, on moto's DynamoDB.
+
+What a deployed function does with a request: limits (413, 422), ids validated before they
+become keys, the error contract, metrics as EMF, and logs without strategy bodies.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from engine.core.candles import Candles
+from engine.core.timeframes import bucket_start
+from engine.local.template import api_routes, load_function_module
+from moto import mock_aws
+
+REPO = Path(__file__).resolve().parents[2]
+EVENTS = REPO / "events"
+REGION = "us-east-1"
+H = 3_600_000
+
+
+class Context:
+    function_name = "test"
+    function_version = "$LATEST"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:test"
+    memory_limit_in_mb = 1024
+    aws_request_id = "req-1"
+    log_group_name = "/aws/lambda/test"
+    log_stream_name = "test"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def event(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return loaded
+
+
+def handler(function: str) -> Any:
+    route = next(r for r in api_routes() if r.function == function)
+    return load_function_module(route.code_uri, "app", route.function).lambda_handler
+
+
+@pytest.fixture
+def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("DYNAMODB_ENDPOINT", raising=False)
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "STALE_DATA_POLICY": "warn",
+        "MARKET_DATA_PROVIDER": "dynamodb",
+        "POWERTOOLS_METRICS_NAMESPACE": "ExecutionEngine",
+    }.items():
+        monkeypatch.setenv(key, value)
+    from engine import bootstrap
+    from engine.storage import models
+
+    saved = [(m, m.Meta.host, m.Meta.region) for m in models.ALL_MODELS]
+    try:
+        with mock_aws():
+            models.bind(host=None, region=REGION)
+            models.create_tables(wait=True)
+            bootstrap.service.cache_clear()
+            yield
+    finally:
+        bootstrap.service.cache_clear()
+        for model, host, region in saved:
+            model.Meta.host, model.Meta.region = host, region
+        models.reset_connections()
+
+
+def seed(strategy_doc: dict[str, Any], asset: str = "BTC/USDT") -> None:
+    from engine.core.strategy import parse_strategy
+    from engine.storage import DynamoCandleRepository, DynamoStrategyRepository
+
+    DynamoStrategyRepository().put(parse_strategy(strategy_doc))
+    last = bucket_start(int(time.time() * 1000), "1h") - H
+    bars = 300
+    times = last - H * np.arange(bars - 1, -1, -1, dtype=np.int64)
+    close = np.linspace(100, 130, bars)
+    volume = np.ones(bars)
+    volume[-1] = 99.0
+    candles = Candles(times, close, close + 1, close - 1, close, volume)
+    DynamoCandleRepository().put(asset, "1h", candles)
+
+
+def strategy_doc(sid: str = "rsi-meanrev-btc") -> dict[str, Any]:
+    body = json.loads(event("evaluate_by_object.json")["body"])["strategy"]
+    body = copy.deepcopy(body)
+    body["strategy_id"] = sid
+    body["entry"] = {"left": "volume", "op": ">", "right": 50}
+    return dict(body)
+
+
+def answer(result: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    return int(result["statusCode"]), json.loads(result["body"])
+
+
+def test_sample_event_evaluates_and_emits_metrics(
+    stack: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed(strategy_doc())
+    status, body = answer(handler("EvaluateByIdFunction")(event("evaluate_by_id.json"), Context()))
+    assert status == 200, body
+    assert body["persisted"] is True
+    assert {o["type"] for o in body["orders"]} == {"market", "stop_loss", "take_profit"}
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    metric_names = {
+        m["Name"] for doc in emf for d in doc["_aws"]["CloudWatchMetrics"] for m in d["Metrics"]
+    }
+    assert {"Evaluations", "Orders_market_filled", "Orders_stop_loss_open"} <= metric_names
+
+
+def test_dry_run_event_writes_nothing(stack: None) -> None:
+    seed(strategy_doc())
+    from engine.storage import DynamoStateRepository, DynamoStrategyRepository
+
+    status, body = answer(
+        handler("EvaluateByIdFunction")(event("evaluate_by_id_dry_run.json"), Context())
+    )
+    assert status == 200 and body["persisted"] is False and body["orders"]
+    strategy = DynamoStrategyRepository().get("rsi-meanrev-btc")
+    assert strategy is not None
+    state = DynamoStateRepository().load([strategy])["rsi-meanrev-btc"]
+    assert state.version == 0 and state.positions == [] and state.orders == []
+
+
+def test_invalid_strategy_id_is_rejected_before_it_becomes_a_key(stack: None) -> None:
+    bad = event("evaluate_by_id.json")
+    bad["path"] = "/api/v1/execution/evaluate/not%20an%20id!"
+    bad["pathParameters"] = {"strategy_id": "not an id!"}
+    status, body = answer(handler("EvaluateByIdFunction")(bad, Context()))
+    assert status == 422
+    assert body["code"] == "invalid_request" and body["details"][0]["path"] == "strategy_id"
+
+
+def test_body_over_the_limit_is_413(stack: None) -> None:
+    big = event("evaluate_by_object.json")
+    big["body"] = json.dumps({"strategy": {"name": "x" * 300_000}})
+    status, body = answer(handler("EvaluateByObjectFunction")(big, Context()))
+    assert status == 413 and body["code"] == "payload_too_large"
+
+
+def test_bulk_over_500_ids_is_422(stack: None) -> None:
+    bulk = event("evaluate_bulk.json")
+    bulk["body"] = json.dumps({"strategy_ids": [f"s{i}" for i in range(501)]})
+    status, body = answer(handler("EvaluateBulkFunction")(bulk, Context()))
+    assert status == 422 and body["code"] == "invalid_request"
+    assert body["details"][0]["path"] == "strategy_ids"
+
+
+def test_unknown_strategy_is_404_with_error_metric(
+    stack: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, body = answer(handler("EvaluateByIdFunction")(event("evaluate_by_id.json"), Context()))
+    assert status == 404 and body == {
+        "code": "strategy_not_found",
+        "message": "no strategy with id 'rsi-meanrev-btc'",
+        "details": [],
+    }
+    assert "Errors_strategy_not_found" in capsys.readouterr().out
+
+
+def test_logs_carry_the_correlation_id_and_no_strategy_body(
+    stack: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+    import logging
+
+    from engine.observability import logger
+
+    # Powertools' handlers hold the stdout of import time: point them at a buffer.
+    buffer = io.StringIO()
+    handlers = [logger.registered_handler, *logging.getLogger("engine").handlers]
+    stream_handlers = [h for h in handlers if isinstance(h, logging.StreamHandler)]
+    streams = [h.stream for h in stream_handlers]
+    for h in stream_handlers:
+        h.stream = buffer  # not setStream: it flushes the old stream, maybe a closed capture
+    draft = event("evaluate_by_object.json")
+    doc = strategy_doc("secret-draft")
+    doc["name"] = "TOP-SECRET-STRATEGY-NAME"
+    doc["execution_config"]["cooldown_bars"] = 3  # legacy keys: a WARNING is logged
+    del doc["execution_config"]["cooldown_config"]
+    draft["body"] = json.dumps({"strategy": doc})
+    seed(strategy_doc())
+    try:
+        status, body = answer(handler("EvaluateByObjectFunction")(draft, Context()))
+    finally:
+        for h, stream in zip(stream_handlers, streams, strict=True):
+            h.stream = stream
+    assert status == 200, body
+    logged = capsys.readouterr()
+    everything = buffer.getvalue() + logged.out + logged.err
+    assert "TOP-SECRET-STRATEGY-NAME" not in everything
+    assert '"indicators"' not in everything
+    records = [json.loads(line) for line in buffer.getvalue().splitlines() if line.startswith("{")]
+    assert any("deprecated flat cooldown keys" in r["message"] for r in records)
+    request_id = draft["requestContext"]["requestId"]
+    assert records and all(r.get("correlation_id") == request_id for r in records)
+
+
+def test_schedule_event_with_nothing_due_does_nothing(stack: None) -> None:
+    seed(strategy_doc())
+    scheduled = event("schedule.json")
+    scheduled["time"] = "2026-11-24T10:30:00Z"  # no 1h bar closes at half past
+    result = handler("EvaluateBulkFunction")(scheduled, Context())
+    assert result == {"due": 0, "evaluated": 0, "chunks": 0}
