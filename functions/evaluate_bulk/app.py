@@ -19,9 +19,8 @@ from engine.api import (
     BASE_PATH,
     BulkRequest,
     build_resolver,
-    oversized,
+    handle_http,
     responses,
-    to_proxy_response,
 )
 from engine.bootstrap import service
 from engine.observability import instrumented, logger, metrics
@@ -95,7 +94,4 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             event=event, record_handler=_record_handler, processor=processor, context=context
         )
         return dict(answer)
-    too_large = oversized(event)
-    if too_large is not None:
-        return to_proxy_response(too_large)
-    return app.resolve(event, context)
+    return handle_http(app, event, context)

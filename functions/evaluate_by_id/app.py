@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
-from engine.api import BASE_PATH, build_resolver, oversized, responses, to_proxy_response
+from engine.api import BASE_PATH, build_resolver, handle_http, responses
 from engine.bootstrap import service
 from engine.core.state import EvaluationResult
 from engine.core.strategy import STRATEGY_ID_PATTERN
@@ -33,7 +33,4 @@ def evaluate_by_id(
 
 @instrumented(correlation_paths.API_GATEWAY_REST)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    too_large = oversized(event)
-    if too_large is not None:
-        return to_proxy_response(too_large)
-    return app.resolve(event, context)
+    return handle_http(app, event, context)

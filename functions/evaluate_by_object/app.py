@@ -9,9 +9,8 @@ from engine.api import (
     BASE_PATH,
     EvaluateDraftRequest,
     build_resolver,
-    oversized,
+    handle_http,
     responses,
-    to_proxy_response,
 )
 from engine.bootstrap import service
 from engine.core.state import EvaluationResult
@@ -35,7 +34,4 @@ def evaluate_by_object(request: EvaluateDraftRequest) -> EvaluationResult:
 
 @instrumented(correlation_paths.API_GATEWAY_REST)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    too_large = oversized(event)
-    if too_large is not None:
-        return to_proxy_response(too_large)
-    return app.resolve(event, context)
+    return handle_http(app, event, context)

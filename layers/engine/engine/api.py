@@ -124,6 +124,14 @@ def oversized(event: dict[str, Any]) -> Response[str] | None:
     return None
 
 
+def handle_http(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A handler's whole HTTP path: refuse oversized bodies unparsed, then route."""
+    too_large = oversized(event)
+    if too_large is not None:
+        return to_proxy_response(too_large)
+    return app.resolve(event, context)
+
+
 def to_proxy_response(response: Response[str]) -> dict[str, Any]:
     return {
         "statusCode": response.status_code,
