@@ -443,3 +443,21 @@ def test_no_cooldown(config, caplog):
     assert all(r.changes.cooldowns == [] for r in driver.results)
     assert all(r.warnings == [] for r in driver.results)
     assert caplog.records == []
+
+
+def test_cooldown_config_for_the_primary_timeframe_wins_over_legacy_keys():
+    # the 1h entry (L=2, W=3) is used; cooldown_bars=1 (which would pause after every loss)
+    # is not read at all
+    strategy = make_strategy(
+        execution_config={
+            "stop_loss": STOP,
+            "cooldown_config": {"1h": {"short_loss_limit": 2, "short_window_bars": 3}},
+            "cooldown_bars": 1,
+        }
+    )
+    rules = cooldown_rules(strategy.execution_config, "1h")
+    assert rules.legacy is False
+    assert [(t.name, t.loss_limit, t.window_bars) for t in rules.tiers] == [("short", 2, 3)]
+    _, entered, lost = run_all(strategy, scripted(20, losses=[10, 12], probes=range(12, 17)))
+    assert lost == [10, 12]
+    assert entered == [9, 11, 16]
