@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from engine.core.cooldown import cooldown_rules, record_losses, status_at
 from engine.core.state import CooldownState
-from engine.core.strategy import parse_strategy
+from engine.core.strategy import Strategy, parse_strategy
 
 from tests.core_helpers import (
     FLAT,
@@ -45,13 +45,13 @@ def scripted(n: int, losses: Iterable[int], probes: Iterable[int] = ()) -> list[
     return bars
 
 
-def tiers_strategy(timeframe: str = "1h", assets=None, **tiers) -> object:
+def tiers_strategy(timeframe: str = "1h", assets=None, **tiers) -> Strategy:
     config = {"stop_loss": STOP, "cooldown_config": {timeframe: tiers}}
     extra = {"assets": assets} if assets else {}
     return make_strategy(timeframe=timeframe, execution_config=config, **extra)
 
 
-def legacy_strategy(timeframe: str = "1h", **keys) -> object:
+def legacy_strategy(timeframe: str = "1h", **keys) -> Strategy:
     return make_strategy(timeframe=timeframe, execution_config={"stop_loss": STOP, **keys})
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import talib
+from engine.core.state import EvaluationResult
+from engine.core.strategy import Strategy
 
 from tests.core_helpers import (
     EXIT_ON_LOW_VOLUME,
@@ -34,11 +36,11 @@ STOP_TARGET = {
 }
 
 
-def bracket_strategy(**config: object) -> object:
+def bracket_strategy(**config: object) -> Strategy:
     return make_strategy(execution_config={**STOP_TARGET, **config})
 
 
-def enter_at_2_then(bar3: tuple[float, ...], **extra: object):
+def enter_at_2_then(bar3: tuple[float, ...]) -> tuple[EvaluationResult, EvaluationResult]:
     """Enter at bar 2 (close 100, stop 95, target 125); evaluate bars 2 and 3."""
     strategy = bracket_strategy()
     c = candles(flat_bars(5, b2=SIGNAL, b3=bar3))
