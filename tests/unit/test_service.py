@@ -231,3 +231,18 @@ def test_chunk_with_a_retryable_failure_raises_for_redelivery() -> None:
         evaluate_chunk(svc, json.dumps({"strategy_ids": ["ok", "down"]}))
     assert [f.strategy_id for f in info.value.failures] == ["down"]
     assert states.versions == {"ok": 1}
+
+
+def test_a_position_on_a_removed_asset_is_kept_and_reported() -> None:
+    market = {("BTC/USDT", "1h"): candles(1, spike_at=BARS - 2), ("ETH/USDT", "1h"): candles(2)}
+    svc, states, _ = make_service([strategy("a", "BTC/USDT")], market)
+    svc.clock = lambda: NOW - H  # the spike bar is the newest closed: enter
+    entered = svc.evaluate_by_id("a")
+    (position,) = entered.positions
+    svc.strategies.put(strategy("a", "ETH/USDT"))  # the user drops BTC/USDT
+    svc.clock = lambda: NOW
+    later = svc.evaluate_by_id("a")
+    assert [p.position_id for p in later.positions] == [position.position_id]
+    assert {o.type for o in later.orders} == {"stop_loss"}
+    assert any(w.code == "untraded_position" for w in later.warnings)
+    assert states.versions["a"] == 1  # nothing changed, nothing written

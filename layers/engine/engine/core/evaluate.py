@@ -74,6 +74,7 @@ def evaluate(
     run = _Run(compiled, state, market, now_ms)
     for asset in compiled.strategy.assets:
         run.asset(asset)
+    run.keep_untraded_positions()
     return run.result()
 
 
@@ -144,6 +145,24 @@ class _Run:
 
     def warn(self, code: str, message: str) -> None:
         self.warnings.setdefault((code, message), Warning(code=code, message=message))
+
+    def keep_untraded_positions(self) -> None:
+        """Positions on assets the strategy no longer lists stay open, untouched, reported.
+
+        Dropping them would lose them from the state; closing them would invent a fill.
+        """
+        traded = set(self.strategy.assets)
+        for position in self.state.positions:
+            if position.asset in traded:
+                continue
+            self.positions.append(position)
+            for order in self._orders_of(position.position_id):
+                self.reported.setdefault(order.order_id, order)
+            self.warn(
+                "untraded_position",
+                f"position {position.position_id} is on {position.asset}, which the strategy "
+                "no longer trades: it stays open and is not managed until the asset is added back",
+            )
 
     # --- per asset ------------------------------------------------------------------------
 
