@@ -37,6 +37,14 @@ dev: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bulk.py
 
+## make soak: the randomized idempotency trials of tests/integration/test_idempotency.py for
+## longer (SOAK_TRIALS, SOAK_SECONDS: whichever comes first); the last line is JSON, and
+## duplicates and mismatches must be 0 (the exit status is 1 otherwise).
+SOAK_TRIALS ?= 20000
+SOAK_SECONDS ?= 3600
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py --trials $(SOAK_TRIALS) --seconds $(SOAK_SECONDS)
+
 clean:
 	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
