@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +32,7 @@ from engine import bootstrap
 from engine.core.candles import Candles
 from engine.core.strategy import Strategy, parse_strategy
 from engine.core.timeframes import timeframe_ms
-from engine.schedule import plan_chunks
+from engine.schedule import ChunkIncomplete, evaluate_chunk, plan_chunks
 from engine.service import ExecutionService
 from engine.storage import RetryPolicy, dynamo_repositories
 from engine.storage.models import OrderModel, PositionModel, StrategyModel
@@ -459,3 +461,37 @@ def test_duplicated_ticks_and_chunks_create_nothing_new(stack: FanoutStack) -> N
     assert stack.invoke([stack.record(again[0])] * 2) == {"batchItemFailures": []}
     assert stack.writes() == Counter()
     assert stack.snapshot() == before
+
+
+def test_the_same_chunk_on_three_workers_at_once_commits_each_strategy_once(
+    stack: FanoutStack,
+) -> None:
+    """SQS may hand one message to two consumers (a visibility timeout that ran out), and a
+    duplicated tick enqueues every chunk twice: workers then race on the same strategies. A
+    chunk of ten loads its state in bulk (through the open-item indexes)."""
+    stack.tick()
+    messages = stack.receive()
+    body = next(m["Body"] for m in messages if len(json.loads(m["Body"])["strategy_ids"]) == 10)
+    ids = json.loads(body)["strategy_ids"]
+    start = threading.Barrier(3, timeout=30)
+    incomplete: list[int] = []
+
+    def worker() -> None:
+        start.wait()
+        for _ in range(5):  # SQS redelivers a chunk that reported a retryable failure
+            try:
+                evaluate_chunk(stack.service, body)
+                return
+            except ChunkIncomplete as exc:
+                assert {f.error.code for f in exc.failures} == {"concurrent_evaluation"}
+                incomplete.append(len(exc.failures))
+        raise AssertionError("the chunk never completed")
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for future in [pool.submit(worker) for _ in range(3)]:
+            future.result(timeout=120)
+    assert stack.writes() == Counter({sid: 1 for sid in ids})
+    assert stack.entries() == Counter({sid: 1 for sid in ids})
+    assert all(stack.version(sid) == 1 for sid in ids)
+    losses = Counter(c.outcome for c in stack.states.log)["concurrent_evaluation"]
+    assert losses == sum(incomplete)  # every 409 was reported, and retried
