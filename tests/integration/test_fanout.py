@@ -41,6 +41,7 @@ from tests.integration.test_idempotency import (
     REGION,
     STATE_MODELS,
     T0,
+    Crash,
     LambdaContext,
     MemoryMarket,
     RecordingStates,
@@ -495,3 +496,44 @@ def test_the_same_chunk_on_three_workers_at_once_commits_each_strategy_once(
     assert all(stack.version(sid) == 1 for sid in ids)
     losses = Counter(c.outcome for c in stack.states.log)["concurrent_evaluation"]
     assert losses == sum(incomplete)  # every 409 was reported, and retried
+
+
+def test_a_worker_that_dies_midway_through_a_chunk_leaves_the_rest_to_the_redelivery(
+    stack: FanoutStack,
+) -> None:
+    """The Lambda dies (a timeout, out of memory) after committing some strategies of its
+    chunk: nothing answers SQS, the message comes back, the redelivery commits the others and
+    leaves the committed ones as they are."""
+    stack.tick()
+    messages = stack.receive()
+    message = next(m for m in messages if len(json.loads(m["Body"])["strategy_ids"]) == 9)
+    ids = json.loads(message["Body"])["strategy_ids"]
+    dying = ids[3]
+
+    def die(_state: Any) -> None:
+        stack.states.unhook()
+        raise Crash(f"the worker died after committing {dying}")
+
+    stack.states.after, stack.states.hooked = die, dying
+    with pytest.raises(Crash):
+        stack.invoke([stack.record(message)])
+    committed = [sid for sid, n in stack.writes().items() if n]
+    assert dying in committed and 0 < len(committed) < len(ids)
+    before = stack.snapshot()
+    stack.states.log.clear()
+
+    # no answer reached SQS: after the visibility timeout the message is delivered again
+    stack.sqs.change_message_visibility(
+        QueueUrl=stack.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+    )
+    again = [m for m in stack.receive() if m["MessageId"] == message["MessageId"]]
+    assert again[0]["Attributes"]["ApproximateReceiveCount"] == "2"
+    assert stack.deliver(again).failed == []
+    assert set(stack.writes()) == set(ids) - set(committed)
+    after = stack.snapshot()
+    for table, rows in before.items():
+        assert [r for r in after[table] if r["strategy_id"] in committed] == [
+            r for r in rows if r["strategy_id"] in committed
+        ], table
+    assert all(stack.version(sid) == 1 for sid in ids)
+    assert stack.entries() == Counter({sid: 1 for sid in stack.due if sid in ids})
