@@ -275,30 +275,6 @@ TRANSACTION_ONLY = {
     "TransactionCanceled(TransactionConflict)",
 }
 
-BUG_HTTP_CLIENT_ERROR = (
-    "engine/storage/_retry.py RetryPolicy.call -> describe() (and state.py commit's "
-    "attempt()) read exc.cause_response_code; botocore's ReadTimeoutError and "
-    "ConnectionClosedError are HTTPClientErrors whose `response` attribute is None, and "
-    "PynamoDBException.cause_response_code does getattr(cause, 'response', {}).get(...): "
-    "AttributeError at the first such failure, never retried. It escapes evaluate_by_id "
-    "(GetItem, Query) and evaluate_bulk (BatchGetItem, Query) unhandled, and a commit "
-    "reports internal_error 500"
-)
-BUG_5XX = (
-    "engine/storage/_retry.py is_transient: PynamoDB's VerboseClientError keeps only the "
-    "'Error' part of botocore's response, so ResponseMetadata.HTTPStatusCode is gone and a 5xx "
-    "whose code is not in TRANSIENT_ERROR_CODES (a proxy's 502/504 parse as code '502') is not "
-    "retried: StorageError 500 instead of a retry / StorageUnavailable 503"
-)
-BUG_LOST_RESPONSE = (
-    "engine/storage/state.py DynamoStateRepository.commit: attempt() computes now_ms() for "
-    "updated_at/committed_at on every attempt but keeps the ClientRequestToken after an "
-    "error that may have been applied, so the retry of a transaction whose response was lost "
-    "carries other parameters under the same token: DynamoDB answers "
-    "IdempotentParameterMismatchException and the committed evaluation is reported as "
-    "StorageError 500"
-)
-
 
 @dataclass
 class Fault:
@@ -637,16 +613,10 @@ OPERATIONS = ("GetItem", "Query", "BatchGetItem", "TransactWriteItems")
 
 
 def _transient_params() -> list[Any]:
-    xfail = {
-        "HTTP 502 (HTML)": BUG_5XX,
-        "ReadTimeoutError": BUG_HTTP_CLIENT_ERROR,
-        "ConnectionClosedError": BUG_HTTP_CLIENT_ERROR,
-    }
     params: list[Any] = []
     for kind in KINDS:
         ops = ("TransactWriteItems",) if kind in TRANSACTION_ONLY else OPERATIONS
-        marks = [pytest.mark.xfail(strict=True, reason=xfail[kind])] if kind in xfail else []
-        params.append(pytest.param(kind, ops, marks=marks, id=kind))
+        params.append(pytest.param(kind, ops, id=kind))
     return params
 
 
@@ -1086,7 +1056,7 @@ def test_lost_commit_response_then_reevaluation_converges_without_duplicates(
     assert world.single(0, SINGLE_ID) == expected[0][0]
     outcomes, tables = expected[1]
     world.faults.add("TransactWriteItems", after=LOST[lost], times=1)
-    world.single(1, SINGLE_ID)  # an error today (see the xfail below), success when fixed
+    world.single(1, SINGLE_ID)  # answered by the idempotent retry of the same transaction
     assert normalized(scan_all()) == tables
     committed = scan_all()
     retry = world.single(1, SINGLE_ID)[SINGLE_ID]
@@ -1094,20 +1064,7 @@ def test_lost_commit_response_then_reevaluation_converges_without_duplicates(
     assert scan_all() == committed
 
 
-@pytest.mark.parametrize(
-    "lost",
-    [
-        pytest.param(
-            "InternalServerError", marks=pytest.mark.xfail(strict=True, reason=BUG_LOST_RESPONSE)
-        ),
-        pytest.param(
-            "ReadTimeoutError",
-            marks=pytest.mark.xfail(
-                strict=True, reason=f"{BUG_HTTP_CLIENT_ERROR}; then {BUG_LOST_RESPONSE}"
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("lost", ["InternalServerError", "ReadTimeoutError"])
 def test_lost_commit_response_is_answered_by_the_idempotent_retry(world: World, lost: str) -> None:
     """The response of the committing TransactWriteItems is lost; RetryPolicy resends it with
     the same ClientRequestToken, which DynamoDB answers from its idempotency window."""

@@ -63,18 +63,46 @@ def cancellation_codes(exc: PynamoDBException) -> list[str]:
     return [reason.code for reason in exc.cancellation_reasons if reason is not None]
 
 
+def error_code(exc: PynamoDBException) -> str | None:
+    """The DynamoDB error code, if the failure had a response at all.
+
+    Read timeouts and closed connections carry `response = None`, on which PynamoDB's own
+    `cause_response_code` raises AttributeError; read it defensively here instead.
+    """
+    try:
+        return exc.cause_response_code
+    except AttributeError:
+        return None
+
+
+def http_status(exc: PynamoDBException) -> int | None:
+    """The HTTP status of the failed call. PynamoDB keeps only the `Error` part of the
+    response, but raises from botocore's error, which still has the whole of it."""
+    for candidate in (exc.cause, getattr(exc.cause, "__cause__", None), exc.__cause__):
+        response = getattr(candidate, "response", None)
+        if isinstance(response, dict):
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if isinstance(status, int):
+                return status
+    return None
+
+
 def is_transient(exc: PynamoDBException) -> bool:
     cause = exc.cause
     if isinstance(cause, BotoConnectionError | HTTPClientError):
         return True  # could not connect, timed out, connection reset
-    code = exc.cause_response_code
+    if isinstance(getattr(cause, "__cause__", None), BotoConnectionError | HTTPClientError):
+        return True
+    code = error_code(exc)
     if code in TRANSIENT_ERROR_CODES:
         return True
     if code == "TransactionCanceledException":
         codes = cancellation_codes(exc)
         return bool(codes) and all(c in TRANSIENT_CANCELLATION_CODES for c in codes)
-    status = getattr(cause, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return isinstance(status, int) and status >= 500
+    if code is not None and code.isdigit() and int(code) >= 500:
+        return True  # a proxy's 5xx page, parsed into a bare status code
+    status = http_status(exc)
+    return status is not None and status >= 500
 
 
 @dataclass(frozen=True)
@@ -128,8 +156,11 @@ class RetryPolicy:
 
 
 def describe(exc: PynamoDBException) -> str:
-    code = exc.cause_response_code
-    message = exc.cause_response_message or str(exc.cause or exc)
+    code = error_code(exc)
+    try:
+        message = exc.cause_response_message or str(exc.cause or exc)
+    except AttributeError:  # no response at all (timeouts): the cause says what happened
+        message = str(exc.cause or exc)
     reasons = cancellation_codes(exc)
     text = f"{code}: {message}" if code else message
     return f"{text} (reasons: {', '.join(reasons)})" if reasons else text

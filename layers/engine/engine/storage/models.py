@@ -37,6 +37,8 @@ from pynamodb.exceptions import TableError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
+from engine.storage._retry import error_code
+
 DEFAULT_REGION: Final = "us-east-1"
 PAY_PER_REQUEST: Final = "PAY_PER_REQUEST"
 # Open positions and orders are spread over this many partitions of their sparse indexes.
@@ -310,7 +312,7 @@ def create_tables(wait: bool = True) -> list[str]:
         try:
             model.create_table(wait=wait, billing_mode=PAY_PER_REQUEST)
         except TableError as exc:
-            if exc.cause_response_code != "ResourceInUseException":
+            if error_code(exc) != "ResourceInUseException":
                 raise
         else:
             created.append(model.Meta.table_name)

@@ -25,7 +25,7 @@ from engine.core.strategy import Strategy
 from engine.core.timeframes import to_datetime, to_ms
 from engine.errors import ConcurrentEvaluation, StrategyNotFound
 from engine.storage._batch import batch_get
-from engine.storage._retry import THROTTLING_CODES, RetryPolicy, cancellation_codes
+from engine.storage._retry import THROTTLING_CODES, RetryPolicy, cancellation_codes, error_code
 from engine.storage.errors import TransactionTooLarge
 from engine.storage.models import (
     CooldownModel,
@@ -255,9 +255,11 @@ class DynamoStateRepository:
         # DynamoDB's idempotency window instead of failing its own version condition. After a
         # definite cancellation (conflict, throttling) the next attempt takes a fresh token.
         token = [uuid.uuid4().hex]
+        # Taken once: a retry under the same token must send identical parameters, or
+        # DynamoDB refuses it with IdempotentParameterMismatchException.
+        now = now_ms()
 
         def attempt() -> None:
-            now = now_ms()
             actions: list[Any] = [
                 StrategyModel.state_version.set(new_version),
                 StrategyModel.updated_at.set(now),
@@ -282,7 +284,7 @@ class DynamoStateRepository:
                 codes = cancellation_codes(exc)
                 if "ConditionalCheckFailed" in codes:
                     raise _condition_failed(sid, state.version, exc, len(puts)) from None
-                if codes or exc.cause_response_code in THROTTLING_CODES:
+                if codes or error_code(exc) in THROTTLING_CODES:
                     token[0] = uuid.uuid4().hex
                 raise
 

@@ -15,7 +15,7 @@ from pynamodb.expressions.update import Action
 
 from engine.core.strategy import STRATEGY_ID_PATTERN, Strategy, StrategyInvalid, parse_strategy
 from engine.storage._batch import batch_get
-from engine.storage._retry import RetryPolicy
+from engine.storage._retry import RetryPolicy, error_code
 from engine.storage.errors import StoredStrategyInvalid
 from engine.storage.models import StatusTimeframeIndex, StrategyModel, now_ms
 from engine.storage.snapshots import SHARED_SNAPSHOTS, StateHead, StrategySnapshots
@@ -131,7 +131,7 @@ class DynamoStrategyRepository:
             try:
                 StrategyModel(strategy_id).delete(condition=StrategyModel.strategy_id.exists())
             except DeleteError as exc:
-                if exc.cause_response_code == "ConditionalCheckFailedException":
+                if error_code(exc) == "ConditionalCheckFailedException":
                     return False
                 raise
             return True
