@@ -1,0 +1,411 @@
+"""Schemathesis against the local stack's own OpenAPI document (DESIGN §6).
+
+Every operation of /openapi.json is fuzzed with schema-conforming and with invalid data
+(schemathesis's coverage and fuzzing phases, seeded and bounded), over real HTTP against
+`python -m engine.local`. Whatever is sent:
+
+- no answer is a server error, except the documented 503 for market data that is missing
+  or stale (a draft may name any asset; only the seed's BTC/USDT 1h has candles);
+- every error answer (4xx, 503) is JSON with the error contract `{code, message, details}`;
+- status codes, content types and bodies conform to the schema where it documents them.
+
+Defects the fuzzing found (schemathesis, and tests/property/test_strategy_fuzz.py reaching
+the API) are pinned below as strict xfails until the application is fixed; the fuzz test
+steps around exactly those requests (multipart without a boundary, unsupported media types)
+and leaves out the HTTP methods the local server does not implement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+SEED = 20260601
+MAX_EXAMPLES = (
+    50  # per operation in the fuzzing phase (both modes); the coverage phase adds its own
+)
+# The coverage phase derives ~12,000 cases from the draft's Strategy schema (one per keyword,
+# each way of breaking it); a deterministic quarter of them keeps the file near a minute.
+COVERAGE_SAMPLE = 4
+SEEDED_ASSET = "BTC/USDT"
+SEEDED_TIMEFRAME = "1h"
+# 5xx answers the API documents: no decision without market data (DESIGN §6).
+DOCUMENTED_503_CODES = {"market_data_unavailable", "market_data_stale"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The local stack on free ports (the same way tests/e2e/test_local_stack.py starts it)."""
+    api_port, db_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "LOCAL_API_PORT": str(api_port),
+        "LOCAL_DYNAMODB_PORT": str(db_port),
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "STALE_DATA_POLICY": "warn",
+    }
+    env.pop("DYNAMODB_ENDPOINT", None)
+    log = (tmp_path_factory.mktemp("fuzz-stack") / "stack.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.local"],
+        env=env,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    root = f"http://127.0.0.1:{api_port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            if requests.get(f"{root}/openapi.json", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise RuntimeError(f"local stack did not start: {Path(log.name).read_text()[-3000:]}")
+        time.sleep(0.2)
+    yield {"root": root, "base": f"{root}/api/v1/execution", "log": Path(log.name)}
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def api_schema(stack: dict[str, Any]) -> schemathesis.BaseSchema:
+    config = schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            "base-url": stack["root"],
+            "request-timeout": 30,
+            "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "deterministic": True},
+            "phases": {
+                "examples": {"enabled": True},
+                # Methods the local server does not implement answer an HTML 501: pinned as
+                # an xfail below rather than failing every operation here.
+                "coverage": {"enabled": True, "unexpected-methods": ["get", "put", "delete"]},
+                "fuzzing": {"enabled": True},
+                "stateful": {"enabled": False},
+            },
+            "checks": {
+                "enabled": False,
+                "not_a_server_error": {
+                    "enabled": True,
+                    "expected-statuses": ["1xx", "2xx", "3xx", "4xx", 503],
+                },
+                "status_code_conformance": {"enabled": True},
+                "content_type_conformance": {"enabled": True},
+                "response_schema_conformance": {"enabled": True},
+            },
+        }
+    )
+    return schemathesis.openapi.from_url(f"{stack['root']}/openapi.json", config=config)
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@pytest.fixture(autouse=True)
+def _schemathesis_node_id(request: pytest.FixtureRequest) -> None:
+    """schemathesis 4.32 reads and relabels `node._nodeid`, which pytest 9.2 no longer has."""
+    if not hasattr(request.node, "_nodeid"):
+        request.node._nodeid = request.node.nodeid
+
+
+def _steer_to_seeded_market(case: schemathesis.Case) -> None:
+    """Point about half of the valid drafts at the seeded candles so evaluation runs too.
+
+    A generated draft names random assets, which have no candles (a documented 503); the
+    choice is a hash of the body, so a run is reproducible.
+    """
+    body = case.body
+    if case.meta is None or not case.meta.generation.mode.is_positive:
+        return
+    if not (isinstance(body, dict) and isinstance(body.get("strategy"), dict)):
+        return
+    if _digest(case)[-1] % 2:
+        body["strategy"]["assets"] = [SEEDED_ASSET]
+        body["strategy"]["timeframe"] = SEEDED_TIMEFRAME
+
+
+def _content_type(response: requests.Response | schemathesis.Response) -> str:
+    if isinstance(response, requests.Response):
+        value = response.headers.get("Content-Type", "")
+    else:  # schemathesis: lowercase keys, a list of values each
+        value = ",".join(response.headers.get("content-type", []))
+    return value.split(";")[0].strip()
+
+
+def assert_error_contract(response: requests.Response | schemathesis.Response) -> None:
+    """An error answer is JSON `{code, message, details}` (DESIGN §6, engine.api)."""
+    status = response.status_code
+    content_type = _content_type(response)
+    assert content_type == "application/json", (status, content_type)
+    body = json.loads(response.text)
+    assert isinstance(body, dict), body
+    assert set(body) == {"code", "message", "details"}, body
+    assert isinstance(body["code"], str) and body["code"], body
+    assert isinstance(body["message"], str) and body["message"], body
+    assert isinstance(body["details"], list), body
+    for item in body["details"]:
+        assert isinstance(item, dict), body
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in item.items()), body
+    if status >= 500:
+        assert status == 503 and body["code"] in DOCUMENTED_503_CODES, (status, body)
+
+
+def _digest(case: schemathesis.Case) -> bytes:
+    request = (case.path_parameters, case.query, case.headers, case.body)
+    return hashlib.sha256(repr(request).encode()).digest()
+
+
+def _sampled_out(case: schemathesis.Case) -> bool:
+    """Whether to skip a coverage case of the draft operation (all others always run)."""
+    if case.meta is None or case.meta.phase.name != "coverage":
+        return False
+    if not case.operation.path.endswith("/evaluate"):
+        return False
+    return int.from_bytes(_digest(case)[:4], "big") % COVERAGE_SAMPLE != 0
+
+
+def _request_content_type(case: schemathesis.Case) -> str:
+    headers = {k.lower(): v for k, v in (case.headers or {}).items()}
+    return str(headers.get("content-type", case.media_type or "")).strip()
+
+
+@schema.parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_api_answers_within_its_contract(case: schemathesis.Case) -> None:
+    if _sampled_out(case):
+        return
+    content_type = _request_content_type(case)
+    if content_type == "multipart/form-data":
+        # a pinned defect (no answer at all): see test_multipart_without_boundary_is_answered...
+        return
+    _steer_to_seeded_market(case)
+    response = case.call_and_validate()
+    if response.status_code == 415 and not content_type.startswith("application/json"):
+        # a pinned defect (Powertools' own body): see test_unsupported_media_type_is_answered...
+        return
+    if response.status_code >= 400:
+        try:
+            assert_error_contract(response)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}\n{response.text[:500]}\n{case.as_curl_command()}"
+            ) from None
+    else:
+        # a success is strict JSON too: no NaN or Infinity, which JSON does not have
+        json.loads(response.text, parse_constant=_reject_constant)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+# --- the error contract where generated requests do not reach ------------------------------
+
+
+def _send(
+    stack: dict[str, Any],
+    path: str,
+    body: str | bytes | None,
+    content_type: str = "application/json",
+    method: str = "POST",
+) -> requests.Response:
+    try:
+        return requests.request(
+            method,
+            f"{stack['base']}{path}",
+            data=body,
+            headers={"Content-Type": content_type},
+            timeout=30,
+        )
+    except requests.ConnectionError as exc:
+        raise AssertionError(f"no HTTP answer, the server closed the connection: {exc}") from None
+
+
+def _draft(**strategy: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "strategy_id": "fuzz-draft",
+        "name": "fuzz draft",
+        "assets": [SEEDED_ASSET],
+        "timeframe": SEEDED_TIMEFRAME,
+        "entry": {"left": "close", "op": ">", "right": 0},
+    }
+    return {"strategy": {**base, **strategy}}
+
+
+def test_oversized_body_is_413_with_the_error_contract(stack: dict[str, Any]) -> None:
+    body = json.dumps(_draft(name="x" * (300 * 1024)))
+    answer = _send(stack, "/evaluate", body)
+    assert answer.status_code == 413
+    assert_error_contract(answer)
+    assert answer.json()["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize("body", ["{not json", "", "\ufeff{}", '{"strategy": '])
+def test_malformed_json_is_answered_with_the_error_contract(
+    stack: dict[str, Any], body: str
+) -> None:
+    answer = _send(stack, "/evaluate", body)
+    assert answer.status_code in (400, 422), answer.text
+    assert_error_contract(answer)
+
+
+@pytest.mark.parametrize("path", ["/evaluate", "/evaluate/bulk", "/evaluate/x", "/nowhere"])
+def test_every_route_answers_a_wrong_body_with_the_error_contract(
+    stack: dict[str, Any], path: str
+) -> None:
+    answer = _send(stack, path, "[1, 2]")
+    assert 400 <= answer.status_code < 500, answer.text
+    assert_error_contract(answer)
+
+
+# --- defects the fuzzers found: strict xfails until the application is fixed ----------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="Content-Type multipart/form-data without a boundary: Powertools' validation "
+    "middleware raises ValueError('Missing boundary in multipart/form-data content-type "
+    "header') and no exception handler maps it, so the handler raises (the local server "
+    "drops the connection; on Lambda the invocation fails and API Gateway answers 502)",
+)
+@pytest.mark.parametrize("path", ["/evaluate", "/evaluate/bulk", "/evaluate/demo-rsi-btc"])
+def test_multipart_without_boundary_is_answered_with_the_error_contract(
+    stack: dict[str, Any], path: str
+) -> None:
+    answer = _send(stack, path, json.dumps({"strategy_ids": ["x"]}), "multipart/form-data")
+    assert 400 <= answer.status_code < 500, answer.text
+    assert_error_contract(answer)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="an unsupported Content-Type (text/plain, application/xml) answers Powertools' "
+    "own 415 body {statusCode, detail}, not the error contract {code, message, details}; "
+    "415 is not among the documented answers either",
+)
+@pytest.mark.parametrize("content_type", ["text/plain", "application/xml"])
+def test_unsupported_media_type_is_answered_with_the_error_contract(
+    stack: dict[str, Any], content_type: str
+) -> None:
+    answer = _send(stack, "/evaluate/bulk", json.dumps({"strategy_ids": ["x"]}), content_type)
+    assert 400 <= answer.status_code < 500, answer.text
+    assert_error_contract(answer)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="the local server (engine/local/server.py) implements only GET, POST, PUT and "
+    "DELETE: any other method gets http.server's HTML 501 instead of a JSON error "
+    "(local stack only; API Gateway answers these itself in AWS)",
+)
+@pytest.mark.parametrize("method", ["HEAD", "OPTIONS", "PATCH", "TRACE"])
+def test_other_methods_are_answered_with_the_error_contract(
+    stack: dict[str, Any], method: str
+) -> None:
+    answer = _send(stack, "/evaluate", None, method=method)
+    assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:200])
+    if method != "HEAD":  # a HEAD answer has no body
+        assert_error_contract(answer)
+
+
+NON_FINITE_DEFECT = pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="engine.core.indicators.check_indicator calls int(value)/float(value) on the "
+    "parameter: OverflowError for an infinite float (JSON 1e400 or Infinity parse to inf) "
+    "or an integer beyond float range; the strategy's pydantic validator only turns "
+    "ValueError into a validation error, so the OverflowError escapes and the request "
+    "gets no answer (on Lambda: a failed invocation, 502)",
+)
+
+
+@pytest.mark.parametrize(
+    "literal",
+    [
+        pytest.param("1e400", marks=NON_FINITE_DEFECT, id="1e400"),
+        pytest.param("-Infinity", marks=NON_FINITE_DEFECT, id="-Infinity"),
+        pytest.param("1" + "0" * 400, marks=NON_FINITE_DEFECT, id="10**400"),
+        pytest.param("NaN", id="NaN"),
+        pytest.param("1e30", id="1e30"),
+        pytest.param("2.5", id="2.5"),
+    ],
+)
+def test_an_out_of_range_indicator_parameter_is_422(stack: dict[str, Any], literal: str) -> None:
+    body = json.dumps(_draft(indicators={"sma": {"fn": "SMA", "params": {"timeperiod": 0}}}))
+    answer = _send(stack, "/evaluate", body.replace('"timeperiod": 0', f'"timeperiod": {literal}'))
+    assert answer.status_code == 422, (answer.status_code, answer.text[:300])
+    assert_error_contract(answer)
+    assert any(d["path"].startswith("strategy.indicators.sma") for d in answer.json()["details"])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="a comparison operand that is an integer beyond float range is accepted by the "
+    "model (StrictInt), then engine.core.conditions._getter's float() raises "
+    "OverflowError while compiling the strategy: the request gets no answer",
+)
+def test_an_integer_operand_beyond_float_range_is_answered(stack: dict[str, Any]) -> None:
+    body = json.dumps(_draft(entry={"left": "close", "op": "<", "right": 0}))
+    answer = _send(stack, "/evaluate", body.replace('"right": 0', '"right": 1' + "0" * 400))
+    assert answer.status_code in (200, 422), (answer.status_code, answer.text[:300])
+    if answer.status_code == 422:
+        assert_error_contract(answer)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="position_sizing fixed_quantity 1e308 is accepted; the entry's notional "
+    "(quantity x price) overflows to inf and the fee (inf x fee_rate 0) is NaN, which the "
+    "answer carries as a bare NaN: the 200 body is not JSON (nor the documented number)",
+)
+def test_a_huge_position_size_answers_strict_json(stack: dict[str, Any]) -> None:
+    sizing = {"position_sizing": {"type": "fixed_quantity", "value": 1e308}}
+    answer = _send(stack, "/evaluate", json.dumps(_draft(execution_config=sizing)))
+    assert answer.status_code in (200, 422), (answer.status_code, answer.text[:300])
+    try:
+        json.loads(answer.text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise AssertionError(f"not JSON: {exc}: {answer.text[:400]}") from None
