@@ -9,10 +9,8 @@ Every operation of /openapi.json is fuzzed with schema-conforming and with inval
 - every error answer (4xx, 503) is JSON with the error contract `{code, message, details}`;
 - status codes, content types and bodies conform to the schema where it documents them.
 
-Defects the fuzzing found (schemathesis, and tests/property/test_strategy_fuzz.py reaching
-the API) are pinned below as strict xfails until the application is fixed; the fuzz test
-steps around exactly those requests (multipart without a boundary, unsupported media types)
-and leaves out the HTTP methods the local server does not implement.
+The defects the fuzzing found (multipart without a boundary, other media types, non-finite
+or out-of-range numbers, other HTTP methods on the local server) have focused tests below.
 """
 
 from __future__ import annotations
@@ -212,15 +210,8 @@ def _request_content_type(case: schemathesis.Case) -> str:
 def test_api_answers_within_its_contract(case: schemathesis.Case) -> None:
     if _sampled_out(case):
         return
-    content_type = _request_content_type(case)
-    if content_type == "multipart/form-data":
-        # a pinned defect (no answer at all): see test_multipart_without_boundary_is_answered...
-        return
     _steer_to_seeded_market(case)
     response = case.call_and_validate()
-    if response.status_code == 415 and not content_type.startswith("application/json"):
-        # a pinned defect (Powertools' own body): see test_unsupported_media_type_is_answered...
-        return
     if response.status_code >= 400:
         try:
             assert_error_contract(response)
@@ -299,14 +290,6 @@ def test_every_route_answers_a_wrong_body_with_the_error_contract(
 # --- defects the fuzzers found: strict xfails until the application is fixed ----------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Content-Type multipart/form-data without a boundary: Powertools' validation "
-    "middleware raises ValueError('Missing boundary in multipart/form-data content-type "
-    "header') and no exception handler maps it, so the handler raises (the local server "
-    "drops the connection; on Lambda the invocation fails and API Gateway answers 502)",
-)
 @pytest.mark.parametrize("path", ["/evaluate", "/evaluate/bulk", "/evaluate/demo-rsi-btc"])
 def test_multipart_without_boundary_is_answered_with_the_error_contract(
     stack: dict[str, Any], path: str
@@ -316,13 +299,6 @@ def test_multipart_without_boundary_is_answered_with_the_error_contract(
     assert_error_contract(answer)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="an unsupported Content-Type (text/plain, application/xml) answers Powertools' "
-    "own 415 body {statusCode, detail}, not the error contract {code, message, details}; "
-    "415 is not among the documented answers either",
-)
 @pytest.mark.parametrize("content_type", ["text/plain", "application/xml"])
 def test_unsupported_media_type_is_answered_with_the_error_contract(
     stack: dict[str, Any], content_type: str
@@ -332,13 +308,6 @@ def test_unsupported_media_type_is_answered_with_the_error_contract(
     assert_error_contract(answer)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the local server (engine/local/server.py) implements only GET, POST, PUT and "
-    "DELETE: any other method gets http.server's HTML 501 instead of a JSON error "
-    "(local stack only; API Gateway answers these itself in AWS)",
-)
 @pytest.mark.parametrize("method", ["HEAD", "OPTIONS", "PATCH", "TRACE"])
 def test_other_methods_are_answered_with_the_error_contract(
     stack: dict[str, Any], method: str
@@ -349,23 +318,12 @@ def test_other_methods_are_answered_with_the_error_contract(
         assert_error_contract(answer)
 
 
-NON_FINITE_DEFECT = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="engine.core.indicators.check_indicator calls int(value)/float(value) on the "
-    "parameter: OverflowError for an infinite float (JSON 1e400 or Infinity parse to inf) "
-    "or an integer beyond float range; the strategy's pydantic validator only turns "
-    "ValueError into a validation error, so the OverflowError escapes and the request "
-    "gets no answer (on Lambda: a failed invocation, 502)",
-)
-
-
 @pytest.mark.parametrize(
     "literal",
     [
-        pytest.param("1e400", marks=NON_FINITE_DEFECT, id="1e400"),
-        pytest.param("-Infinity", marks=NON_FINITE_DEFECT, id="-Infinity"),
-        pytest.param("1" + "0" * 400, marks=NON_FINITE_DEFECT, id="10**400"),
+        pytest.param("1e400", id="1e400"),
+        pytest.param("-Infinity", id="-Infinity"),
+        pytest.param("1" + "0" * 400, id="10**400"),
         pytest.param("NaN", id="NaN"),
         pytest.param("1e30", id="1e30"),
         pytest.param("2.5", id="2.5"),
@@ -379,13 +337,6 @@ def test_an_out_of_range_indicator_parameter_is_422(stack: dict[str, Any], liter
     assert any(d["path"].startswith("strategy.indicators.sma") for d in answer.json()["details"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a comparison operand that is an integer beyond float range is accepted by the "
-    "model (StrictInt), then engine.core.conditions._getter's float() raises "
-    "OverflowError while compiling the strategy: the request gets no answer",
-)
 def test_an_integer_operand_beyond_float_range_is_answered(stack: dict[str, Any]) -> None:
     body = json.dumps(_draft(entry={"left": "close", "op": "<", "right": 0}))
     answer = _send(stack, "/evaluate", body.replace('"right": 0', '"right": 1' + "0" * 400))
@@ -394,13 +345,6 @@ def test_an_integer_operand_beyond_float_range_is_answered(stack: dict[str, Any]
         assert_error_contract(answer)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="position_sizing fixed_quantity 1e308 is accepted; the entry's notional "
-    "(quantity x price) overflows to inf and the fee (inf x fee_rate 0) is NaN, which the "
-    "answer carries as a bare NaN: the 200 body is not JSON (nor the documented number)",
-)
 def test_a_huge_position_size_answers_strict_json(stack: dict[str, Any]) -> None:
     sizing = {"position_sizing": {"type": "fixed_quantity", "value": 1e308}}
     answer = _send(stack, "/evaluate", json.dumps(_draft(execution_config=sizing)))

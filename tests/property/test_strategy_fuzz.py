@@ -7,8 +7,8 @@ JSON value; and "near-valid" documents, valid strategies with a few random mutat
 (deleted keys, wrong types, random names for functions, references and operators, huge
 numbers, NaN and infinities that JSON does not have, unicode, unknown keys).
 
-Defects found are pinned at the end as strict xfails; the fuzz tests tolerate exactly those
-(see `known_defect`) so that they keep guarding everything else until the fixes land.
+The defects the fuzzing found (non-finite numbers, unhashable timeframes) have focused tests
+at the end.
 """
 
 from __future__ import annotations
@@ -327,22 +327,6 @@ def _indicator_defs(doc: Json) -> list[dict[str, Json]]:
     return [ind for ind in indicators.values() if isinstance(ind, dict)]
 
 
-def known_defect(doc: Json, exc: Exception) -> str | None:
-    """The pinned defect (see the xfails below) that explains `exc`, if any."""
-    if isinstance(exc, OverflowError) and any(
-        isinstance(ind.get("params"), dict) and any(map(_beyond_float, ind["params"].values()))
-        for ind in _indicator_defs(doc)
-    ):
-        return "overflow on an indicator parameter beyond float range"
-    if isinstance(exc, TypeError) and "unhashable" in str(exc):
-        timeframes = [ind.get("timeframe") for ind in _indicator_defs(doc)]
-        if isinstance(doc, dict):
-            timeframes.append(doc.get("timeframe"))
-        if any(isinstance(tf, list | dict) for tf in timeframes):
-            return "unhashable timeframe in the reference checks"
-    return None
-
-
 def assert_contract(doc: Json) -> str:
     """parse_strategy returns a Strategy or raises StrategyInvalid with (path, message)s.
 
@@ -360,11 +344,6 @@ def assert_contract(doc: Json) -> str:
             assert isinstance(path, str) and isinstance(message, str) and message, problem
         assert str(exc)
         return "invalid"
-    except Exception as exc:
-        defect = known_defect(doc, exc)
-        if defect is None:
-            raise
-        return f"known defect: {defect}"
     finally:
         assert repr(doc) == repr(before), "parse_strategy changed its input"
     assert isinstance(strategy, Strategy)
@@ -408,13 +387,6 @@ def _with(**changes: Callable[[dict[str, Json]], None]) -> dict[str, Json]:
     return doc
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="engine.core.indicators.check_indicator runs int(value) / float(value) on a "
-    "parameter: OverflowError for inf or an integer beyond float range, which pydantic's "
-    "validator does not turn into a validation error (it only does for ValueError)",
-)
 @pytest.mark.parametrize("value", [math.inf, -math.inf, 10**400], ids=["inf", "-inf", "10**400"])
 def test_an_indicator_parameter_beyond_float_range_is_a_problem(value: Json) -> None:
     doc = _with(
@@ -425,13 +397,6 @@ def test_an_indicator_parameter_beyond_float_range_is_a_problem(value: Json) -> 
     assert [p for p, _ in caught.value.problems if p.startswith("indicators.s")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="engine.core.strategy._reference_problems tests `tf in TIMEFRAME_MS` on the raw "
-    "document after a structural failure: TypeError (unhashable) when an indicator's or the "
-    "strategy's timeframe is an array or object",
-)
 @pytest.mark.parametrize(
     "change",
     [
@@ -449,14 +414,6 @@ def test_a_timeframe_of_the_wrong_type_is_a_problem(
     assert [p for p, _ in caught.value.problems if "timeframe" in p]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="NaN and the infinities (which JSON does not have, but Python's json module and "
-    "so the API read) are accepted as comparison operands and as sizes, stop and target "
-    "values: the strategy's JSON form then is not JSON, and a NaN operand is reported at "
-    "evaluation as an undefined candle field",
-)
 @pytest.mark.parametrize(
     "change",
     [

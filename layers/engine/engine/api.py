@@ -37,6 +37,7 @@ ERROR_RESPONSES: dict[int, OpenAPIResponse] = {
         404: "unknown strategy",
         409: "a concurrent evaluation of the same strategy committed first; nothing was written",
         413: "request body too large",
+        415: "the body is not JSON (send Content-Type: application/json)",
         422: "invalid request; every problem is named in details",
         503: "market data unavailable or stale, or storage unavailable; nothing was written",
     }.items()
@@ -124,11 +125,25 @@ def oversized(event: dict[str, Any]) -> Response[str] | None:
     return None
 
 
+def unsupported_media(event: dict[str, Any]) -> Response[str] | None:
+    """Bodies are JSON. Anything declared otherwise (multipart, XML, text, forms) is refused
+    before the resolver would try, and fail, to parse it."""
+    if not event.get("body"):
+        return None
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    media = str(headers.get("content-type", "")).split(";", 1)[0].strip().lower()
+    if media in ("", "application/json") or media.endswith("+json"):
+        return None
+    return error_response(
+        415, "unsupported_media_type", f"request bodies are JSON; got Content-Type {media!r}"
+    )
+
+
 def handle_http(app: APIGatewayRestResolver, event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """A handler's whole HTTP path: refuse oversized bodies unparsed, then route."""
-    too_large = oversized(event)
-    if too_large is not None:
-        return to_proxy_response(too_large)
+    """A handler's whole HTTP path: refuse oversized or non-JSON bodies unparsed, then route."""
+    refused = oversized(event) or unsupported_media(event)
+    if refused is not None:
+        return to_proxy_response(refused)
     return app.resolve(event, context)
 
 

@@ -7,6 +7,7 @@ is a hand-kept list that could drift from the library.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -80,6 +81,8 @@ def check_indicator(
             problems.append((("params", key), f"unknown parameter for {name} (known: {known})"))
         elif isinstance(value, bool) or not isinstance(value, int | float):
             problems.append((("params", key), "must be a number"))
+        elif not _finite(value):
+            problems.append((("params", key), "must be a finite number"))
         elif key in info.integer_parameters and float(value) != int(value):
             problems.append((("params", key), "must be a whole number"))
     if problems:
@@ -90,6 +93,13 @@ def check_indicator(
         detail = str(exc).split(":", 1)[-1].strip() or "rejected by TA-Lib"
         return [(("params",), f"TA-Lib rejects these parameters for {name}: {detail}")]
     return []
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an int beyond float range
+        return False
 
 
 def lookback(name: str, params: Mapping[str, Any]) -> int:

@@ -8,11 +8,13 @@ sound. Every problem carries its JSON path.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -37,13 +39,30 @@ ASSET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,31}$"
 RESERVED_STRATEGY_IDS = frozenset({"bulk"})
 INDICATOR_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 
-Number = StrictInt | StrictFloat
+# Numbers a strategy may hold: finite, and small enough that prices and notionals computed
+# from them stay finite (JSON has no NaN or infinity; 10**400 is valid JSON but not a float).
+MAX_NUMBER = 1e15
+
+
+def _finite(value: int | float) -> int | float:
+    try:
+        ok = math.isfinite(float(value)) and abs(float(value)) <= MAX_NUMBER
+    except OverflowError:
+        ok = False
+    if not ok:
+        raise PydanticCustomError(
+            "number_out_of_range", "must be a finite number between -1e15 and 1e15"
+        )
+    return value
+
+
+Number = Annotated[StrictInt | StrictFloat, AfterValidator(_finite)]
 StrategyId = Annotated[str, Field(pattern=STRATEGY_ID_PATTERN)]
 AssetSymbol = Annotated[str, Field(pattern=ASSET_PATTERN)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- indicators -------------------------------------------------------------------------
@@ -105,7 +124,9 @@ class AnyOf(_Model):
 
 
 class NotOf(_Model):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
     not_: Condition = Field(alias="not")
 
 
@@ -142,7 +163,7 @@ NotOf.model_rebuild()
 
 class PositionSizing(_Model):
     type: Literal["fixed_notional", "fixed_quantity"] = "fixed_quantity"
-    value: Annotated[float, Field(gt=0)] = 1.0
+    value: Annotated[float, Field(gt=0, le=1e12)] = 1.0
 
 
 class PercentStop(_Model):
@@ -153,17 +174,19 @@ class PercentStop(_Model):
 class AtrLevel(_Model):
     type: Literal["atr"]
     indicator: str = Field(description="name of an ATR-like indicator defined in `indicators`")
-    multiplier: Annotated[float, Field(gt=0)]
+    multiplier: Annotated[float, Field(gt=0, le=1000)]
 
 
 class PercentTarget(_Model):
     type: Literal["percent"]
-    value: Annotated[float, Field(gt=0, description="0.04 places the target 4% above entry")]
+    value: Annotated[
+        float, Field(gt=0, le=100, description="0.04 places the target 4% above entry")
+    ]
 
 
 class RiskRewardTarget(_Model):
     type: Literal["risk_reward"]
-    ratio: Annotated[float, Field(gt=0)]
+    ratio: Annotated[float, Field(gt=0, le=1000)]
 
 
 StopLoss = Annotated[PercentStop | AtrLevel, Field(discriminator="type")]
@@ -215,7 +238,7 @@ class ExecutionConfig(_Model):
 class Strategy(_Model):
     """A long-only strategy evaluated bar by bar on its primary timeframe."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, title="Strategy")
+    model_config = ConfigDict(extra="forbid", frozen=True, title="Strategy", allow_inf_nan=False)
 
     strategy_id: StrategyId
     name: Annotated[str, Field(min_length=1, max_length=200)]
@@ -383,7 +406,9 @@ def _reference_problems(data: Any) -> Iterator[tuple[tuple[str | int, ...], str,
     for name, ind in indicators_.items():
         tf = ind.get("timeframe") if isinstance(ind, dict) else None
         if (
-            tf in TIMEFRAME_MS
+            isinstance(tf, str)
+            and isinstance(primary, str)
+            and tf in TIMEFRAME_MS
             and primary in TIMEFRAME_MS
             and TIMEFRAME_MS[tf] < TIMEFRAME_MS[primary]
         ):

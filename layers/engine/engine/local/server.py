@@ -108,12 +108,15 @@ def make_server(host: str, port: int) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        _head_only = False
+
         def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if not self._head_only:
+                self.wfile.write(body)
 
         def _dispatch(self, method: str) -> None:
             url = urlsplit(self.path)
@@ -150,6 +153,23 @@ def make_server(host: str, port: int) -> ThreadingHTTPServer:
 
         def do_DELETE(self) -> None:
             self._dispatch("DELETE")
+
+        def do_PATCH(self) -> None:
+            self._dispatch("PATCH")
+
+        def do_OPTIONS(self) -> None:
+            self._dispatch("OPTIONS")
+
+        def do_TRACE(self) -> None:
+            self._dispatch("TRACE")
+
+        def do_HEAD(self) -> None:
+            # as GET, without a body (HTTP says so); unknown routes still answer JSON headers
+            self._head_only = True
+            try:
+                self._dispatch("GET")
+            finally:
+                self._head_only = False
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # the handlers log structured JSON already
