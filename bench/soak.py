@@ -11,7 +11,7 @@ order, the same positions, orders, cooldowns and state version.
 
 Stops at whichever limit comes first. Prints progress about every ten seconds, then one JSON
 line: trials run, per pattern, duplicates found and mismatches (both must be 0; the exit status
-is 1 otherwise, and the first problems are printed to stderr).
+is 1 otherwise). Each problem is printed to stderr as it is found.
 """
 
 from __future__ import annotations
@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             while tally.trials < args.trials:
                 if deadline is not None and time.monotonic() >= deadline:
                     break
+                seen = len(tally.duplicates), len(tally.mismatches)
                 runner.run(patterns, min(args.steps, args.trials - tally.trials))
+                for problem in tally.duplicates[seen[0] :] + tally.mismatches[seen[1] :]:
+                    print(problem, file=sys.stderr, flush=True)
                 now = time.monotonic()
                 if now >= next_report:
                     next_report = now + 10
@@ -92,8 +95,6 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(elapsed, 1),
         "trials_per_second": round(tally.trials / elapsed, 2) if elapsed else None,
     }
-    for problem in (tally.duplicates + tally.mismatches)[:20]:
-        print(problem, file=sys.stderr)
     print(json.dumps(summary), flush=True)
     return 1 if tally.duplicates or tally.mismatches else 0
 
