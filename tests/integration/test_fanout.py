@@ -334,7 +334,7 @@ def assert_each_due_strategy_evaluated_once(stack: FanoutStack) -> None:
     for sid in stack.untouched:
         assert stack.version(sid) == 0, sid
     touched = {c.strategy_id for c in stack.states.log}
-    assert touched.isdisjoint(stack.untouched)  # never even loaded and committed
+    assert touched.isdisjoint(stack.untouched)  # not even a commit was attempted
 
 
 # --- the tests ----------------------------------------------------------------------------------
