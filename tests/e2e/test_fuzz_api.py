@@ -17,12 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,56 +39,6 @@ SEEDED_ASSET = "BTC/USDT"
 SEEDED_TIMEFRAME = "1h"
 # 5xx answers the API documents: no decision without market data (DESIGN §6).
 DOCUMENTED_503_CODES = {"market_data_unavailable", "market_data_stale"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """The local stack on free ports (the same way tests/e2e/test_local_stack.py starts it)."""
-    api_port, db_port = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "LOCAL_API_PORT": str(api_port),
-        "LOCAL_DYNAMODB_PORT": str(db_port),
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "STALE_DATA_POLICY": "warn",
-    }
-    env.pop("DYNAMODB_ENDPOINT", None)
-    log = (tmp_path_factory.mktemp("fuzz-stack") / "stack.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.local"],
-        env=env,
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    root = f"http://127.0.0.1:{api_port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            if requests.get(f"{root}/openapi.json", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise RuntimeError(f"local stack did not start: {Path(log.name).read_text()[-3000:]}")
-        time.sleep(0.2)
-    yield {"root": root, "base": f"{root}/api/v1/execution", "log": Path(log.name)}
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
 
 
 @pytest.fixture(scope="module")
