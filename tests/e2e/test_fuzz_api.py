@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +26,6 @@ from hypothesis import HealthCheck, settings
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 SEED = 20260601
 MAX_EXAMPLES = (
     50  # per operation in the fuzzing phase (both modes); the coverage phase adds its own
