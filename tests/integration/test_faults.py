@@ -54,6 +54,8 @@ from moto import mock_aws
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
+from tests.aws_fakes import use_fake_aws
+
 REGION = "us-east-1"
 H = 3_600_000
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z
@@ -520,17 +522,7 @@ class World:
 
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    monkeypatch.delenv("DYNAMODB_ENDPOINT", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SECURITY_TOKEN": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(key, value)
+    use_fake_aws(monkeypatch)
     saved = [(model, model.Meta.host, model.Meta.region) for model in ALL_MODELS]
     faults = DynamoFaults()
     try:

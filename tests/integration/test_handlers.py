@@ -20,6 +20,8 @@ from engine.core.timeframes import bucket_start
 from engine.local.template import api_routes, load_function_module
 from moto import mock_aws
 
+from tests.aws_fakes import models_restored, use_fake_aws
+
 REPO = Path(__file__).resolve().parents[2]
 EVENTS = REPO / "events"
 REGION = "us-east-1"
@@ -51,12 +53,8 @@ def handler(function: str) -> Any:
 
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("DYNAMODB_ENDPOINT", raising=False)
+    use_fake_aws(monkeypatch)
     for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
         "STALE_DATA_POLICY": "warn",
         "MARKET_DATA_PROVIDER": "dynamodb",
         "POWERTOOLS_METRICS_NAMESPACE": "ExecutionEngine",
@@ -65,18 +63,14 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     from engine import bootstrap
     from engine.storage import models
 
-    saved = [(m, m.Meta.host, m.Meta.region) for m in models.ALL_MODELS]
     try:
-        with mock_aws():
+        with models_restored(), mock_aws():
             models.bind(host=None, region=REGION)
             models.create_tables(wait=True)
             bootstrap.service.cache_clear()
             yield
     finally:
         bootstrap.service.cache_clear()
-        for model, host, region in saved:
-            model.Meta.host, model.Meta.region = host, region
-        models.reset_connections()
 
 
 def seed(strategy_doc: dict[str, Any], asset: str = "BTC/USDT") -> None:

@@ -54,6 +54,8 @@ from engine.storage.models import (
 )
 from moto import mock_aws
 
+from tests.aws_fakes import models_restored, use_fake_aws
+
 REGION = "us-east-1"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -65,28 +67,11 @@ HOUR = timedelta(hours=1)
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """moto's DynamoDB with the models' tables, whatever the models were configured with."""
-    monkeypatch.delenv("DYNAMODB_ENDPOINT", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SECURITY_TOKEN": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(key, value)
-    saved = [(model, model.Meta.host, model.Meta.region) for model in ALL_MODELS]
-    try:
-        with mock_aws():
-            storage_models.bind(host=None, region=REGION)
-            storage_models.create_tables(wait=True)
-            yield
-    finally:
-        for model, host, region in saved:
-            model.Meta.host = host
-            model.Meta.region = region
-        storage_models.reset_connections()
+    use_fake_aws(monkeypatch)
+    with models_restored(), mock_aws():
+        storage_models.bind(host=None, region=REGION)
+        storage_models.create_tables(wait=True)
+        yield
 
 
 def _no_sleep(_: float) -> None:
