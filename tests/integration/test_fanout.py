@@ -537,3 +537,42 @@ def test_a_worker_that_dies_midway_through_a_chunk_leaves_the_rest_to_the_redeli
         ], table
     assert all(stack.version(sid) == 1 for sid in ids)
     assert stack.entries() == Counter({sid: 1 for sid in stack.due if sid in ids})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine/schedule.py evaluate_chunk raises ChunkIncomplete only for RETRYABLE_CODES: "
+    "a strategy failing with any other code (transaction_too_large here) is neither reported "
+    "in batchItemFailures nor retried nor sent to the DLQ; its record is deleted as a "
+    "success, against DESIGN §6 'a failed item is reported and retried, never dropped'",
+)
+def test_a_chunk_with_a_strategy_that_cannot_commit_is_not_dropped(stack: FanoutStack) -> None:
+    """A strategy whose evaluation cannot be committed (25 assets entering at once, with a
+    stop and a target each: 101 items for one transaction) in a fan-out chunk."""
+    assets = [f"W{n:02d}/USD" for n in range(25)]
+    for n, asset in enumerate(assets):
+        stack.market.candles[(asset, "1h")] = make_candles("1h", 100 + n)
+    wide = parse_strategy(
+        {
+            "strategy_id": "wide",
+            "name": "wide",
+            "assets": assets,
+            "timeframe": "1h",
+            "entry": {"left": "volume", "op": ">", "right": 5},
+            "execution_config": {
+                "stop_loss": {"type": "percent", "value": 0.02},
+                "take_profit": {"type": "percent", "value": 0.04},
+            },
+        }
+    )
+    stack.strategies.put(wide)
+    body = json.dumps({"strategy_ids": ["due-aaa-1h-00", "wide"], "scheduled_time_ms": TICK})
+    stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=body)
+    (message,) = stack.receive()
+    result = stack.deliver([message])
+    assert stack.version("due-aaa-1h-00") == 1
+    assert stack.version("wide") == 0  # nothing of it was written
+    failures = [c for c in stack.states.log if c.strategy_id == "wide"]
+    assert [c.outcome for c in failures] == ["transaction_too_large"]
+    # the chunk is reported, so that SQS retries it and, in the end, keeps it in the DLQ
+    assert result.failed == [message["MessageId"]]
