@@ -28,7 +28,9 @@ from engine.schedule import SqsFanout, evaluate_chunk, run_scheduled_tick
 from engine.service import BulkResult
 
 app = build_resolver()
-processor = BatchProcessor(event_type=EventType.SQS)
+# Answer batchItemFailures even when every record of a batch failed, so that a failed
+# chunk is a reported item (retried by SQS, then kept in the DLQ), not a function error.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 SCHEDULE_INTERVAL_MS = int(os.environ.get("SCHEDULE_INTERVAL_SECONDS", "60")) * 1000
 CHUNK_SIZE = int(os.environ.get("BULK_CHUNK_SIZE", "200"))
@@ -70,18 +72,19 @@ def _scheduled(event: dict[str, Any]) -> dict[str, Any]:
         "scheduled tick",
         extra={"due": report.due, "evaluated": report.evaluated, "chunks": report.chunks_enqueued},
     )
-    if report.retryable_failures:
+    if report.failures:
         # Lambda's async retry (then the schedule's DLQ) runs the tick again; strategies
         # that committed are unchanged by the rerun, so only the failed ones do new work.
         raise RuntimeError(
-            f"{len(report.retryable_failures)} due strategies failed and need a retry: "
-            + ", ".join(f.strategy_id for f in report.retryable_failures)
+            f"{len(report.failures)} due strategies failed and need a retry: "
+            + ", ".join(f.strategy_id for f in report.failures)
         )
     return {"due": report.due, "evaluated": report.evaluated, "chunks": report.chunks_enqueued}
 
 
 def _record_handler(record: SQSRecord) -> None:
-    evaluate_chunk(service(), record.body)
+    metrics.add_metric(name="FanoutRecords", unit=MetricUnit.Count, value=1)
+    _record_bulk(evaluate_chunk(service(), record.body))
 
 
 @instrumented(correlation_paths.API_GATEWAY_REST)

@@ -14,17 +14,6 @@ from typing import Any, Protocol
 from engine.core.strategy import Strategy
 from engine.service import BulkFailure, BulkResult, ExecutionService
 
-# Error codes worth retrying: the next attempt may well succeed.
-RETRYABLE_CODES = frozenset(
-    {
-        "market_data_unavailable",
-        "market_data_stale",
-        "storage_unavailable",
-        "concurrent_evaluation",
-        "internal_error",
-    }
-)
-
 
 class FanoutQueue(Protocol):
     def send(self, bodies: Sequence[str]) -> None:
@@ -65,10 +54,6 @@ class ScheduleReport:
     chunks_enqueued: int = 0
     failures: list[BulkFailure] = field(default_factory=list)
 
-    @property
-    def retryable_failures(self) -> list[BulkFailure]:
-        return [f for f in self.failures if f.error.code in RETRYABLE_CODES]
-
 
 def run_scheduled_tick(
     service: ExecutionService,
@@ -98,22 +83,24 @@ def run_scheduled_tick(
 
 
 def evaluate_chunk(service: ExecutionService, body: str) -> BulkResult:
-    """An SQS worker's job: evaluate one chunk with persist; raise if any must be retried."""
+    """An SQS worker's job: evaluate one chunk with persist; raise if any strategy failed.
+
+    Every failure fails the record, whatever its code: SQS redelivers it and, if it keeps
+    failing, keeps it in the dead-letter queue. A failed item is never dropped.
+    """
     message: dict[str, Any] = json.loads(body)
     ids = message.get("strategy_ids")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise ValueError("fan-out message without a strategy_ids list")
     result = service.evaluate_bulk(ids, persist=True)
-    retry = [
-        r for r in result.results if isinstance(r, BulkFailure) and r.error.code in RETRYABLE_CODES
-    ]
+    retry = [r for r in result.results if isinstance(r, BulkFailure)]
     if retry:
         raise ChunkIncomplete(retry)
     return result
 
 
 class ChunkIncomplete(Exception):
-    """Some strategies of a chunk failed in a retryable way; SQS redelivers the chunk.
+    """Some strategies of a chunk failed; SQS redelivers the chunk.
 
     The strategies that did commit are untouched by the retry: re-evaluating their bar
     changes nothing.
