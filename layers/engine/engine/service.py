@@ -78,11 +78,7 @@ class ExecutionService:
         strategy = self.strategies.get(strategy_id)
         if strategy is None:
             raise StrategyNotFound(f"no strategy with id {strategy_id!r}")
-        outcome = self._evaluate_many([strategy], persist=persist)
-        result = outcome.results[0]
-        if isinstance(result, _Failed):
-            raise result.error
-        return result
+        return self._evaluate_one(strategy, persist=persist)
 
     def evaluate_draft(
         self, strategy: Strategy | Mapping[str, Any], positions: Sequence[Position] = ()
@@ -100,10 +96,14 @@ class ExecutionService:
             strategy_id=strategy.strategy_id,
             positions=[p for p in positions if p.status == "open"],
         )
-        outcome = self._evaluate_many(
-            [strategy], persist=False, states={strategy.strategy_id: state}
-        )
-        result = outcome.results[0]
+        return self._evaluate_one(strategy, persist=False, state=state)
+
+    def _evaluate_one(
+        self, strategy: Strategy, *, persist: bool, state: ExecutionState | None = None
+    ) -> EvaluationResult:
+        """The bulk path for one strategy, its failure raised rather than reported."""
+        states = None if state is None else {strategy.strategy_id: state}
+        result = self._evaluate_many([strategy], persist=persist, states=states).results[0]
         if isinstance(result, _Failed):
             raise result.error
         return result

@@ -81,7 +81,7 @@ def check_indicator(
             problems.append((("params", key), f"unknown parameter for {name} (known: {known})"))
         elif isinstance(value, bool) or not isinstance(value, int | float):
             problems.append((("params", key), "must be a number"))
-        elif not _finite(value):
+        elif not is_finite_number(value):
             problems.append((("params", key), "must be a finite number"))
         elif key in info.integer_parameters and float(value) != int(value):
             problems.append((("params", key), "must be a whole number"))
@@ -95,7 +95,8 @@ def check_indicator(
     return []
 
 
-def _finite(value: int | float) -> bool:
+def is_finite_number(value: int | float) -> bool:
+    """False for NaN, infinities and ints beyond float range (valid JSON, not a float)."""
     try:
         return math.isfinite(float(value))
     except OverflowError:  # an int beyond float range

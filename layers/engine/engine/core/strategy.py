@@ -8,7 +8,6 @@ sound. Every problem carries its JSON path.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -45,11 +44,7 @@ MAX_NUMBER = 1e15
 
 
 def _finite(value: int | float) -> int | float:
-    try:
-        ok = math.isfinite(float(value)) and abs(float(value)) <= MAX_NUMBER
-    except OverflowError:
-        ok = False
-    if not ok:
+    if not (indicators.is_finite_number(value) and abs(float(value)) <= MAX_NUMBER):
         raise PydanticCustomError(
             "number_out_of_range", "must be a finite number between -1e15 and 1e15"
         )
@@ -310,18 +305,6 @@ def _conditions(strategy: Strategy) -> Iterator[Any]:
             stack.extend(cond.any)
         elif isinstance(cond, NotOf):
             stack.append(cond.not_)
-
-
-def series_names(strategy: Strategy) -> dict[str, tuple[str, str | None]]:
-    """Every name an operand may use -> (indicator or candle field, output name or None)."""
-    names: dict[str, tuple[str, str | None]] = {f: (f, None) for f in CANDLE_FIELDS}
-    for name, ind in strategy.indicators.items():
-        outputs = ind.outputs
-        if len(outputs) == 1:
-            names[name] = (name, outputs[0])
-        for out in outputs:
-            names[f"{name}.{out}"] = (name, out)
-    return names
 
 
 def _reference_problems(data: Any) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
