@@ -67,13 +67,14 @@ def run_scheduled_tick(
     report = ScheduleReport(due=len(due))
     if not due:
         return report
-    chunks = plan_chunks(due, chunk_size)
-    if len(chunks) == 1 or fanout is None:
-        for chunk in chunks:
+    if len(due) <= chunk_size or fanout is None:
+        for start in range(0, len(due), chunk_size):
+            chunk = [s.strategy_id for s in due[start : start + chunk_size]]
             result = service.evaluate_bulk(chunk, persist=True)
             report.evaluated += result.summary.succeeded
             report.failures += [r for r in result.results if isinstance(r, BulkFailure)]
         return report
+    chunks = plan_chunks(due, chunk_size)
     fanout.send(
         [json.dumps({"strategy_ids": chunk, "scheduled_time_ms": tick_ms}) for chunk in chunks]
     )
