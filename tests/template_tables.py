@@ -1,6 +1,6 @@
 """template.yaml as plain data, for tests: the loader and the DynamoDB table definitions.
 
-`load_template()` parses the template with CloudFormation's short-form tags (`!Ref`,
+`load_template()` (engine.local.template's) parses the template with CloudFormation's short-form tags (`!Ref`,
 `!GetAtt`, `!Sub`, `!If`, ...) turned into their long form (`{"Ref": ...}`,
 `{"Fn::GetAtt": [...]}`, ...), the way CloudFormation itself reads them.
 
@@ -22,45 +22,10 @@ name) like `engine.storage.models.table_definitions()`, so that the two compare 
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE = ROOT / "template.yaml"
-
-
-class CloudFormationLoader(yaml.SafeLoader):
-    """A SafeLoader that reads CloudFormation's short-form intrinsic functions."""
-
-
-def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    if suffix == "Ref":
-        return {"Ref": value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        resource, _, attribute = value.partition(".")
-        return {"Fn::GetAtt": [resource, attribute]}
-    if suffix == "Condition":
-        return {"Condition": value}
-    return {f"Fn::{suffix}": value}
-
-
-CloudFormationLoader.add_multi_constructor("!", _intrinsic)
-
-
-def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as handle:
-        data = yaml.load(handle, Loader=CloudFormationLoader)  # a SafeLoader subclass
-    assert isinstance(data, dict), f"{path} is not a mapping"
-    return data
+from engine.local.template import REPO_ROOT as ROOT  # noqa: F401 (tests import it from here)
+from engine.local.template import TEMPLATE, load_template  # noqa: F401
 
 
 @cache

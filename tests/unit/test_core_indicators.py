@@ -113,6 +113,22 @@ def test_frame_values_equal_talib_called_directly():
         np.testing.assert_array_equal(frame[field], getattr(c, field))
 
 
+def test_every_function_feeds_talib_the_inputs_its_abstract_api_names():
+    # The engine calls TA-Lib's function API with positional inputs; the abstract API maps
+    # inputs by name. Same values for every function = the positional order is TA-Lib's.
+    c = random_walk(N, seed=11)
+    by_name = {f: getattr(c, f) for f in ("open", "high", "low", "close", "volume")}
+    for fn in ALL_FUNCTIONS:
+        ours = indicators.compute(fn, {}, c)
+        theirs = talib.abstract.Function(fn)(by_name)
+        theirs = theirs if isinstance(theirs, list) else [theirs]
+        warmup = indicators.lookback(fn, {})
+        for out, expected in zip(indicators.function_info(fn).outputs, theirs, strict=True):
+            expected = np.asarray(expected, dtype=np.float64)
+            expected[:warmup] = np.nan
+            np.testing.assert_array_equal(ours[out], expected, err_msg=f"{fn}.{out}")
+
+
 def test_integer_output_is_undefined_during_warm_up():
     # during the pattern's warm-up "engulf >= 0" is false and warns (TA-Lib itself says 0);
     # after it the value is defined (0 or +-100) and the comparison is decided by it

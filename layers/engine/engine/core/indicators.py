@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
@@ -105,8 +105,15 @@ def is_finite_number(value: int | float) -> bool:
 
 def lookback(name: str, params: Mapping[str, Any]) -> int:
     """Bars TA-Lib needs before the first defined value, for these parameters."""
+    return _lookback(name, tuple(sorted(_coerce(name, params).items())))
+
+
+@lru_cache(maxsize=4096)  # bounded: parameter sets come from users
+def _lookback(name: str, params: tuple[tuple[str, int | float], ...]) -> int:
+    # Only TA-Lib's abstract API tells the lookback; building its Function object costs
+    # more than the computation itself on a few hundred bars, so ask once per parameter set.
     fn = talib.abstract.Function(name)
-    fn.set_parameters(_coerce(name, params))
+    fn.set_parameters(dict(params))
     return int(fn.lookback)
 
 
@@ -117,7 +124,7 @@ def compute(name: str, params: Mapping[str, Any], candles: Candles) -> dict[str,
         return {out: np.empty(0, dtype=np.float64) for out in info.outputs}
     arrays = {f: candles.field(f) for f in CANDLE_FIELDS}
     result = _run(name, params, arrays)
-    outputs = result if isinstance(result, list) else [result]
+    outputs = result if isinstance(result, tuple) else (result,)
     # TA-Lib leaves integer outputs (candlestick patterns, *INDEX, HT_TRENDMODE) at 0 during
     # warm-up instead of NaN; a value is not defined before the lookback, whatever its type.
     warmup = lookback(name, params)
@@ -135,8 +142,11 @@ def _coerce(name: str, params: Mapping[str, Any]) -> dict[str, int | float]:
 
 
 def _run(name: str, params: Mapping[str, Any], arrays: Mapping[str, FloatArray]) -> Any:
-    fn = talib.abstract.Function(name)
-    return fn(dict(arrays), **_coerce(name, params))
+    """TA-Lib's function API (stateless, no per-call object), inputs in TA-Lib's own order."""
+    inputs = (
+        arrays[source] for sources in function_info(name).inputs.values() for source in sources
+    )
+    return getattr(talib, name)(*inputs, **_coerce(name, params))
 
 
 @cache

@@ -17,27 +17,48 @@ REPO_ROOT = Path(__file__).resolve().parents[4]
 TEMPLATE = REPO_ROOT / "template.yaml"
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """SafeLoader that keeps CloudFormation short tags (!Ref, !GetAtt, !Sub...) as data."""
+class CloudFormationLoader(yaml.SafeLoader):
+    """A SafeLoader that reads CloudFormation's short-form intrinsic functions (`!Ref`,
+    `!GetAtt`, `!Sub`, `!If`, ...) into their long form (`{"Ref": ...}`,
+    `{"Fn::GetAtt": [...]}`, ...), the way CloudFormation itself reads them."""
 
 
-def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
     if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
+        value = loader.construct_scalar(node)
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
     else:
         value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    return {suffix: value}
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        resource, _, attribute = value.partition(".")
+        return {"Fn::GetAtt": [resource, attribute]}
+    if suffix == "Condition":
+        return {"Condition": value}
+    return {f"Fn::{suffix}": value}
 
 
-_CfnLoader.add_multi_constructor("!", _tag)
+CloudFormationLoader.add_multi_constructor("!", _intrinsic)
 
 
 def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
-    with path.open() as fh:
-        loaded: dict[str, Any] = yaml.load(fh, Loader=_CfnLoader)
-    return loaded
+    with path.open(encoding="utf-8") as handle:
+        data = yaml.load(handle, Loader=CloudFormationLoader)  # a SafeLoader subclass
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a mapping")
+    return data
+
+
+def literal_environment(template: dict[str, Any] | None = None) -> dict[str, str]:
+    """The functions' Globals environment variables that are plain values, not !Ref/!Sub."""
+    template = template or load_template()
+    variables = (
+        template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})
+    )
+    return {name: str(value) for name, value in variables.items() if not isinstance(value, dict)}
 
 
 @dataclass(frozen=True)
