@@ -503,3 +503,14 @@ def test_cfn_lint_passes() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_literal_environment_is_what_the_template_sets_without_cloudformation() -> None:
+    # bench/bulk.py measures cold starts with these, as Lambda would run the functions
+    from engine.local.template import literal_environment
+
+    env = literal_environment()
+    assert env["POWERTOOLS_SERVICE_NAME"] == "execution-engine"
+    assert env["PYDANTIC_DISABLE_PLUGINS"] == "__all__"
+    assert "STRATEGIES_TABLE" not in env  # a !Ref: only CloudFormation knows its value
+    assert all(isinstance(value, str) for value in env.values())
