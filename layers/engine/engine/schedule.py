@@ -22,29 +22,34 @@ class FanoutQueue(Protocol):
 
 
 def plan_chunks(strategies: Sequence[Strategy], chunk_size: int) -> list[list[str]]:
-    """Strategy ids in chunks of at most `chunk_size`, keeping each (asset, timeframe) group
-    whole where it fits, so that a worker fetches each market once."""
+    """Strategy ids in as few chunks of at most `chunk_size` as first-fit decreasing finds,
+    keeping each (asset, timeframe) group whole where it fits, so that a worker fetches each
+    market once.
+
+    A group larger than a chunk fills whole chunks and leaves its remainder to be packed like
+    any other group. Deterministic: the same due set always gives the same chunks.
+    """
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     groups: dict[tuple[str, str], list[str]] = {}
     for strategy in sorted(strategies, key=lambda s: s.strategy_id):
         groups.setdefault((strategy.timeframe, strategy.assets[0]), []).append(strategy.strategy_id)
     chunks: list[list[str]] = []
-    current: list[str] = []
+    pieces: list[tuple[tuple[str, str], list[str]]] = []
     for key in sorted(groups):
         group = groups[key]
-        if current and len(current) + len(group) > chunk_size:
-            chunks.append(current)
-            current = []
-        for start in range(0, len(group), chunk_size):
-            piece = group[start : start + chunk_size]
-            if current and len(current) + len(piece) > chunk_size:
-                chunks.append(current)
-                current = []
-            current.extend(piece)
-    if current:
-        chunks.append(current)
-    return chunks
+        whole = len(group) - len(group) % chunk_size
+        chunks.extend(group[start : start + chunk_size] for start in range(0, whole, chunk_size))
+        if whole < len(group):
+            pieces.append((key, group[whole:]))
+    packed: list[list[str]] = []
+    for _, piece in sorted(pieces, key=lambda kp: (-len(kp[1]), kp[0])):
+        room = next((c for c in packed if len(c) + len(piece) <= chunk_size), None)
+        if room is None:
+            packed.append(list(piece))
+        else:
+            room.extend(piece)
+    return chunks + packed
 
 
 @dataclass
