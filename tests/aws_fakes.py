@@ -3,6 +3,7 @@ restored afterwards (table names and hosts are read at import, and tests rebind 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,12 +21,33 @@ FAKE_AWS_ENV = {
 }
 
 
+# Anything that could point a client at a real account or endpoint, or at a real queue.
+UNSET_ENV = ("DYNAMODB_ENDPOINT", "AWS_PROFILE", "FANOUT_QUEUE_URL")
+
+
 def use_fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake credentials and region; no endpoint or profile that could reach a real account."""
-    monkeypatch.delenv("DYNAMODB_ENDPOINT", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    for key in UNSET_ENV:
+        monkeypatch.delenv(key, raising=False)
     for key, value in FAKE_AWS_ENV.items():
         monkeypatch.setenv(key, value)
+
+
+@contextmanager
+def fake_aws_env() -> Iterator[None]:
+    """use_fake_aws outside pytest's fixtures (bench/soak.py runs the trials without pytest)."""
+    saved = {name: os.environ.get(name) for name in (*FAKE_AWS_ENV, *UNSET_ENV)}
+    try:
+        for name in UNSET_ENV:
+            os.environ.pop(name, None)
+        os.environ.update(FAKE_AWS_ENV)
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextmanager

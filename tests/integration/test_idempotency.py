@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
 import threading
 import time
@@ -58,7 +57,7 @@ from engine.errors import ConcurrentEvaluation, EngineError, MarketDataUnavailab
 from engine.local.template import load_function_module
 from engine.schedule import ChunkIncomplete, evaluate_chunk
 from engine.service import ExecutionService
-from engine.storage import ALL_MODELS, RetryPolicy, dynamo_repositories
+from engine.storage import RetryPolicy, dynamo_repositories
 from engine.storage import models as storage_models
 from engine.storage import state as state_module
 from engine.storage.models import CooldownModel, OrderModel, PositionModel, StrategyModel
@@ -68,8 +67,9 @@ from moto.core.model_instances import reset_model_data
 from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodb.responses import DynamoHandler
 
+from tests.aws_fakes import REGION, fake_aws_env, models_restored
+
 REPO = Path(__file__).resolve().parents[2]
-REGION = "us-east-1"
 H = 3_600_000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 SEED = 20_261_124
@@ -77,15 +77,6 @@ PATTERNS = ("repeat", "concurrent", "crash", "eventbridge", "sqs")
 ASSETS = ("AAA/USD", "BBB/USD", "CCC/USD")
 THREADS = 8
 REPEATS = 10
-
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SECURITY_TOKEN": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_REGION": REGION,
-}
 
 
 # --- moto ---------------------------------------------------------------------------------
@@ -101,9 +92,6 @@ def moto_tables() -> Iterator[None]:
     lock; threads still interleave between requests (load, evaluate, commit), which is where
     concurrent evaluations race in AWS too.
     """
-    names = [*AWS_ENV, "DYNAMODB_ENDPOINT", "AWS_PROFILE", "FANOUT_QUEUE_URL"]
-    saved_env = {name: os.environ.get(name) for name in names}
-    saved_models = [(model, model.Meta.host, model.Meta.region) for model in ALL_MODELS]
     original = DynamoHandler.call_action
     lock = threading.RLock()
 
@@ -112,25 +100,13 @@ def moto_tables() -> Iterator[None]:
             return original(self)
 
     try:
-        for name in ("DYNAMODB_ENDPOINT", "AWS_PROFILE", "FANOUT_QUEUE_URL"):
-            os.environ.pop(name, None)
-        os.environ.update(AWS_ENV)
         DynamoHandler.call_action = atomic_call_action  # type: ignore[method-assign]
-        with mock_aws():
+        with fake_aws_env(), models_restored(), mock_aws():
             storage_models.bind(host=None, region=REGION)
             storage_models.create_tables(wait=True)
             yield
     finally:
         DynamoHandler.call_action = original  # type: ignore[method-assign]
-        for model, host, region in saved_models:
-            model.Meta.host = host
-            model.Meta.region = region
-        storage_models.reset_connections()
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 STATE_MODELS = (StrategyModel, PositionModel, OrderModel, CooldownModel)
