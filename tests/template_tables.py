@@ -97,8 +97,8 @@ def cloudformation_table_definitions(
     """Every table in CloudFormation terms, keyed by its environment variable.
 
     Each value holds `BillingMode`, `AttributeDefinitions` (sorted by name), `KeySchema`
-    (HASH first) and `GlobalSecondaryIndexes` (sorted by name; `IndexName`, `KeySchema`,
-    `Projection` with only `ProjectionType`).
+    (HASH first), `GlobalSecondaryIndexes` and `LocalSecondaryIndexes` (sorted by name;
+    `IndexName`, `KeySchema`, `Projection` with only `ProjectionType`).
     """
     template = template if template is not None else _template()
     env = table_env(template)
@@ -115,15 +115,16 @@ def cloudformation_table_definitions(
                 key=lambda a: a["AttributeName"],
             ),
             "KeySchema": _normal_key_schema(props["KeySchema"]),
-            "GlobalSecondaryIndexes": [
-                {
-                    "IndexName": index["IndexName"],
-                    "KeySchema": _normal_key_schema(index["KeySchema"]),
-                    "Projection": {"ProjectionType": index["Projection"]["ProjectionType"]},
-                }
-                for index in sorted(
-                    props.get("GlobalSecondaryIndexes", []), key=lambda i: i["IndexName"]
-                )
-            ],
+            **{
+                kind: [
+                    {
+                        "IndexName": index["IndexName"],
+                        "KeySchema": _normal_key_schema(index["KeySchema"]),
+                        "Projection": {"ProjectionType": index["Projection"]["ProjectionType"]},
+                    }
+                    for index in sorted(props.get(kind, []), key=lambda i: i["IndexName"])
+                ]
+                for kind in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes")
+            },
         }
     return out

@@ -89,6 +89,9 @@ def repos(aws: None, sleeps: list[float]) -> DynamoRepositories:
     return dynamo_repositories(retry=RetryPolicy(attempts=4, sleep=sleeps.append))
 
 
+LOCAL_OPEN_INDEXES = {"strategy-open-positions-index", "strategy-open-orders-index"}
+
+
 class Requests:
     """Counts DynamoDB API calls with a botocore 'before-call' handler on every client the
     models use (the state repository's transactions go through StrategyModel's connection).
@@ -830,11 +833,12 @@ def test_bulk_load_reads_the_open_indexes_and_keeps_only_requested_strategies(
     per_strategy = DynamoStateRepository(bulk_threshold=1_000, retry=repos.states.retry)
     calls.reset()
     assert per_strategy.load(strategies) == states
-    assert {p.get("IndexName") for op, p in calls.log if op == "Query"} == {None}
+    assert {p.get("IndexName") for op, p in calls.log if op == "Query"} == LOCAL_OPEN_INDEXES
+    assert all(p["ConsistentRead"] for op, p in calls.log if op == "Query")
     assert calls.count("Query") == 2 * len(requested)
 
 
-def test_bulk_load_reads_recent_commits_from_the_base_tables(
+def test_bulk_load_reads_recent_commits_through_the_consistent_local_indexes(
     repos: DynamoRepositories, calls: Requests, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The open indexes are eventually consistent: a strategy committed seconds ago may still
@@ -893,7 +897,59 @@ def test_single_evaluation_reads(repos: DynamoRepositories, calls: Requests) -> 
     state = repos.states.load([strategy])["s1"]
     # GetItem, a Query on positions and one on orders, a BatchGet of the one cooldown item
     assert calls.operations == ["GetItem", "Query", "Query", "BatchGetItem"]
+    queries = [p for op, p in calls.log if op == "Query"]
+    assert {p["IndexName"] for p in queries} == LOCAL_OPEN_INDEXES
+    assert all(p["ConsistentRead"] for p in queries)
     assert state.version == 3 and len(state.positions) == 1 and set(state.cooldowns) == {"BTC/USDT"}
+
+
+def test_a_long_trade_history_is_not_read_to_find_the_open_items(
+    repos: DynamoRepositories,
+) -> None:
+    """One evaluation reads what is open, not every trade the strategy ever made."""
+    strategy = make_strategy("s1")
+    repos.strategies.put(strategy)
+    for n in range(30):  # 30 closed trades: 30 positions and 90 orders of history
+        state = repos.states.load([strategy])["s1"]
+        position = open_position("s1", n)
+        version = repos.states.commit(state, entry_changes(position))
+        repos.states.commit(
+            ExecutionState(strategy_id="s1", version=version), stop_out_changes(position)
+        )
+    current = open_position("s1", 99)
+    repos.states.commit(repos.states.load([strategy])["s1"], entry_changes(current))
+
+    read: list[tuple[str, int]] = []  # (table, items DynamoDB read to answer) per Query
+
+    def count_read(model: Any, parsed: dict[str, Any], **_: Any) -> None:
+        if model.name == "Query":
+            read.append(
+                (
+                    parsed["Items"][0]["strategy_id"]["S"] if parsed["Items"] else "",
+                    parsed["ScannedCount"],
+                )
+            )
+
+    clients = {
+        id(m._get_connection().connection.client): m._get_connection().connection.client
+        for m in (PositionModel, OrderModel)
+    }
+    for client in clients.values():
+        client.meta.events.register("after-call.dynamodb.Query", count_read, unique_id="read")
+    try:
+        state = repos.states.load([strategy])["s1"]
+    finally:
+        for client in clients.values():
+            client.meta.events.unregister("after-call.dynamodb.Query", unique_id="read")
+
+    assert state.positions == [current]
+    assert sorted(o.order_id for o in state.orders) == [
+        f"{current.position_id}-sl",
+        f"{current.position_id}-tp",
+    ]
+    # the open position, then its two resting orders: nothing of the 120 history items
+    assert [scanned for _, scanned in read] == [1, 2]
+    assert PositionModel.count("s1") == 31 and OrderModel.count("s1") == 93
 
 
 def test_default_repositories_share_what_they_read(aws: None, calls: Requests) -> None:

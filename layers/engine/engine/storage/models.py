@@ -34,7 +34,7 @@ from pynamodb.attributes import (
     UnicodeSetAttribute,
 )
 from pynamodb.exceptions import TableError
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, LocalSecondaryIndex
 from pynamodb.models import Model
 
 from engine.storage._retry import error_code
@@ -137,7 +137,7 @@ class StrategyModel(Model):
     cooldown_assets = UnicodeSetAttribute(null=True)
     updated_at = NumberAttribute(null=True)  # epoch ms of the last put or commit
     # Epoch ms of the last commit: a bulk load reads strategies committed within the last
-    # seconds from the base tables, not from the (eventually consistent) open-item indexes.
+    # seconds through the local indexes, not the (eventually consistent) global ones.
     committed_at = NumberAttribute(null=True)
 
     status_timeframe_index = StatusTimeframeIndex()
@@ -155,6 +155,18 @@ class OpenPositionsIndex(GlobalSecondaryIndex["PositionModel"]):  # type: ignore
 
     open_shard = UnicodeAttribute(hash_key=True)
     strategy_id = UnicodeAttribute(range_key=True)
+
+
+class StrategyOpenPositionsIndex(LocalSecondaryIndex["PositionModel"]):  # type: ignore[no-untyped-call]
+    """Sparse and local: one strategy's open positions, read strongly consistent, without
+    reading its closed trades (a filtered query of the table would read them all)."""
+
+    class Meta:
+        index_name = "strategy-open-positions-index"
+        projection = AllProjection()
+
+    strategy_id = UnicodeAttribute(hash_key=True)
+    open_shard = UnicodeAttribute(range_key=True)
 
 
 class PositionModel(Model):
@@ -181,6 +193,7 @@ class PositionModel(Model):
     open_shard = UnicodeAttribute(null=True)  # set only while open
 
     open_positions_index = OpenPositionsIndex()
+    strategy_open_positions_index = StrategyOpenPositionsIndex()
 
 
 # --- orders -----------------------------------------------------------------------------
@@ -195,6 +208,18 @@ class OpenOrdersIndex(GlobalSecondaryIndex["OrderModel"]):  # type: ignore[no-un
 
     open_shard = UnicodeAttribute(hash_key=True)
     strategy_id = UnicodeAttribute(range_key=True)
+
+
+class StrategyOpenOrdersIndex(LocalSecondaryIndex["OrderModel"]):  # type: ignore[no-untyped-call]
+    """Sparse and local: one strategy's resting orders, read strongly consistent, without
+    reading its filled and cancelled ones."""
+
+    class Meta:
+        index_name = "strategy-open-orders-index"
+        projection = AllProjection()
+
+    strategy_id = UnicodeAttribute(hash_key=True)
+    open_shard = UnicodeAttribute(range_key=True)
 
 
 class OrderModel(Model):
@@ -216,6 +241,7 @@ class OrderModel(Model):
     open_shard = UnicodeAttribute(null=True)  # set only while status == open
 
     open_orders_index = OpenOrdersIndex()
+    strategy_open_orders_index = StrategyOpenOrdersIndex()
 
 
 # --- cooldowns --------------------------------------------------------------------------
@@ -331,7 +357,7 @@ def table_definitions() -> dict[str, dict[str, Any]]:
 
     Keyed by model name; each value holds `TableNameEnv` and `DefaultTableName` (how the
     functions find the table) and `BillingMode`, `AttributeDefinitions`, `KeySchema`,
-    `GlobalSecondaryIndexes` as template.yaml writes them. Lists are sorted so that
+    `GlobalSecondaryIndexes`, `LocalSecondaryIndexes` as template.yaml writes them. Lists are sorted so that
     a comparison does not depend on declaration order.
     """
     out: dict[str, dict[str, Any]] = {}
@@ -340,17 +366,19 @@ def table_definitions() -> dict[str, dict[str, Any]]:
         attributes: dict[str, str] = {}
         for attr in schema["attribute_definitions"]:
             attributes[attr["AttributeName"]] = attr["AttributeType"]
-        indexes = []
-        for index in sorted(schema["global_secondary_indexes"], key=lambda i: i["index_name"]):
-            for attr in index.get("attribute_definitions", []):
-                attributes[attr["AttributeName"]] = attr["AttributeType"]
-            indexes.append(
-                {
-                    "IndexName": index["index_name"],
-                    "KeySchema": _key_schema(index["key_schema"]),
-                    "Projection": {"ProjectionType": index["projection"]["ProjectionType"]},
-                }
-            )
+        indexes: dict[str, list[dict[str, Any]]] = {}
+        for kind in ("global_secondary_indexes", "local_secondary_indexes"):
+            indexes[kind] = []
+            for index in sorted(schema[kind], key=lambda i: i["index_name"]):
+                for attr in index.get("attribute_definitions", []):
+                    attributes[attr["AttributeName"]] = attr["AttributeType"]
+                indexes[kind].append(
+                    {
+                        "IndexName": index["index_name"],
+                        "KeySchema": _key_schema(index["key_schema"]),
+                        "Projection": {"ProjectionType": index["projection"]["ProjectionType"]},
+                    }
+                )
         env, default = TABLE_ENV[model.__name__]
         out[model.__name__] = {
             "TableNameEnv": env,
@@ -361,7 +389,8 @@ def table_definitions() -> dict[str, dict[str, Any]]:
                 for name, kind in sorted(attributes.items())
             ],
             "KeySchema": _key_schema(schema["key_schema"]),
-            "GlobalSecondaryIndexes": indexes,
+            "GlobalSecondaryIndexes": indexes["global_secondary_indexes"],
+            "LocalSecondaryIndexes": indexes["local_secondary_indexes"],
         }
     return out
 

@@ -53,14 +53,15 @@ _HEAD_ATTRIBUTES: Final = ["strategy_id", "state_version", "cooldown_assets", "c
 class DynamoStateRepository:
     """engine.ports.StateRepository on the positions, orders, cooldowns and strategies tables.
 
-    `load` of up to `bulk_threshold` strategies queries each one's partition in the positions
-    and orders tables (strongly consistent, filtered to open items); more than that reads the
-    sparse open-positions and open-orders indexes once per shard instead.
+    `load` of up to `bulk_threshold` strategies queries each one's open items through the
+    sparse local indexes of the positions and orders tables (strongly consistent; closed
+    trades and filled orders are not read, however long the history); more than that reads
+    the sparse global open-positions and open-orders indexes once per shard instead.
 
-    Those indexes are eventually consistent. A strategy committed within the last
+    The global indexes are eventually consistent. A strategy committed within the last
     `consistency_window_ms` could still show its previous open items there while its version
     is already the new one, and a commit on that state would succeed; such strategies are
-    read from the base tables even in a bulk load. Quiet strategies cost nothing extra.
+    read through the local indexes even in a bulk load. Quiet strategies cost nothing extra.
     """
 
     def __init__(
@@ -148,18 +149,12 @@ class DynamoStateRepository:
         for sid in ids:
 
             def query_positions(sid: str = sid) -> list[PositionModel]:
-                return list(
-                    PositionModel.query(
-                        sid, filter_condition=PositionModel.status == "open", consistent_read=True
-                    )
-                )
+                index = PositionModel.strategy_open_positions_index
+                return list(index.query(sid, consistent_read=True))
 
             def query_orders(sid: str = sid) -> list[OrderModel]:
-                return list(
-                    OrderModel.query(
-                        sid, filter_condition=OrderModel.status == "open", consistent_read=True
-                    )
-                )
+                index = OrderModel.strategy_open_orders_index
+                return list(index.query(sid, consistent_read=True))
 
             positions[sid] = [
                 position_from_item(i) for i in self.retry.call("Query", query_positions)
