@@ -743,28 +743,108 @@ def test_bulk_transient_faults_are_retried_and_the_results_are_the_normal_ones(
 
 
 @pytest.mark.parametrize(("operation", "step"), [("BatchGetItem", 0), ("Query", 1)])
-def test_bulk_persistent_read_fault_is_503_and_writes_nothing(
+def test_bulk_persistent_read_fault_fails_every_strategy_it_serves_and_writes_nothing(
     world: World, operation: str, step: int
 ) -> None:
-    """A batched read serves many strategies, so its failure is theirs: the whole request
-    answers 503 (or each strategy does), nothing is written, and the retry recovers."""
+    """A batched read serves many strategies, so its failure is theirs: each answers
+    storage_unavailable (a bulk answer is never all-or-nothing), nothing is written, and the
+    retry recovers."""
     expected = baseline(world, "bulk")
     for earlier in range(step):
         assert world.bulk(earlier) == expected[earlier][0]
     outcomes, tables = expected[step]
     before = scan_all()
     fault = world.faults.add(operation, "ThrottlingException")
-    try:
-        got = world.bulk(step)
-    except StorageUnavailable as exc:  # strategies.get_many, before any evaluation
-        assert exc.status == 503
-    else:
-        assert got == {sid: {"error": "storage_unavailable"} for sid in ALL_IDS}
-    assert fault.hits == ATTEMPTS
+    got = world.bulk(step)
+    assert got == {sid: {"error": "storage_unavailable"} for sid in ALL_IDS}
+    assert fault.hits >= ATTEMPTS
     assert scan_all() == before
     world.faults.clear()
     assert world.bulk(step) == outcomes
     assert normalized(scan_all()) == tables
+
+
+def _strategy_batch_get_with(victim: str) -> Callable[[dict[str, Any]], bool]:
+    """Matches a BatchGetItem of the strategies table whose keys include `victim`."""
+
+    def match(params: dict[str, Any]) -> bool:
+        keys = params.get("RequestItems", {}).get(StrategyModel.Meta.table_name, {})
+        return {"strategy_id": {"S": victim}} in keys.get("Keys", [])
+
+    return match
+
+
+def _open_items_query(
+    *, index: str, strategy_id: str | None = None
+) -> Callable[[dict[str, Any]], bool]:
+    def match(params: dict[str, Any]) -> bool:
+        if not params.get("IndexName", "").startswith(index):
+            return False
+        values = params.get("ExpressionAttributeValues", {}).values()
+        return strategy_id is None or {"S": strategy_id} in values
+
+    return match
+
+
+@pytest.mark.parametrize("step", [0, 2])
+def test_bulk_strategy_read_failing_for_one_slice_fails_only_that_slice(
+    world: World, step: int
+) -> None:
+    """Strategies are read 100 at a time (4 here); a slice whose read keeps failing fails
+    its own strategies, and every other strategy's result and commit stand."""
+    expected = baseline(world, "bulk")
+    for earlier in range(step):
+        assert world.bulk(earlier) == expected[earlier][0]
+    outcomes, _ = expected[step]
+    world.service.read_slice = 4
+    slice_of_victim = list(ALL_IDS[:4])  # btc-1, btc-2, btc-3, eth-1
+    world.faults.add("BatchGetItem", "ThrottlingException", match=_strategy_batch_get_with("eth-1"))
+    before = by_strategy(scan_all())
+    got = world.bulk(step)
+    assert {sid: got[sid] for sid in slice_of_victim} == {
+        sid: {"error": "storage_unavailable"} for sid in slice_of_victim
+    }
+    assert {sid: o for sid, o in got.items() if sid not in slice_of_victim} == {
+        sid: o for sid, o in outcomes.items() if sid not in slice_of_victim
+    }
+    after = by_strategy(scan_all())
+    assert all(after[sid] == before[sid] for sid in slice_of_victim)
+
+    world.faults.clear()  # the retry (SQS redelivery, the next tick) completes the slice
+    again = world.bulk(step)
+    assert {sid: again[sid] for sid in slice_of_victim} == {
+        sid: outcomes[sid] for sid in slice_of_victim
+    }
+
+
+def test_bulk_state_load_failing_falls_back_to_slices_and_fails_only_the_unreadable_one(
+    world: World,
+) -> None:
+    """The bulk state load reads the sharded open-item indexes for everyone at once. When
+    that keeps failing, states are loaded slice by slice (through the per-strategy local
+    indexes); only the slice whose read still fails is reported failed."""
+    step = 1  # open positions and resting orders exist: the state matters
+    expected = baseline(world, "bulk")
+    assert world.bulk(0) == expected[0][0]
+    outcomes, _ = expected[step]
+    world.service.read_slice = 4
+    victim_slice = list(ALL_IDS[4:8])  # eth-2, multi-1, multi-2, multi-3
+    world.faults.add("Query", "ThrottlingException", match=_open_items_query(index="open-"))
+    world.faults.add(
+        "Query",
+        "ThrottlingException",
+        match=_open_items_query(index="strategy-open-", strategy_id="multi-2"),
+    )
+    before = by_strategy(scan_all())
+    got = world.bulk(step)
+    assert {sid: got[sid] for sid in victim_slice} == {
+        sid: {"error": "storage_unavailable"} for sid in victim_slice
+    }
+    assert {sid: o for sid, o in got.items() if sid not in victim_slice} == {
+        sid: o for sid, o in outcomes.items() if sid not in victim_slice
+    }
+    after = by_strategy(scan_all())
+    assert all(after[sid] == before[sid] for sid in victim_slice)
 
 
 # --- (2) market data failures -----------------------------------------------------------

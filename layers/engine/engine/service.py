@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -28,8 +28,12 @@ from engine.ports import MarketDataProvider, StateRepository, StrategyRepository
 logger = logging.getLogger("engine.service")
 
 MAX_BULK_STRATEGIES = 500
+# Strategies read together. DynamoDB's BatchGetItem takes 100 keys, so reading in slices of
+# 100 costs no extra request and confines a failed read to the strategies it was for.
+READ_SLICE = 100
 
 Clock = Callable[[], int]
+T = TypeVar("T")
 
 
 def wall_clock_ms() -> int:
@@ -70,6 +74,7 @@ class ExecutionService:
     stale_policy: StalePolicy = "reject"
     clock: Clock = wall_clock_ms
     max_bulk: int = MAX_BULK_STRATEGIES
+    read_slice: int = READ_SLICE
     _history_margin: int = field(default=2, repr=False)
 
     # --- single evaluations ---------------------------------------------------------------
@@ -117,16 +122,17 @@ class ExecutionService:
                 f"strategy_ids has {len(strategy_ids)} entries; at most {self.max_bulk} per request"
             )
         ordered = list(dict.fromkeys(strategy_ids))
-        found = self.strategies.get_many(ordered)
+        found, unreadable = self._read_strategies(ordered)
         outcome = self._evaluate_many([found[i] for i in ordered if i in found], persist=persist)
         by_id = {r.strategy_id: r for r in outcome.results}
         results: list[EvaluationResult | BulkFailure] = []
         for strategy_id in ordered:
             item = by_id.get(strategy_id)
             if item is None:
-                item = _Failed(
-                    strategy_id, StrategyNotFound(f"no strategy with id {strategy_id!r}")
+                error = unreadable.get(strategy_id) or StrategyNotFound(
+                    f"no strategy with id {strategy_id!r}"
                 )
+                item = _Failed(strategy_id, error)
             results.append(item.as_failure() if isinstance(item, _Failed) else item)
         failed = sum(1 for r in results if isinstance(r, BulkFailure))
         return BulkResult(
@@ -167,10 +173,9 @@ class ExecutionService:
         now = self.clock()
         results: list[EvaluationResult | _Failed] = []
         if states is None:
-            try:
-                states = self.states.load(strategies)
-            except EngineError as exc:
-                return _Outcome([_Failed(s.strategy_id, exc) for s in strategies], 0, 0, 0)
+            states, unloaded = self._load_states(strategies)
+            results.extend(_Failed(sid, exc) for sid, exc in unloaded.items())
+            strategies = [s for s in strategies if s.strategy_id not in unloaded]
         compiled = {s.strategy_id: compile_strategy(s) for s in strategies}
         bars: dict[tuple[str, str], int] = {}
         for strategy in strategies:
@@ -209,6 +214,43 @@ class ExecutionService:
                 results.append(_Failed(strategy.strategy_id, error))
         return _Outcome(results, len(bars), loaded.fetches, market.cache.computations)
 
+    def _read_strategies(
+        self, ids: Sequence[str]
+    ) -> tuple[dict[str, Strategy], dict[str, EngineError]]:
+        """The stored strategies among `ids`, and the ids whose slice could not be read."""
+        found: dict[str, Strategy] = {}
+        unreadable: dict[str, EngineError] = {}
+        for part in _slices(ids, self.read_slice):
+            try:
+                found.update(self.strategies.get_many(part))
+            except EngineError as exc:
+                logger.warning("reading %d strategies failed: %s", len(part), exc.message)
+                unreadable.update(dict.fromkeys(part, exc))
+        return found, unreadable
+
+    def _load_states(
+        self, strategies: Sequence[Strategy]
+    ) -> tuple[dict[str, ExecutionState], dict[str, EngineError]]:
+        """Every state in one load (its index queries serve many strategies per request);
+        if that fails, slice by slice, so that a read that keeps failing fails only the
+        strategies it was for."""
+        try:
+            return dict(self.states.load(strategies)), {}
+        except EngineError as exc:
+            if len(strategies) <= self.read_slice:
+                return {}, {s.strategy_id: exc for s in strategies}
+            logger.warning(
+                "loading %d states failed, retrying in slices: %s", len(strategies), exc.message
+            )
+        states: dict[str, ExecutionState] = {}
+        unloaded: dict[str, EngineError] = {}
+        for part in _slices(strategies, self.read_slice):
+            try:
+                states.update(self.states.load(part))
+            except EngineError as exc:
+                unloaded.update({s.strategy_id: exc for s in part})
+        return states, unloaded
+
     def _history_needed(
         self, strategy: Strategy, rules: CooldownRules, state: ExecutionState | None, now: int
     ) -> int:
@@ -221,6 +263,10 @@ class ExecutionService:
             step = timeframe_ms(strategy.timeframe)
             need = max(need, (now - oldest) // step + self._history_margin)
         return int(need)
+
+
+def _slices(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 @dataclass
