@@ -14,6 +14,7 @@ class MemoryStrategies:
     def __init__(self, strategies: Sequence[Strategy] = ()) -> None:
         self.items = {s.strategy_id: s for s in strategies}
         self.get_many_calls = 0
+        self.list_calls: list[tuple[str | None, str | None]] = []
 
     def get(self, strategy_id: str) -> Strategy | None:
         return self.items.get(strategy_id)
@@ -25,8 +26,17 @@ class MemoryStrategies:
     def put(self, strategy: Strategy) -> None:
         self.items[strategy.strategy_id] = strategy
 
-    def list(self, *, status: str | None = None) -> list[Strategy]:
-        return [s for s in self.items.values() if status is None or s.status == status]
+    def list(self, *, status: str | None = None, timeframe: str | None = None) -> list[Strategy]:
+        self.list_calls.append((status, timeframe))
+        return sorted(
+            (
+                s
+                for s in self.items.values()
+                if (status is None or s.status == status)
+                and (timeframe is None or s.timeframe == timeframe)
+            ),
+            key=lambda s: s.strategy_id,
+        )
 
 
 class MemoryStates:

@@ -31,6 +31,7 @@ from engine.core.state import (
 )
 from engine.core.strategy import Strategy, parse_strategy
 from engine.errors import ConcurrentEvaluation, StorageUnavailable, StrategyNotFound
+from engine.service import ExecutionService
 from engine.storage import (
     ALL_MODELS,
     DynamoCandleRepository,
@@ -468,6 +469,54 @@ def test_list_by_status_queries_the_index(repos: DynamoRepositories, calls: Requ
     repos.strategies.list(status="active")
     assert calls.operations == ["Query"]
     assert calls.log[0][1]["IndexName"] == "status-timeframe-index"
+
+
+def test_a_minute_tick_reads_only_the_strategies_of_timeframes_that_closed(
+    repos: DynamoRepositories, calls: Requests
+) -> None:
+    """The schedule runs every minute: it must not read every hourly and daily strategy
+    to find the few due ones (the index is keyed by status and timeframe)."""
+    for n in range(6):
+        repos.strategies.put(make_strategy(f"hourly-{n}", timeframe="1h"))
+    for n in range(3):
+        repos.strategies.put(make_strategy(f"daily-{n}", timeframe="1d"))
+    repos.strategies.put(make_strategy("minute-0", timeframe="1m"))
+    repos.strategies.put(make_strategy("minute-paused", timeframe="1m", status="paused"))
+    service = ExecutionService(repos.strategies, repos.states, market_data=None)  # type: ignore[arg-type]
+    minute = 60_000
+    midnight = int(T0.timestamp() * 1000)  # a Monday: the next midnight closes no 1w bar
+    read: list[int] = []
+
+    def count_read(model: Any, parsed: dict[str, Any], **_: Any) -> None:
+        read.append(parsed["ScannedCount"])
+
+    client = StrategyModel._get_connection().connection.client
+    client.meta.events.register("after-call.dynamodb.Query", count_read, unique_id="read")
+    try:
+        calls.reset()
+        due = service.due_strategies(midnight + 10 * 3_600_000 + 7 * minute, minute)  # 10:07
+        assert [s.strategy_id for s in due] == ["minute-0"]
+        assert calls.operations == ["Query"] and read == [1]
+
+        calls.reset()
+        read.clear()
+        due = service.due_strategies(midnight + 86_400_000, minute)  # 1m ... 1d closed
+        assert [s.strategy_id for s in due] == [
+            *(f"daily-{n}" for n in range(3)),
+            *(f"hourly-{n}" for n in range(6)),
+            "minute-0",
+        ]
+        timeframes = [
+            value["S"]
+            for op, q in calls.log
+            if op == "Query"
+            for value in q["ExpressionAttributeValues"].values()
+            if value["S"] != "active"
+        ]
+        assert timeframes == ["1m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d"]
+        assert sum(read) == 10  # the due ones, nothing else
+    finally:
+        client.meta.events.unregister("after-call.dynamodb.Query", unique_id="read")
 
 
 def test_delete(repos: DynamoRepositories) -> None:

@@ -189,6 +189,19 @@ def test_due_strategies_follow_the_clock() -> None:
     assert {s.strategy_id for s in svc.due_strategies(24 * H, minute)} == {"h", "d"}
 
 
+def test_due_strategies_ask_only_for_the_timeframes_that_closed_a_bar() -> None:
+    svc, _, _ = make_service([strategy("h")], {})
+    minute = 60_000
+    svc.due_strategies(10 * H + 7 * minute, minute)
+    svc.due_strategies(10 * H, minute)
+    svc.due_strategies(10 * H, 5 * minute)  # a 5-minute schedule: same bars closed
+    assert svc.strategies.list_calls == [  # type: ignore[attr-defined]
+        ("active", "1m"),
+        *[("active", tf) for tf in ("1m", "5m", "15m", "30m", "1h", "2h")],
+        *[("active", tf) for tf in ("1m", "5m", "15m", "30m", "1h", "2h")],
+    ]
+
+
 def test_plan_chunks_keeps_markets_together_and_loses_nobody() -> None:
     strats = [strategy(f"s{i:02d}", f"A{i % 3}") for i in range(20)]
     chunks = plan_chunks(strats, 8)  # type: ignore[arg-type]

@@ -23,7 +23,9 @@ class StrategyRepository(Protocol):
 
     def put(self, strategy: Strategy) -> None: ...
 
-    def list(self, *, status: str | None = None) -> list[Strategy]: ...
+    def list(self, *, status: str | None = None, timeframe: str | None = None) -> list[Strategy]:
+        """Strategies with this status (and primary timeframe), sorted by id."""
+        ...
 
 
 class StateRepository(Protocol):

@@ -20,7 +20,7 @@ from engine.core.evaluate import compile_strategy, evaluate
 from engine.core.market import MarketData
 from engine.core.state import EvaluationResult, ExecutionState, Position, Warning
 from engine.core.strategy import Strategy, parse_strategy
-from engine.core.timeframes import bucket_start, timeframe_ms, to_ms
+from engine.core.timeframes import TIMEFRAME_MS, bucket_start, timeframe_ms, to_ms
 from engine.errors import EngineError, InvalidRequest, StrategyNotFound
 from engine.marketdata import StalePolicy, load_market
 from engine.ports import MarketDataProvider, StateRepository, StrategyRepository, unique_pairs
@@ -149,17 +149,19 @@ class ExecutionService:
         )
 
     def due_strategies(self, tick_ms: int, interval_ms: int) -> list[Strategy]:
-        """Active strategies whose primary timeframe closed a bar in (tick - interval, tick].
+        """Active strategies whose primary timeframe closed a bar in (tick - interval, tick],
+        sorted by id.
 
         Derived from the clock, not from per-strategy bookkeeping, so a quiet tick writes
-        nothing and a duplicated delivery of the same tick selects the same strategies.
+        nothing and a duplicated delivery of the same tick selects the same strategies. Only
+        the timeframes that closed a bar are read (the status index is keyed by timeframe):
+        a minute tick reads the 1m strategies, not every hourly and daily one.
         """
-        due = []
-        for strategy in self.strategies.list(status="active"):
-            tf = strategy.timeframe
-            if bucket_start(tick_ms, tf) > bucket_start(tick_ms - interval_ms, tf):
-                due.append(strategy)
-        return due
+        due: list[Strategy] = []
+        for timeframe in TIMEFRAME_MS:
+            if bucket_start(tick_ms, timeframe) > bucket_start(tick_ms - interval_ms, timeframe):
+                due.extend(self.strategies.list(status="active", timeframe=timeframe))
+        return sorted(due, key=lambda s: s.strategy_id)
 
     # --- the shared path ------------------------------------------------------------------
 
