@@ -4,7 +4,8 @@
   sharing market data and indicators (the engine's way) vs. the naive way (each strategy
   fetches its candles and computes its indicators alone), and the ratio;
 - DynamoDB requests of one quiet bulk run of 1,000 stored strategies, counted at the client
-  (moto in-process; market data from memory so that only storage traffic is counted);
+  (moto in-process; market data from memory so that only storage traffic is counted), and of
+  a scheduled minute tick that finds none of them due;
 - peak memory of the 10,000 run (tracemalloc);
 - each handler module's import time, and its cold start up to the first network call, in the
   environment Lambda gives it (see LAMBDA_ENV).
@@ -143,8 +144,9 @@ def shared_fetch_run(strategies: list[Strategy], files: dict[tuple[str, str], Pa
     return time.perf_counter() - start
 
 
-def dynamodb_requests_quiet_bulk(n: int = 1000) -> int | None:
-    """Requests one quiet bulk run of n stored strategies makes, counted at the client."""
+def dynamodb_requests_quiet(n: int = 1000) -> tuple[int, int] | None:
+    """Requests one quiet bulk run of n stored strategies makes, counted at the client, and
+    those of a scheduled minute tick that finds none of them due."""
     try:
         from moto import mock_aws
     except ImportError:
@@ -204,7 +206,17 @@ def dynamodb_requests_quiet_bulk(n: int = 1000) -> int | None:
             f"  quiet bulk of {n} in one run: {len(calls)} DynamoDB calls: "
             + ", ".join(f"{op} x{calls.count(op)}" for op in sorted(set(calls)))
         )
-        return len(calls)
+        quiet_bulk = len(calls)
+        # the schedule's minute tick between two hourly closes: nothing is due
+        calls.clear()
+        Connection._make_api_call = counting_call  # type: ignore[method-assign]
+        try:
+            due = service.due_strategies(NOW + H + 7 * 60_000, 60_000)
+        finally:
+            Connection._make_api_call = original  # type: ignore[method-assign]
+        assert due == []
+        print(f"  minute tick between hourly closes, {n} hourly strategies: {len(calls)} calls")
+        return quiet_bulk, len(calls)
 
 
 # What the Lambda runtime and template.yaml's Globals set. The runtime's variables matter: outside Lambda the X-Ray SDK builds its
@@ -315,7 +327,11 @@ def main() -> None:
                 f"{n} strategies incl. fetching from CSV: shared {shared:,.0f}/s, "
                 f"naive {naive_rate:,.0f}/s -> {shared / naive_rate:.1f}x"
             )
-    figures["dynamodb_requests_quiet_1000"] = dynamodb_requests_quiet_bulk()
+    quiet = dynamodb_requests_quiet()
+    if quiet is not None:
+        figures["dynamodb_requests_quiet_1000"], figures["dynamodb_requests_quiet_tick_1000"] = (
+            quiet
+        )
     handlers = import_times()
     figures["handler_import_s"] = {name: t["import"] for name, t in handlers.items()}
     figures["handler_cold_start_s"] = {name: t["cold_start"] for name, t in handlers.items()}
