@@ -786,6 +786,24 @@ def _open_items_query(
     return match
 
 
+def assert_only_these_failed(
+    got: dict[str, Outcome],
+    normal: dict[str, Outcome],
+    victims: Sequence[str],
+    before: dict[str, Any],
+) -> None:
+    """The victims answer storage_unavailable and their items are untouched; every other
+    strategy answers what it answers without faults."""
+    assert {sid: got[sid] for sid in victims} == {
+        sid: {"error": "storage_unavailable"} for sid in victims
+    }
+    assert {sid: o for sid, o in got.items() if sid not in victims} == {
+        sid: o for sid, o in normal.items() if sid not in victims
+    }
+    after = by_strategy(scan_all())
+    assert all(after[sid] == before[sid] for sid in victims)
+
+
 @pytest.mark.parametrize("step", [0, 2])
 def test_bulk_strategy_read_failing_for_one_slice_fails_only_that_slice(
     world: World, step: int
@@ -800,15 +818,7 @@ def test_bulk_strategy_read_failing_for_one_slice_fails_only_that_slice(
     slice_of_victim = list(ALL_IDS[:4])  # btc-1, btc-2, btc-3, eth-1
     world.faults.add("BatchGetItem", "ThrottlingException", match=_strategy_batch_get_with("eth-1"))
     before = by_strategy(scan_all())
-    got = world.bulk(step)
-    assert {sid: got[sid] for sid in slice_of_victim} == {
-        sid: {"error": "storage_unavailable"} for sid in slice_of_victim
-    }
-    assert {sid: o for sid, o in got.items() if sid not in slice_of_victim} == {
-        sid: o for sid, o in outcomes.items() if sid not in slice_of_victim
-    }
-    after = by_strategy(scan_all())
-    assert all(after[sid] == before[sid] for sid in slice_of_victim)
+    assert_only_these_failed(world.bulk(step), outcomes, slice_of_victim, before)
 
     world.faults.clear()  # the retry (SQS redelivery, the next tick) completes the slice
     again = world.bulk(step)
@@ -836,15 +846,7 @@ def test_bulk_state_load_failing_falls_back_to_slices_and_fails_only_the_unreada
         match=_open_items_query(index="strategy-open-", strategy_id="multi-2"),
     )
     before = by_strategy(scan_all())
-    got = world.bulk(step)
-    assert {sid: got[sid] for sid in victim_slice} == {
-        sid: {"error": "storage_unavailable"} for sid in victim_slice
-    }
-    assert {sid: o for sid, o in got.items() if sid not in victim_slice} == {
-        sid: o for sid, o in outcomes.items() if sid not in victim_slice
-    }
-    after = by_strategy(scan_all())
-    assert all(after[sid] == before[sid] for sid in victim_slice)
+    assert_only_these_failed(world.bulk(step), outcomes, victim_slice, before)
 
 
 # --- (2) market data failures -----------------------------------------------------------

@@ -34,6 +34,7 @@ READ_SLICE = 100
 
 Clock = Callable[[], int]
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def wall_clock_ms() -> int:
@@ -220,15 +221,7 @@ class ExecutionService:
         self, ids: Sequence[str]
     ) -> tuple[dict[str, Strategy], dict[str, EngineError]]:
         """The stored strategies among `ids`, and the ids whose slice could not be read."""
-        found: dict[str, Strategy] = {}
-        unreadable: dict[str, EngineError] = {}
-        for part in _slices(ids, self.read_slice):
-            try:
-                found.update(self.strategies.get_many(part))
-            except EngineError as exc:
-                logger.warning("reading %d strategies failed: %s", len(part), exc.message)
-                unreadable.update(dict.fromkeys(part, exc))
-        return found, unreadable
+        return _read_in_slices(ids, self.read_slice, self.strategies.get_many, lambda i: i)
 
     def _load_states(
         self, strategies: Sequence[Strategy]
@@ -244,14 +237,9 @@ class ExecutionService:
             logger.warning(
                 "loading %d states failed, retrying in slices: %s", len(strategies), exc.message
             )
-        states: dict[str, ExecutionState] = {}
-        unloaded: dict[str, EngineError] = {}
-        for part in _slices(strategies, self.read_slice):
-            try:
-                states.update(self.states.load(part))
-            except EngineError as exc:
-                unloaded.update({s.strategy_id: exc for s in part})
-        return states, unloaded
+        return _read_in_slices(
+            strategies, self.read_slice, self.states.load, lambda s: s.strategy_id
+        )
 
     def _history_needed(
         self, strategy: Strategy, rules: CooldownRules, state: ExecutionState | None, now: int
@@ -267,8 +255,23 @@ class ExecutionService:
         return int(need)
 
 
-def _slices(items: Sequence[T], size: int) -> list[Sequence[T]]:
-    return [items[start : start + size] for start in range(0, len(items), size)]
+def _read_in_slices(
+    items: Sequence[T],
+    size: int,
+    read: Callable[[Sequence[T]], Mapping[str, R]],
+    strategy_id: Callable[[T], str],
+) -> tuple[dict[str, R], dict[str, EngineError]]:
+    """`read` slice by slice: what was read, and the strategy ids of the slices that failed."""
+    found: dict[str, R] = {}
+    failed: dict[str, EngineError] = {}
+    for start in range(0, len(items), size):
+        part = items[start : start + size]
+        try:
+            found.update(read(part))
+        except EngineError as exc:
+            logger.warning("reading %d strategies' data failed: %s", len(part), exc.message)
+            failed.update({strategy_id(item): exc for item in part})
+    return found, failed
 
 
 @dataclass
