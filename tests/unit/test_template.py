@@ -514,3 +514,27 @@ def test_literal_environment_is_what_the_template_sets_without_cloudformation() 
     assert env["PYDANTIC_DISABLE_PLUGINS"] == "__all__"
     assert "STRATEGIES_TABLE" not in env  # a !Ref: only CloudFormation knows its value
     assert all(isinstance(value, str) for value in env.values())
+
+
+def test_api_access_logs_are_json_lines_in_a_retained_log_group_when_on(
+    template: dict[str, Any], resources: dict[str, dict[str, Any]]
+) -> None:
+    import json
+
+    parameter = template["Parameters"]["ApiAccessLogs"]
+    assert parameter["Default"] == "off"  # "on" needs the account's CloudWatch role first
+    assert template["Conditions"]["AccessLogsOn"] == {
+        "Fn::Equals": [{"Ref": "ApiAccessLogs"}, "on"]
+    }
+    setting = resources["ExecutionApi"]["Properties"]["AccessLogSetting"]["Fn::If"]
+    assert setting[0] == "AccessLogsOn" and setting[2] == {"Ref": "AWS::NoValue"}
+    assert setting[1]["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    # every $context variable is quoted, so each line parses as JSON whatever it holds
+    line = re.sub(r"\$context\.[A-Za-z.]+", "x", setting[1]["Format"])
+    fields = json.loads(line)
+    assert {"requestId", "caller", "sourceIp", "httpMethod", "resourcePath", "status"} <= set(
+        fields
+    )
+    group = resources["ApiAccessLogGroup"]
+    assert group["Condition"] == "AccessLogsOn"
+    assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
