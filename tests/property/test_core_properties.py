@@ -5,6 +5,9 @@
 2. No look-ahead: the decisions at bar t are the same whether the market data holds only
    the bars up to t or also later ones.
 3. Determinism: the same inputs give the same results and ids, run after run.
+4. Sharing changes nothing: strategies evaluated together on one MarketData (a bulk run:
+   candles and indicator values computed once, shared) decide exactly what each decides
+   alone on its own.
 """
 
 from __future__ import annotations
@@ -108,3 +111,29 @@ def test_same_inputs_same_results_and_ids(doc, market, data):
             assert seen.setdefault(order.order_id, identity) == identity
     entries = [o for r in first for o in r.changes.orders if o.side == "enter_long"]
     assert len({o.position_id for o in entries}) == len(entries)
+
+
+@SETTINGS
+@given(docs=st.lists(strategy_docs(), min_size=2, max_size=5), market=markets(), data=st.data())
+def test_strategies_sharing_market_data_decide_what_each_decides_alone(docs, market, data):
+    # same indicator names with other parameters, other names for the same computation,
+    # one or two assets, informative timeframes: whatever the generator draws
+    strategies = [build({**doc, "strategy_id": f"prop-{n}"}) for n, doc in enumerate(docs)]
+    schedule = data.draw(schedules(len(market.times)), label="schedule")
+    shared: dict[int, object] = {}
+
+    def together(now: int):  # one snapshot per bar for every strategy, as a bulk run has
+        return shared.setdefault(now, market.data())
+
+    for strategy in strategies:
+        bulk = chain(strategy, schedule, market, together)
+        alone = chain(strategy, schedule, market, lambda _now: market.data())
+        assert [snapshot(r) for r in bulk] == [snapshot(r) for r in alone], strategy.strategy_id
+    computations = sum(d.cache.computations for d in shared.values())  # type: ignore[attr-defined]
+    distinct = {
+        (asset, ind.fn, tuple(sorted(ind.params.items())), ind.timeframe)
+        for s in strategies
+        for asset in s.assets
+        for ind in s.indicators.values()
+    }
+    assert computations <= len(distinct) * len(shared)
