@@ -31,6 +31,7 @@ from engine.core.state import (
 )
 from engine.core.strategy import Strategy, parse_strategy
 from engine.errors import ConcurrentEvaluation, StorageUnavailable, StrategyNotFound
+from engine.marketdata import RepositoryProvider
 from engine.service import ExecutionService
 from engine.storage import (
     ALL_MODELS,
@@ -1074,6 +1075,25 @@ def test_candles_round_trip(repos: DynamoRepositories, calls: Requests) -> None:
     window = repos.candles.range("BTC/USDT", "1h", start + 5 * 3_600_000, start + 9 * 3_600_000)
     assert window.time.tolist() == [start + i * 3_600_000 for i in range(5, 10)]
     assert len(repos.candles.range("BTC/USDT", "1h", start + 1, start + 2)) == 0
+
+
+def test_candles_closed_by_a_time_are_read_by_key_condition(
+    repos: DynamoRepositories, calls: Requests
+) -> None:
+    """An evaluation as of a past time (or with the forming bar stored) gets the newest
+    candles closed by then, however many later ones the table holds."""
+    start = 1_704_067_200_000
+    candles = _candles(start, 48)
+    repos.candles.put("BTC/USDT", "1h", candles)
+    as_of = start + 30 * 3_600_000 + 60_000  # 30:01: the 29:00 bar closed at 30:00
+    calls.reset()
+    found = repos.candles.latest("BTC/USDT", "1h", 12, closed_by_ms=as_of)
+    assert_candles_equal(found, candles.head(30).tail(12))
+    assert calls.operations == ["Query"]
+    assert "KeyConditionExpression" in calls.log[0][1] and "FilterExpression" not in calls.log[0][1]
+    # the provider over the table answers the same
+    provider = RepositoryProvider(repos.candles)
+    assert_candles_equal(provider.fetch("BTC/USDT", "1h", 12, as_of), found)
 
 
 def test_candles_put_upserts_by_open_time(repos: DynamoRepositories) -> None:

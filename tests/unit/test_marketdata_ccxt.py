@@ -125,8 +125,9 @@ def test_single_call_when_bars_fit_one_page() -> None:
     assert exchange.calls == [
         {"symbol": "BTC/USDT", "timeframe": "1h", "since": FORMING - 200 * HOUR_MS, "limit": 201}
     ]
-    assert len(candles) == 201  # 200 closed bars and the forming one
-    assert int(candles.time[-1]) == FORMING
+    # the forming bar was asked for (the exchange counts it) and is not answered
+    assert len(candles) == 200
+    assert int(candles.time[-1]) == FORMING - HOUR_MS
     assert candles.closed_count("1h", NOW) == 200
     assert sleep.calls == []
 
@@ -144,8 +145,8 @@ def test_paginates_forward_and_sleeps_rate_limit_between_pages() -> None:
         (start + 2000 * HOUR_MS, 501),
     ]
     assert sleep.calls == [0.05, 0.05]  # the exchange's rateLimit (ms) between pages only
-    assert len(candles) == 2501
-    assert int(candles.time[0]) == start and int(candles.time[-1]) == FORMING
+    assert len(candles) == 2500
+    assert int(candles.time[0]) == start and int(candles.time[-1]) == FORMING - HOUR_MS
     assert set(map(int, candles.time[1:] - candles.time[:-1])) == {HOUR_MS}
 
 
@@ -157,7 +158,7 @@ def test_page_size_comes_from_exchange_features_per_market_type() -> None:
 
     assert [c["limit"] for c in exchange.calls] == [500, 500, 201]
     assert {c["symbol"] for c in exchange.calls} == {"BTC/USDT:USDT"}
-    assert len(candles) == 1201
+    assert len(candles) == 1200
 
 
 def test_real_ccxt_features_give_page_limits_offline() -> None:
@@ -174,7 +175,7 @@ def test_exchange_serving_fewer_rows_than_asked_keeps_paging() -> None:
 
     candles = p.fetch("BTC/USDT", "1h", 700, NOW)
 
-    assert len(candles) == 701
+    assert len(candles) == 700
     assert [c["limit"] for c in exchange.calls] == [701, 401, 101]
     assert len(sleep.calls) == 2
 
@@ -204,7 +205,7 @@ def test_retries_network_errors_with_exponential_backoff_then_succeeds() -> None
 
     candles = p.fetch("BTC/USDT", "1h", 10, NOW)
 
-    assert len(candles) == 11
+    assert len(candles) == 10
     assert len(exchange.calls) == 4
     assert sleep.calls == [0.5, 1.0, 2.0]
 
@@ -271,7 +272,7 @@ def test_retry_in_a_later_page_keeps_earlier_pages() -> None:
     exchange = FakeExchange(series_until(NOW, 3000), script=[None, ccxt.RequestTimeout("timeout")])
     p, sleep = provider(exchange)
     candles = p.fetch("BTC/USDT", "1h", 1500, NOW)
-    assert len(candles) == 1501
+    assert len(candles) == 1500
     assert len(exchange.calls) == 3
     assert sleep.calls == [0.05, 0.5]  # rate limit between pages, then the retry backoff
 
@@ -298,7 +299,7 @@ def test_drops_rows_with_missing_values_dedupes_and_ignores_future_bars() -> Non
     candles = p.fetch("BTC/USDT", "1h", 5, NOW)
 
     times = [int(t) for t in candles.time]
-    assert times == [FORMING - i * HOUR_MS for i in (5, 4, 2, 1, 0)]
+    assert times == [FORMING - i * HOUR_MS for i in (5, 4, 2, 1)]  # the forming bar: not closed
     assert candles.close[2] == 99999.0
     assert FORMING + HOUR_MS not in times
 
@@ -315,7 +316,7 @@ def test_exchange_ignoring_since_terminates() -> None:
     p, _ = provider(exchange, page_limit=100)
     candles = p.fetch("BTC/USDT", "1h", 250, NOW)
     assert len(exchange.calls) == 1  # the newest bar is already the forming one
-    assert len(candles) == 100 and int(candles.time[-1]) == FORMING
+    assert len(candles) == 99 and int(candles.time[-1]) == FORMING - HOUR_MS
 
 
 def test_recorded_rows_come_back_as_candles() -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from engine import candles_io
 from engine.core.candles import Candles
@@ -39,16 +40,16 @@ def test_file_name_replaces_slashes() -> None:
     assert candles_file_stem("AAPL", "1d") == "AAPL_1d"
 
 
-def test_reads_csv_and_answers_bars_opened_by_now(tmp_path: Path) -> None:
+def test_reads_csv_and_answers_the_bars_closed_by_now(tmp_path: Path) -> None:
     write_csv(tmp_path / "BTC_USDT_1h.csv", 48)
     provider = FileProvider(tmp_path)
     now = T0 + 20 * HOUR_MS + 30 * 60_000  # 20:30: bar 19 closed, bar 20 forming
 
     candles = provider.fetch("BTC/USDT", "1h", 5, now)
 
-    assert [int(t) for t in candles.time] == [T0 + i * HOUR_MS for i in range(15, 21)]
+    assert [int(t) for t in candles.time] == [T0 + i * HOUR_MS for i in range(15, 20)]
     assert candles.closed_count("1h", now) == 5
-    assert list(candles.close) == [100.0 + i for i in range(15, 21)]
+    assert list(candles.close) == [100.0 + i for i in range(15, 20)]
 
 
 def test_short_history_answers_what_there_is(tmp_path: Path) -> None:
@@ -72,7 +73,7 @@ def test_reads_parquet(tmp_path: Path) -> None:
     )
     pq.write_table(table, tmp_path / "ETH_USDT_4h.parquet")
     candles = FileProvider(tmp_path).fetch("ETH/USDT", "4h", 3, T0 + 100 * HOUR_MS)
-    assert list(candles.close) == [6.0, 7.0, 8.0, 9.0]
+    assert list(candles.close) == [7.0, 8.0, 9.0]
 
 
 def test_csv_preferred_when_both_exist(tmp_path: Path) -> None:
@@ -80,7 +81,7 @@ def test_csv_preferred_when_both_exist(tmp_path: Path) -> None:
     (tmp_path / "BTC_USDT_1h.parquet").write_bytes(b"not parquet at all")
     provider = FileProvider(tmp_path)
     assert provider.path_for("BTC/USDT", "1h") == tmp_path / "BTC_USDT_1h.csv"
-    assert len(provider.fetch("BTC/USDT", "1h", 2, T0 + 10 * HOUR_MS)) == 3
+    assert len(provider.fetch("BTC/USDT", "1h", 2, T0 + 10 * HOUR_MS)) == 2
 
 
 def test_parsed_files_are_cached_by_path_and_mtime(
@@ -139,29 +140,37 @@ class FakeCandleRepository:
     def put(self, asset: str, timeframe: str, candles: Candles) -> int:
         raise NotImplementedError
 
-    def latest(self, asset: str, timeframe: str, limit: int) -> Candles:
+    def latest(
+        self, asset: str, timeframe: str, limit: int, *, closed_by_ms: int | None = None
+    ) -> Candles:
         self.calls.append((asset, timeframe, limit))
         if self.error is not None:
             raise self.error
-        return self.candles.tail(limit)
+        candles = self.candles
+        if closed_by_ms is not None:  # as the table's key condition does
+            candles = candles.head(
+                int(np.searchsorted(candles.time, closed_by_ms - HOUR_MS, "right"))
+            )
+        return candles.tail(limit)
 
 
 def hourly(count: int) -> Candles:
     return Candles.from_rows((T0 + i * HOUR_MS, 1.0, 2.0, 0.5, 1.5, 1.0) for i in range(count))
 
 
-def test_repository_asks_for_one_extra_bar() -> None:
+def test_repository_asks_for_the_bars_closed_by_now() -> None:
     repo = FakeCandleRepository(hourly(500))
-    candles = RepositoryProvider(repo).fetch("BTC/USDT", "1h", 200, T0 + 600 * HOUR_MS)
-    assert repo.calls == [("BTC/USDT", "1h", 201)]
-    assert len(candles) == 201
+    candles = RepositoryProvider(repo).fetch("BTC/USDT", "1h", 200, T0 + 300 * HOUR_MS + 5)
+    assert repo.calls == [("BTC/USDT", "1h", 200)]
+    assert len(candles) == 200 and int(candles.time[-1]) == T0 + 299 * HOUR_MS
 
 
-def test_repository_drops_bars_opened_after_now() -> None:
+def test_repository_answers_only_bars_closed_by_now() -> None:
     repo = FakeCandleRepository(hourly(10))
-    candles = RepositoryProvider(repo).fetch("BTC/USDT", "1h", 20, T0 + 5 * HOUR_MS)
-    assert int(candles.time[-1]) == T0 + 5 * HOUR_MS
-    assert len(candles) == 6
+    # 05:30: the 05:00 bar is forming, 06:00 onwards lie in the future
+    candles = RepositoryProvider(repo).fetch("BTC/USDT", "1h", 20, T0 + 5 * HOUR_MS + 1_800_000)
+    assert int(candles.time[-1]) == T0 + 4 * HOUR_MS
+    assert len(candles) == 5
 
 
 @pytest.mark.parametrize(
@@ -238,7 +247,7 @@ def test_file_from_config(tmp_path: Path) -> None:
         {"MARKET_DATA_PROVIDER": "file", "MARKET_DATA_DIR": str(tmp_path)}
     )
     assert isinstance(provider, FileProvider)
-    assert len(provider.fetch("BTC/USDT", "1h", 2, T0 + 10 * HOUR_MS)) == 3
+    assert len(provider.fetch("BTC/USDT", "1h", 2, T0 + 10 * HOUR_MS)) == 2
 
 
 # --- import cost -------------------------------------------------------------------------
@@ -259,3 +268,24 @@ print(",".join(heavy))
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("minute", [0, 1, 59])
+def test_every_provider_answers_closed_bars_only_and_enough_of_them(
+    tmp_path: Path, minute: int
+) -> None:
+    """The contract of MarketDataProvider, for each provider built from configuration:
+    the newest `bars` closed by now, no forming bar, nothing from the future."""
+    write_csv(tmp_path / "BTC_USDT_1h.csv", 48)
+    repository = FakeCandleRepository(hourly(48))
+    now = T0 + 30 * HOUR_MS + minute * 60_000
+    providers = {
+        "file": provider_from_config(
+            {"MARKET_DATA_PROVIDER": "file", "MARKET_DATA_DIR": str(tmp_path)}
+        ),
+        "dynamodb": provider_from_config({}, candle_repository=repository),
+    }
+    for name, provider in providers.items():
+        candles = provider.fetch("BTC/USDT", "1h", 12, now)
+        assert candles.closed_count("1h", now) == len(candles) >= 12, name
+        assert int(candles.time[-1]) == T0 + 29 * HOUR_MS, name  # closed at 30:00

@@ -47,14 +47,18 @@ class CandleRepository(Protocol):
         """Upsert candles by open time; returns how many were written."""
         ...
 
-    def latest(self, asset: str, timeframe: str, limit: int) -> Candles: ...
+    def latest(
+        self, asset: str, timeframe: str, limit: int, *, closed_by_ms: int | None = None
+    ) -> Candles:
+        """The newest `limit` candles, oldest first; with `closed_by_ms`, the newest that had
+        closed by then (what an evaluation at that time could see)."""
+        ...
 
 
 class MarketDataProvider(Protocol):
-    """Candles for (asset, timeframe): at least `bars` of them when the source has them.
-
-    The provider may return a still-forming last bar; the engine ignores bars that have not
-    closed by `now_ms`. Raises MarketDataUnavailable when the source fails.
+    """Closed candles for (asset, timeframe): the newest `bars` (or more) closed by `now_ms`,
+    fewer only when the source has no more. Never a bar still forming at `now_ms`, nor one
+    from after it. Raises MarketDataUnavailable when the source fails.
     """
 
     def fetch(self, asset: str, timeframe: str, bars: int, now_ms: int) -> Candles: ...

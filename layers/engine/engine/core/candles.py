@@ -85,6 +85,11 @@ class Candles:
         cutoff = now_ms - timeframe_ms(timeframe)
         return int(np.searchsorted(self.time, cutoff, side="right"))
 
+    def closed_by(self, timeframe: str, now_ms: int) -> Candles:
+        """The leading bars that have closed by `now_ms`: what a provider may answer."""
+        closed = self.closed_count(timeframe, now_ms)
+        return self if closed == len(self) else self.head(closed)
+
     def resample(self, source_timeframe: str, timeframe: str) -> Candles:
         """Aggregate into a coarser timeframe (open first, high max, low min, close last, volume sum).
 

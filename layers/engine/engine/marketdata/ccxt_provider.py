@@ -51,8 +51,8 @@ def _features_limit(exchange: Any, symbol: str) -> int | None:
 class CcxtProvider:
     """MarketDataProvider over one ccxt exchange's public OHLCV.
 
-    Fetches `bars` closed bars plus the forming one, in pages of the exchange's per-call
-    limit, sleeping the exchange's `rateLimit` between pages. Network errors (timeouts,
+    Fetches `bars` closed bars plus the forming one (dropped from the answer), in pages of
+    the exchange's per-call limit, sleeping the exchange's `rateLimit` between pages. Network errors (timeouts,
     rate limiting, exchange not available) are retried with exponential backoff; an unknown
     symbol fails at once. Every failure surfaces as MarketDataUnavailable.
     """
@@ -151,7 +151,7 @@ class CcxtProvider:
         )
         if not by_time:
             return Candles.empty()
-        return Candles.from_rows(by_time.values())
+        return Candles.from_rows(by_time.values()).closed_by(timeframe, now_ms)
 
     def _fetch_page(
         self, where: str, symbol: str, timeframe: str, since: int, limit: int

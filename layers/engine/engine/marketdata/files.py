@@ -20,8 +20,8 @@ def candles_file_stem(asset: str, timeframe: str) -> str:
 class FileProvider:
     """MarketDataProvider over `{directory}/{asset with / as _}_{timeframe}.csv|.parquet`.
 
-    A file holds the whole history; `fetch` answers the bars opened by `now_ms` (the last
-    `bars` closed ones and a forming one), so replaying history never sees the future.
+    A file holds the whole history; `fetch` answers the last `bars` closed by `now_ms`, so
+    replaying history never sees the future.
     Parsed files are cached by (path, modification time): a rewritten file is read again.
     When both a .csv and a .parquet exist, the .csv is used.
     """
@@ -49,8 +49,7 @@ class FileProvider:
                 f"{stem}.csv or {stem}.parquet in {self.directory}"
             )
         candles = self._read(asset, timeframe, path)
-        opened = int(candles.time.searchsorted(now_ms, side="right"))
-        return candles.head(opened).tail(bars + 1)
+        return candles.closed_by(timeframe, now_ms).tail(bars)
 
     def _read(self, asset: str, timeframe: str, path: Path) -> Candles:
         try:

@@ -10,9 +10,10 @@ from engine.ports import CandleRepository
 class RepositoryProvider:
     """MarketDataProvider over `CandleRepository.latest`.
 
-    Asks for `bars + 1` candles (one more for a bar that may still be forming). Bars opened
-    after `now_ms` are dropped, so an evaluation never sees candles from its future. Any
-    failure of the repository surfaces as MarketDataUnavailable.
+    Asks for the newest `bars` candles closed by `now_ms`, so an evaluation never sees a
+    forming bar or candles from its future, and an evaluation "as of" a past time (a replay
+    against the table) finds its history. Any failure of the repository surfaces as
+    MarketDataUnavailable.
     """
 
     def __init__(self, candle_repository: CandleRepository) -> None:
@@ -22,7 +23,7 @@ class RepositoryProvider:
         if bars < 1:
             raise ValueError(f"bars must be at least 1, not {bars}")
         try:
-            candles = self.candle_repository.latest(asset, timeframe, bars + 1)
+            candles = self.candle_repository.latest(asset, timeframe, bars, closed_by_ms=now_ms)
         except (MarketDataUnavailable, MarketDataStale):
             raise
         except Exception as exc:
@@ -31,5 +32,4 @@ class RepositoryProvider:
                 f"market data for {asset} {timeframe} unavailable from the candle table: "
                 f"{type(exc).__name__}: {message}"
             ) from exc
-        opened = int(candles.time.searchsorted(now_ms, side="right"))
-        return candles if opened == len(candles) else candles.head(opened)
+        return candles.closed_by(timeframe, now_ms)

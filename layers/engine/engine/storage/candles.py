@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterable
 
 from engine.core.candles import CANDLE_FIELDS, Candles
+from engine.core.timeframes import timeframe_ms
 from engine.storage._batch import batch_put
 from engine.storage._retry import RetryPolicy
 from engine.storage.models import CandleModel, market_key
@@ -41,14 +42,27 @@ class DynamoCandleRepository:
             )
         return batch_put(CandleModel, items, self.retry)
 
-    def latest(self, asset: str, timeframe: str, limit: int) -> Candles:
-        """The newest `limit` candles, oldest first (one descending Query, paginated)."""
+    def latest(
+        self, asset: str, timeframe: str, limit: int, *, closed_by_ms: int | None = None
+    ) -> Candles:
+        """The newest `limit` candles, oldest first; with `closed_by_ms`, the newest that had
+        closed by then: a key condition, so later candles are never read (one descending
+        Query, paginated)."""
         if limit <= 0:
             return Candles.empty()
         market = market_key(asset, timeframe)
+        condition = (
+            None
+            if closed_by_ms is None
+            else CandleModel.open_time <= closed_by_ms - timeframe_ms(timeframe)
+        )
 
         def query() -> list[CandleModel]:
-            return list(CandleModel.query(market, scan_index_forward=False, limit=limit))
+            return list(
+                CandleModel.query(
+                    market, range_key_condition=condition, scan_index_forward=False, limit=limit
+                )
+            )
 
         return _candles(reversed(self.retry.call("Query", query)))
 
