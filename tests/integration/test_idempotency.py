@@ -7,10 +7,14 @@ A *trial* is one delivery of one evaluation at one bar, in one of five patterns:
   their state before any of them commits, the worst case for the version condition);
 - ``crash``: the first attempt dies between computing and committing, or just after
   committing (its answer lost), or computes and drops its result; then a retry;
-- ``eventbridge``: the scheduled event delivered twice (one after the other, or both at once)
-  to the bulk function's own ``lambda_handler``;
-- ``sqs``: a fan-out chunk redelivered (one after the other, or both at once), through the
-  same handler.
+- ``eventbridge``: the scheduled event delivered twice: one after the other to the bulk
+  function's own ``lambda_handler``, or both at once to two "containers" running its job;
+- ``sqs``: a fan-out chunk redelivered, one after the other through the same handler, or
+  both at once to two "containers".
+
+Two deliveries at once run the handler's job, not the whole handler, in two threads:
+Powertools' logger and metrics are per container, and Lambda never gives one container two
+invocations at once (sharing them between threads raced in Powertools' metric flush).
 
 Each run stores a random strategy twice: the *trial* strategy (active), which receives its
 evaluations through the pattern under test, and a *reference* strategy (a fresh id, paused so
@@ -55,7 +59,7 @@ from engine.core.state import Changes, EvaluationResult, ExecutionState
 from engine.core.strategy import Strategy, parse_strategy
 from engine.errors import ConcurrentEvaluation, EngineError, MarketDataUnavailable
 from engine.local.template import load_function_module
-from engine.schedule import ChunkIncomplete, evaluate_chunk
+from engine.schedule import ChunkIncomplete, evaluate_chunk, run_scheduled_tick
 from engine.service import ExecutionService
 from engine.storage import RetryPolicy, dynamo_repositories
 from engine.storage import models as storage_models
@@ -746,14 +750,25 @@ class IdempotencyTrials:
             future.result(timeout=60)
 
     def deliver_eventbridge(self, sid: str, problems: list[str]) -> None:
-        """The scheduled event twice: one after the other, or both at once (a delivery that
-        failed is run again, as Lambda's asynchronous retry does)."""
+        """The scheduled event twice: one after the other to the bulk handler, or both at
+        once to two containers, each running the tick's job (engine.schedule's
+        run_scheduled_tick, what the handler runs: Powertools' logger and metrics belong to
+        one container, which Lambda never gives two invocations at once). A delivery that
+        failed is run again, as Lambda's asynchronous retry does."""
         event = scheduled_event(self.now)
         expected = {"due": 1, "evaluated": 1, "chunks": 0}
 
         def deliver() -> dict[str, Any]:
             answer: dict[str, Any] = self.handler.lambda_handler(copy.deepcopy(event), self.context)
             return answer
+
+        def tick() -> dict[str, Any]:
+            report = run_scheduled_tick(
+                self.service, tick_ms=self.now, interval_ms=60_000, chunk_size=200, fanout=None
+            )
+            if report.failures:
+                raise RuntimeError(f"{len(report.failures)} due strategies failed")
+            return {"due": report.due, "evaluated": report.evaluated, "chunks": 0}
 
         if self.rng.random() < 0.5:
             answers = [deliver(), deliver()]
@@ -762,10 +777,10 @@ class IdempotencyTrials:
             def with_retries() -> dict[str, Any]:
                 for _ in range(3):
                     try:
-                        return deliver()
+                        return tick()
                     except RuntimeError:
                         continue
-                return deliver()
+                return tick()
 
             answers = [
                 f.result(timeout=60) for f in [self.pool.submit(with_retries) for _ in range(2)]

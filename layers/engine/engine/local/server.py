@@ -7,6 +7,7 @@ plus the merged OpenAPI document of the three handlers at /openapi.json.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -103,6 +104,9 @@ def merged_openapi(routes: list[Route]) -> dict[str, Any]:
 def make_server(host: str, port: int) -> ThreadingHTTPServer:
     routes = api_routes()
     handlers = {r.function: r.load_handler() for r in routes}
+    # One warm container per function: Lambda never runs two invocations in one container at
+    # once, and the handlers' Powertools logger and metrics are per container (module state).
+    containers = {function: threading.Lock() for function in handlers}
     openapi = json.dumps(merged_openapi(routes)).encode()
 
     class Handler(BaseHTTPRequestHandler):
@@ -131,7 +135,8 @@ def make_server(host: str, port: int) -> ThreadingHTTPServer:
                     continue
                 headers = {k: v for k, v in self.headers.items()}
                 event = proxy_event(route, method, url.path, params, url.query, body, headers)
-                answer = handlers[route.function](event, _Context(route.function))
+                with containers[route.function]:
+                    answer = handlers[route.function](event, _Context(route.function))
                 payload = answer.get("body") or ""
                 self._send(int(answer.get("statusCode", 500)), payload.encode())
                 return

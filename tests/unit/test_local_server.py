@@ -1,0 +1,46 @@
+"""The local server runs each function as one warm Lambda container: one invocation at a time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+from engine.local import server as local_server
+from engine.local.template import Route
+
+
+def test_a_function_never_runs_two_invocations_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    running: dict[str, int] = {}
+    most: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def load_handler(route: Route) -> Any:
+        def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            with lock:
+                running[route.function] = running.get(route.function, 0) + 1
+                most[route.function] = max(most.get(route.function, 0), running[route.function])
+            time.sleep(0.05)
+            with lock:
+                running[route.function] -= 1
+            return {"statusCode": 200, "body": "{}"}
+
+        return handler
+
+    monkeypatch.setattr(Route, "load_handler", load_handler)
+    httpd = local_server.make_server("127.0.0.1", 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}/api/v1/execution"
+    try:
+        urls = [f"{base}/evaluate/s{n}" for n in range(4)] + [f"{base}/evaluate"] * 4
+        with ThreadPoolExecutor(len(urls)) as pool:
+            answers = list(pool.map(lambda url: requests.post(url, json={}, timeout=10), urls))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert [a.status_code for a in answers] == [200] * len(urls)
+    # four requests each to two functions, all at once: each function took them one by one
+    assert most == {"EvaluateByIdFunction": 1, "EvaluateByObjectFunction": 1}
