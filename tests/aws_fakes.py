@@ -3,9 +3,11 @@ restored afterwards (table names and hosts are read at import, and tests rebind 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from engine.storage import models as storage_models
@@ -64,3 +66,20 @@ def models_restored(
             model.Meta.region = region
         if reset_connections:
             storage_models.reset_connections()
+
+
+def scan_tables(client: Any) -> dict[str, list[dict[str, Any]]]:
+    """Every item of every table, raw, in a stable order, through a plain boto3 client
+    (independent of PynamoDB and of any fault a test injects into its clients)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for model in storage_models.ALL_MODELS:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"TableName": model.Meta.table_name, "ConsistentRead": True}
+        while True:
+            page = client.scan(**kwargs)
+            items.extend(page["Items"])
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        out[model.Meta.table_name] = sorted(items, key=lambda i: json.dumps(i, sort_keys=True))
+    return out

@@ -9,8 +9,10 @@ hand-computable in the tests themselves.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from engine.core.candles import Candles
@@ -19,6 +21,11 @@ from engine.core.market import MarketData
 from engine.core.state import EvaluationResult, ExecutionState
 from engine.core.strategy import Strategy, parse_strategy
 from engine.core.timeframes import TIMEFRAME_MS
+
+# The example strategy of DESIGN §3, as examples/ ships it (and the README uses it).
+DESIGN_EXAMPLE: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parents[1] / "examples/strategies/rsi_meanrev.json").read_text()
+)
 
 H = 3_600_000
 D = 24 * H

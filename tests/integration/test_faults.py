@@ -54,7 +54,7 @@ from moto import mock_aws
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from tests.aws_fakes import use_fake_aws
+from tests.aws_fakes import scan_tables, use_fake_aws
 
 REGION = "us-east-1"
 H = 3_600_000
@@ -399,18 +399,7 @@ _SEED: list[dict[str, Any]] = []  # the strategy items as StrategyRepository.put
 def scan_all() -> dict[str, list[dict[str, Any]]]:
     """Every item of every table, raw, in a stable order (a client without the faults)."""
     (client,) = _scan_client
-    out: dict[str, list[dict[str, Any]]] = {}
-    for model in ALL_MODELS:
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"TableName": model.Meta.table_name, "ConsistentRead": True}
-        while True:
-            page = client.scan(**kwargs)
-            items.extend(page["Items"])
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        out[model.Meta.table_name] = sorted(items, key=lambda i: json.dumps(i, sort_keys=True))
-    return out
+    return scan_tables(client)
 
 
 WALL_CLOCK = ("updated_at", "committed_at")

@@ -56,7 +56,7 @@ from engine.storage.models import (
 )
 from moto import mock_aws
 
-from tests.aws_fakes import models_restored, use_fake_aws
+from tests.aws_fakes import models_restored, scan_tables, use_fake_aws
 
 REGION = "us-east-1"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -277,19 +277,7 @@ def stop_out_changes(position: Position) -> Changes:
 
 def scan_all() -> dict[str, list[dict[str, Any]]]:
     """Every item of every table, raw, in a stable order (independent of PynamoDB)."""
-    client = boto3.client("dynamodb", region_name=REGION)
-    out: dict[str, list[dict[str, Any]]] = {}
-    for model in ALL_MODELS:
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {"TableName": model.Meta.table_name, "ConsistentRead": True}
-        while True:
-            page = client.scan(**kwargs)
-            items.extend(page["Items"])
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        out[model.Meta.table_name] = sorted(items, key=lambda i: json.dumps(i, sort_keys=True))
-    return out
+    return scan_tables(boto3.client("dynamodb", region_name=REGION))
 
 
 def index_keys(index_name: str, model: Any) -> list[tuple[str, str]]:

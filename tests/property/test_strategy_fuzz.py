@@ -23,6 +23,8 @@ from engine.core.strategy import Strategy, StrategyInvalid, parse_strategy
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from tests.core_helpers import DESIGN_EXAMPLE
+
 Json = Any
 Path = tuple[str | int, ...]
 
@@ -36,42 +38,6 @@ SETTINGS = settings(
 
 # --- valid documents -----------------------------------------------------------------------
 
-DESIGN_EXAMPLE: dict[str, Json] = {
-    "strategy_id": "rsi-meanrev-btc",
-    "name": "RSI mean reversion",
-    "status": "active",
-    "assets": ["BTC/USDT"],
-    "timeframe": "1h",
-    "indicators": {
-        "rsi": {"fn": "RSI", "params": {"timeperiod": 14}},
-        "sma": {"fn": "SMA", "params": {"timeperiod": 200}},
-        "atr": {"fn": "ATR", "params": {"timeperiod": 14}},
-        "macd": {"fn": "MACD", "params": {"fastperiod": 12, "slowperiod": 26, "signalperiod": 9}},
-    },
-    "entry": {
-        "all": [
-            {"left": "rsi", "op": "<", "right": 30},
-            {"left": "close", "op": ">", "right": "sma"},
-        ]
-    },
-    "exit": {"any": [{"left": "rsi", "op": "crosses_above", "right": 70}]},
-    "execution_config": {
-        "position_sizing": {"type": "fixed_notional", "value": 1000},
-        "max_open_positions": 1,
-        "stop_loss": {"type": "percent", "value": 0.02},
-        "take_profit": {"type": "risk_reward", "ratio": 2.0},
-        "time_based_exits": {"max_hold_bars": 48},
-        "fee_rate": 0.001,
-        "cooldown_config": {
-            "1h": {
-                "short_loss_limit": 2,
-                "short_window_bars": 12,
-                "long_loss_limit": 4,
-                "long_window_bars": 48,
-            }
-        },
-    },
-}
 
 EVERY_FORM: dict[str, Json] = {
     "strategy_id": "every_form-2",

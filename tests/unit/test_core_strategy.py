@@ -8,44 +8,7 @@ import json
 import pytest
 from engine.core.strategy import Strategy, StrategyInvalid, parse_strategy
 
-from tests.core_helpers import strategy_doc
-
-DESIGN_EXAMPLE = {
-    "strategy_id": "rsi-meanrev-btc",
-    "name": "RSI mean reversion",
-    "status": "active",
-    "assets": ["BTC/USDT"],
-    "timeframe": "1h",
-    "indicators": {
-        "rsi": {"fn": "RSI", "params": {"timeperiod": 14}},
-        "sma": {"fn": "SMA", "params": {"timeperiod": 200}},
-        "atr": {"fn": "ATR", "params": {"timeperiod": 14}},
-        "macd": {"fn": "MACD", "params": {"fastperiod": 12, "slowperiod": 26, "signalperiod": 9}},
-    },
-    "entry": {
-        "all": [
-            {"left": "rsi", "op": "<", "right": 30},
-            {"left": "close", "op": ">", "right": "sma"},
-        ]
-    },
-    "exit": {"any": [{"left": "rsi", "op": "crosses_above", "right": 70}]},
-    "execution_config": {
-        "position_sizing": {"type": "fixed_notional", "value": 1000},
-        "max_open_positions": 1,
-        "stop_loss": {"type": "percent", "value": 0.02},
-        "take_profit": {"type": "risk_reward", "ratio": 2.0},
-        "time_based_exits": {"max_hold_bars": 48},
-        "fee_rate": 0.001,
-        "cooldown_config": {
-            "1h": {
-                "short_loss_limit": 2,
-                "short_window_bars": 12,
-                "long_loss_limit": 4,
-                "long_window_bars": 48,
-            }
-        },
-    },
-}
+from tests.core_helpers import DESIGN_EXAMPLE, strategy_doc
 
 
 def problems_of(doc: object) -> dict[str, str]:
