@@ -69,9 +69,8 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.model_instances import reset_model_data
 from moto.dynamodb.models import dynamodb_backends
-from moto.dynamodb.responses import DynamoHandler
 
-from tests.aws_fakes import REGION, fake_aws_env, models_restored
+from tests.aws_fakes import REGION, fake_aws_env, models_restored, moto_requests_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 H = 3_600_000
@@ -88,29 +87,12 @@ REPEATS = 10
 
 @contextmanager
 def moto_tables() -> Iterator[None]:
-    """moto's DynamoDB with the models' tables; environment and models restored afterwards.
-
-    moto's in-process backend is not thread-safe: a transaction that fails restores a copy
-    of the tables taken before it started, which can undo another thread's write. DynamoDB
-    applies each request atomically, so each request to moto is made atomic here with one
-    lock; threads still interleave between requests (load, evaluate, commit), which is where
-    concurrent evaluations race in AWS too.
-    """
-    original = DynamoHandler.call_action
-    lock = threading.RLock()
-
-    def atomic_call_action(self: DynamoHandler) -> Any:
-        with lock:
-            return original(self)
-
-    try:
-        DynamoHandler.call_action = atomic_call_action  # type: ignore[method-assign]
-        with fake_aws_env(), models_restored(), mock_aws():
-            storage_models.bind(host=None, region=REGION)
-            storage_models.create_tables(wait=True)
-            yield
-    finally:
-        DynamoHandler.call_action = original  # type: ignore[method-assign]
+    """moto's DynamoDB with the models' tables, each request atomic (threads race here as
+    in AWS: between requests); environment and models restored afterwards."""
+    with fake_aws_env(), models_restored(), moto_requests_atomic(), mock_aws():
+        storage_models.bind(host=None, region=REGION)
+        storage_models.create_tables(wait=True)
+        yield
 
 
 STATE_MODELS = (StrategyModel, PositionModel, OrderModel, CooldownModel)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -259,3 +260,69 @@ def test_a_position_on_a_removed_asset_is_kept_and_reported() -> None:
     assert {o.type for o in later.orders} == {"stop_loss"}
     assert any(w.code == "untraded_position" for w in later.warnings)
     assert states.versions["a"] == 1  # nothing changed, nothing written
+
+
+class MeetingStates(MemoryStates):
+    """Commits that only go through when `parties` of them are in flight at once (a barrier),
+    and that fail for the strategies named in `refuse`."""
+
+    def __init__(self, parties: int, refuse: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+        self.meeting = threading.Barrier(parties, timeout=10)
+        self.refuse = refuse
+        self.lock = threading.Lock()
+
+    def commit(self, state, changes):  # type: ignore[no-untyped-def]
+        if not changes.empty:
+            self.meeting.wait()
+            if state.strategy_id in self.refuse:
+                raise ConcurrentEvaluation(f"{state.strategy_id}: another commit came first")
+        with self.lock:
+            return super().commit(state, changes)
+
+
+def test_bulk_commits_are_sent_concurrently_and_answer_as_sequential_ones() -> None:
+    ids = [f"s{i}" for i in range(6)]
+    strats = [strategy(sid, f"A{i % 2}", period=7 + i) for i, sid in enumerate(ids)]
+    quiet = strategy("quiet", "A2")  # no signal: nothing to commit, no commit sent
+    market = {
+        ("A0", "1h"): candles(1, spike_at=BARS - 1),
+        ("A1", "1h"): candles(2, spike_at=BARS - 1),
+        ("A2", "1h"): candles(3),
+    }
+    sequential, _, _ = make_service([*strats, quiet], market)
+    expected = sequential.evaluate_bulk([*ids, "quiet"])
+
+    # the six commits meet at a barrier: they pass only if all six are in flight together
+    states = MeetingStates(parties=6)
+    concurrent = ExecutionService(
+        MemoryStrategies([*strats, quiet]),
+        states,
+        MemoryMarket(market),
+        stale_policy="reject",
+        clock=lambda: NOW,
+        commit_workers=8,
+    )
+    got = concurrent.evaluate_bulk([*ids, "quiet"])
+    assert [r.model_dump() for r in got.results] == [r.model_dump() for r in expected.results]
+    assert states.commits == 6 and set(states.versions) == set(ids)
+
+
+def test_a_refused_concurrent_commit_fails_its_strategy_alone() -> None:
+    ids = [f"s{i}" for i in range(4)]
+    strats = [strategy(sid, "A0", period=7 + i) for i, sid in enumerate(ids)]
+    market = {("A0", "1h"): candles(1, spike_at=BARS - 1)}
+    states = MeetingStates(parties=4, refuse=frozenset({"s2"}))
+    service = ExecutionService(
+        MemoryStrategies(strats),
+        states,
+        MemoryMarket(market),
+        stale_policy="reject",
+        clock=lambda: NOW,
+        commit_workers=4,
+    )
+    got = {r.strategy_id: r for r in service.evaluate_bulk(ids).results}
+    assert isinstance(got["s2"], BulkFailure)
+    assert got["s2"].error.code == "concurrent_evaluation"
+    assert all(got[sid].persisted for sid in ids if sid != "s2")  # type: ignore[union-attr]
+    assert set(states.versions) == {"s0", "s1", "s3"}

@@ -27,7 +27,17 @@ def build_service(env: Mapping[str, str]) -> ExecutionService:
         states=DynamoStateRepository(),
         market_data=provider_from_config(env, candle_repository=candles),
         stale_policy=parse_stale_policy(env.get("STALE_DATA_POLICY", "reject")),
+        commit_workers=_positive_int(env, "COMMIT_WORKERS", default=1),
     )
+
+
+def _positive_int(env: Mapping[str, str], name: str, *, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, not {raw!r}")
+    return int(raw)
 
 
 @cache

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
@@ -76,6 +78,7 @@ class ExecutionService:
     clock: Clock = wall_clock_ms
     max_bulk: int = MAX_BULK_STRATEGIES
     read_slice: int = READ_SLICE
+    commit_workers: int = 1
     _history_margin: int = field(default=2, repr=False)
 
     # --- single evaluations ---------------------------------------------------------------
@@ -188,6 +191,7 @@ class ExecutionService:
                 bars[pair] = max(bars.get(pair, 0), need)
         loaded = load_market(list(bars), self.market_data, bars, now, self.stale_policy)
         market = MarketData(loaded.candles)
+        evaluated: list[tuple[ExecutionState, EvaluationResult]] = []
         for strategy in strategies:
             failure = next(
                 (loaded.failures[p] for p in unique_pairs([strategy]) if p in loaded.failures), None
@@ -198,24 +202,46 @@ class ExecutionService:
             state = states.get(strategy.strategy_id) or ExecutionState(
                 strategy_id=strategy.strategy_id
             )
-            try:
-                result = evaluate(compiled[strategy.strategy_id], state, market, now)
-                for pair in unique_pairs([strategy]):
-                    for message in loaded.warnings.get(pair, []):
-                        result.warnings.append(Warning(code="stale_market_data", message=message))
-                if persist:
-                    result.state.version = self.states.commit(state, result.changes)
-                    result.persisted = True
-                results.append(result)
-            except EngineError as exc:
-                results.append(_Failed(strategy.strategy_id, exc))
-            except Exception as exc:  # one strategy's bug must not sink the others
-                logger.exception("evaluation of %s failed", strategy.strategy_id)
-                error = EngineError(
-                    f"internal error evaluating {strategy.strategy_id}: {type(exc).__name__}"
-                )
-                results.append(_Failed(strategy.strategy_id, error))
+            work = partial(evaluate, compiled[strategy.strategy_id], state, market, now)
+            outcome = _guarded(strategy.strategy_id, work)
+            if isinstance(outcome, _Failed):
+                results.append(outcome)
+                continue
+            for pair in unique_pairs([strategy]):
+                for message in loaded.warnings.get(pair, []):
+                    outcome.warnings.append(Warning(code="stale_market_data", message=message))
+            evaluated.append((state, outcome))
+        if persist:
+            results.extend(self._commit_all(evaluated))
+        else:
+            results.extend(result for _, result in evaluated)
         return _Outcome(results, len(bars), loaded.fetches, market.cache.computations)
+
+    def _commit_all(
+        self, evaluated: Sequence[tuple[ExecutionState, EvaluationResult]]
+    ) -> list[EvaluationResult | _Failed]:
+        """Commit each result's changes (one transaction per strategy; none for a quiet one).
+
+        Strategies are independent, each commit conditioned on its own version, so with
+        `commit_workers` > 1 they are sent concurrently: a bar on which hundreds of
+        strategies act waits for the slowest few round trips, not the sum of them all.
+        """
+
+        def commit(item: tuple[ExecutionState, EvaluationResult]) -> EvaluationResult | _Failed:
+            state, result = item
+
+            def write() -> EvaluationResult:
+                result.state.version = self.states.commit(state, result.changes)
+                result.persisted = True
+                return result
+
+            return _guarded(state.strategy_id, write)
+
+        writes = sum(1 for _, result in evaluated if not result.changes.empty)
+        if self.commit_workers <= 1 or writes <= 1:
+            return [commit(item) for item in evaluated]
+        with ThreadPoolExecutor(min(self.commit_workers, writes)) as pool:
+            return list(pool.map(commit, evaluated))
 
     def _read_strategies(
         self, ids: Sequence[str]
@@ -253,6 +279,20 @@ class ExecutionService:
             step = timeframe_ms(strategy.timeframe)
             need = max(need, (now - oldest) // step + self._history_margin)
         return int(need)
+
+
+def _guarded(strategy_id: str, work: Callable[[], EvaluationResult]) -> EvaluationResult | _Failed:
+    """Run one strategy's work; its failure becomes its result, never another's."""
+    try:
+        return work()
+    except EngineError as exc:
+        return _Failed(strategy_id, exc)
+    except Exception as exc:  # one strategy's bug must not sink the others
+        logger.exception("evaluation of %s failed", strategy_id)
+        return _Failed(
+            strategy_id,
+            EngineError(f"internal error evaluating {strategy_id}: {type(exc).__name__}"),
+        )
 
 
 def _read_in_slices(

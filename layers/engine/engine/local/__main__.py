@@ -24,6 +24,8 @@ def main() -> int:
     os.environ["DYNAMODB_ENDPOINT"] = endpoint
     os.environ.setdefault("STALE_DATA_POLICY", "warn")
     os.environ.setdefault("MARKET_DATA_PROVIDER", "dynamodb")
+    # moto's DynamoDB is not safe under concurrent transactions: commit one at a time
+    os.environ.setdefault("COMMIT_WORKERS", "1")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
