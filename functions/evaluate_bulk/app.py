@@ -22,7 +22,7 @@ from engine.api import (
     handle_http,
     responses,
 )
-from engine.bootstrap import service
+from engine.bootstrap import positive_int, service
 from engine.observability import instrumented, logger, metrics
 from engine.schedule import SqsFanout, evaluate_chunk, run_scheduled_tick
 from engine.service import BulkResult
@@ -32,8 +32,8 @@ app = build_resolver()
 # chunk is a reported item (retried by SQS, then kept in the DLQ), not a function error.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
-SCHEDULE_INTERVAL_MS = int(os.environ.get("SCHEDULE_INTERVAL_SECONDS", "60")) * 1000
-CHUNK_SIZE = int(os.environ.get("BULK_CHUNK_SIZE", "200"))
+SCHEDULE_INTERVAL_MS = positive_int(os.environ, "SCHEDULE_INTERVAL_SECONDS", default=60) * 1000
+CHUNK_SIZE = positive_int(os.environ, "BULK_CHUNK_SIZE", default=200)
 
 
 @app.post(

@@ -30,3 +30,28 @@ def test_the_template_runs_commits_concurrently() -> None:
     from engine.local.template import literal_environment
 
     assert build_service({**ENV, **literal_environment()}).commit_workers == 8
+
+
+@pytest.mark.parametrize("name", ["SCHEDULE_INTERVAL_SECONDS", "BULK_CHUNK_SIZE"])
+def test_the_bulk_handler_names_a_bad_schedule_setting_at_start(name: str) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    handler = Path(__file__).resolve().parents[2] / "functions" / "evaluate_bulk"
+    answer = subprocess.run(
+        [sys.executable, "-c", "import app"],
+        cwd=handler,
+        env={
+            **os.environ,
+            name: "ten",
+            "AWS_REGION": "us-east-1",
+            "POWERTOOLS_TRACE_DISABLED": "1",
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert answer.returncode != 0
+    assert f"{name} must be a whole number of at least 1, not 'ten'" in answer.stderr

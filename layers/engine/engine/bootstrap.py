@@ -27,11 +27,12 @@ def build_service(env: Mapping[str, str]) -> ExecutionService:
         states=DynamoStateRepository(),
         market_data=provider_from_config(env, candle_repository=candles),
         stale_policy=parse_stale_policy(env.get("STALE_DATA_POLICY", "reject")),
-        commit_workers=_positive_int(env, "COMMIT_WORKERS", default=1),
+        commit_workers=positive_int(env, "COMMIT_WORKERS", default=1),
     )
 
 
-def _positive_int(env: Mapping[str, str], name: str, *, default: int) -> int:
+def positive_int(env: Mapping[str, str], name: str, *, default: int) -> int:
+    """A whole-number setting of at least 1; a ValueError naming the variable otherwise."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
