@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast lint typecheck dev bench soak sam-validate sam-build clean
+.PHONY: venv test test-fast lint typecheck dev bench bench-layer soak sam-validate sam-build clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,10 @@ sam-validate: $(SAM_STAMP)
 ## engine layer and fail if one is over Lambda's limit.
 sam-build: $(SAM_STAMP)
 	$(SAM_ENV) $(SAM_VENV)/bin/sam build
+
+## make bench-layer: handler import time against the built layer on Python 3.12 (after sam-build).
+bench-layer: sam-build
+	$(SAM_VENV)/bin/python bench/layer_import.py
 	@cd .aws-sam/build && layer=$$(du -sb EngineLayer | cut -f1) && status=0 && \
 	echo "unzipped sizes (limit for a function with its layers: 250 MiB):" && \
 	for d in */; do d=$${d%/}; size=$$(du -sb "$$d" | cut -f1); \
