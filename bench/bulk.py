@@ -10,11 +10,12 @@
   a scheduled minute tick that finds none of them due;
 - peak memory of the 10,000 run (tracemalloc);
 - each handler module's import time, and its cold start up to the first network call, in the
-  environment Lambda gives it (see LAMBDA_ENV).
+  environment Lambda gives it (bench/lambda_env.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -25,6 +26,7 @@ import tempfile
 import threading
 import time
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,7 @@ from engine.core.evaluate import compile_strategy, evaluate  # noqa: E402
 from engine.core.market import MarketData  # noqa: E402
 from engine.core.state import ExecutionState  # noqa: E402
 from engine.core.strategy import Strategy, parse_strategy  # noqa: E402
-from engine.local.template import literal_environment  # noqa: E402
+from lambda_env import lambda_environment  # noqa: E402  (bench/, first on sys.path)
 
 H = 3_600_000
 BARS = 700
@@ -180,6 +182,15 @@ def dynamodb_requests_quiet(n: int = 1000) -> tuple[int, int] | None:
             calls.append(operation_name)
             return original(self, operation_name, *args, **kwargs)
 
+        @contextlib.contextmanager
+        def counted() -> Iterator[list[str]]:
+            calls.clear()
+            Connection._make_api_call = counting_call  # type: ignore[method-assign]
+            try:
+                yield calls
+            finally:
+                Connection._make_api_call = original  # type: ignore[method-assign]
+
         class Memory:
             def fetch(self, asset: str, timeframe: str, bars: int, now_ms: int) -> Candles:
                 return ALL_CANDLES[(asset, timeframe)]
@@ -200,23 +211,16 @@ def dynamodb_requests_quiet(n: int = 1000) -> tuple[int, int] | None:
         service.evaluate_bulk(ids, persist=True)
         _ = StrategyModel  # the models are bound to the mocked client
         clock["offset"] = 60_000
-        Connection._make_api_call = counting_call  # type: ignore[method-assign]
-        try:
+        with counted():
             service.evaluate_bulk(ids, persist=True)
-        finally:
-            Connection._make_api_call = original  # type: ignore[method-assign]
         print(
             f"  quiet bulk of {n} in one run: {len(calls)} DynamoDB calls: "
             + ", ".join(f"{op} x{calls.count(op)}" for op in sorted(set(calls)))
         )
         quiet_bulk = len(calls)
         # the schedule's minute tick between two hourly closes: nothing is due
-        calls.clear()
-        Connection._make_api_call = counting_call  # type: ignore[method-assign]
-        try:
+        with counted():
             due = service.due_strategies(NOW + H + 7 * 60_000, 60_000)
-        finally:
-            Connection._make_api_call = original  # type: ignore[method-assign]
         assert due == []
         print(f"  minute tick between hourly closes, {n} hourly strategies: {len(calls)} calls")
         return quiet_bulk, len(calls)
@@ -276,19 +280,6 @@ def commit_concurrency(n: int = 500, latency_s: float = 0.02) -> dict[str, float
     return out
 
 
-# What the Lambda runtime and template.yaml's Globals set. The runtime's variables matter: outside Lambda the X-Ray SDK builds its
-# centralized sampler at import, creating two botocore clients (~0.1 s) that it never
-# builds in Lambda, where the service makes the sampling decision; and Powertools' Tracer
-# only patches botocore (as deployed) when it sees LAMBDA_TASK_ROOT.
-LAMBDA_ENV = {
-    **literal_environment(),
-    "AWS_REGION": "us-east-1",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
-    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-}
 IMPORT_RUNS = 5
 
 # Import the handler, then do what the first invocation does before its first network
@@ -323,9 +314,10 @@ def import_times() -> dict[str, dict[str, float]]:
                 if not k.startswith(("AWS_", "POWERTOOLS_", "PYTHONDONTWRITEBYTECODE"))
             },
             "PYTHONPYCACHEPREFIX": bytecode.name,
-            **LAMBDA_ENV,
-            "LAMBDA_TASK_ROOT": str(app.parent),
-            "AWS_LAMBDA_FUNCTION_NAME": app.parent.name,
+            **lambda_environment(app.parent),
+            # the first request creates a DynamoDB client, which wants credentials
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
             "PYTHONPATH": str(ROOT / "layers" / "engine"),
         }
         runs = []

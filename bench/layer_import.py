@@ -45,18 +45,13 @@ def main() -> int:
         print(f"no built layer at {LAYER}: run `make sam-build` first")
         return 2
     sys.path.insert(0, str(ROOT / "layers" / "engine"))
-    from engine.local.template import literal_environment
+    from lambda_env import lambda_environment  # bench/, first on sys.path
 
     figures: dict[str, float] = {}
     for function in sorted(p for p in BUILD.iterdir() if (p / "app.py").is_file()):
         env = {
             "PATH": os.environ.get("PATH", ""),
-            **literal_environment(),
-            "AWS_REGION": "us-east-1",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
-            "AWS_LAMBDA_FUNCTION_NAME": function.name,
-            "LAMBDA_TASK_ROOT": str(function),
+            **lambda_environment(function),
             "PYTHONDONTWRITEBYTECODE": "1",  # /var/task and /opt are read-only in Lambda
         }
         code = _IMPORT.format(function=str(function), layer=str(LAYER), hidden=NOT_IN_THE_RUNTIME)

@@ -52,9 +52,9 @@ class CcxtProvider:
     """MarketDataProvider over one ccxt exchange's public OHLCV.
 
     Fetches `bars` closed bars plus the forming one (dropped from the answer), in pages of
-    the exchange's per-call limit, sleeping the exchange's `rateLimit` between pages. Network errors (timeouts,
-    rate limiting, exchange not available) are retried with exponential backoff; an unknown
-    symbol fails at once. Every failure surfaces as MarketDataUnavailable.
+    the exchange's per-call limit, sleeping the exchange's `rateLimit` between pages. Network
+    errors (timeouts, rate limiting, exchange not available) are retried with exponential
+    backoff; an unknown symbol fails at once. Every failure surfaces as MarketDataUnavailable.
     """
 
     def __init__(

@@ -357,8 +357,8 @@ def table_definitions() -> dict[str, dict[str, Any]]:
 
     Keyed by model name; each value holds `TableNameEnv` and `DefaultTableName` (how the
     functions find the table) and `BillingMode`, `AttributeDefinitions`, `KeySchema`,
-    `GlobalSecondaryIndexes`, `LocalSecondaryIndexes` as template.yaml writes them. Lists are sorted so that
-    a comparison does not depend on declaration order.
+    `GlobalSecondaryIndexes`, `LocalSecondaryIndexes` as template.yaml writes them. Lists are
+    sorted so that a comparison does not depend on declaration order.
     """
     out: dict[str, dict[str, Any]] = {}
     for model in ALL_MODELS:

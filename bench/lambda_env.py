@@ -1,0 +1,26 @@
+"""The environment Lambda gives a function, for the benchmarks that time handler imports.
+
+What the runtime sets, and what template.yaml's Globals set as plain values. They matter:
+outside Lambda the X-Ray SDK builds its centralized sampler at import, creating two botocore
+clients (~0.1 s) that it never builds in Lambda, where the service makes the sampling
+decision; and Powertools' Tracer only patches botocore (as deployed) when it sees
+LAMBDA_TASK_ROOT.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.local.template import literal_environment
+
+
+def lambda_environment(function_dir: Path) -> dict[str, str]:
+    return {
+        **literal_environment(),
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
+        "AWS_LAMBDA_FUNCTION_NAME": function_dir.name,
+        "LAMBDA_TASK_ROOT": str(function_dir),
+    }
