@@ -50,7 +50,7 @@ EVERY_FORM: dict[str, Json] = {
         "macd": {"fn": "MACD", "params": {}},
         "atr": {"fn": "ATR", "params": {"timeperiod": 14}, "timeframe": "4h"},
         "ema_1d": {"fn": "EMA", "params": {"timeperiod": 10}, "timeframe": "1d"},
-        "obv": {"fn": "OBV"},
+        "adosc": {"fn": "ADOSC"},
     },
     "entry": {
         "all": [
@@ -58,7 +58,7 @@ EVERY_FORM: dict[str, Json] = {
             {"left": {"ref": "macd.macd", "shift": 2}, "op": "crosses_below", "right": 0.5},
             {
                 "any": [
-                    {"left": "volume", "op": ">", "right": {"ref": "obv", "shift": 0}},
+                    {"left": "volume", "op": ">", "right": {"ref": "adosc", "shift": 0}},
                     {"left": -1, "op": "<=", "right": "ema_1d"},
                 ]
             },

@@ -84,19 +84,67 @@ def test_columns_by_name_any_order_extra_columns_ignored_case_and_bom(tmp_path: 
     assert (c.open[0], c.high[0], c.low[0], c.close[0], c.volume[0]) == (1, 2, 0.5, 1.5, 10)
 
 
-def test_unsorted_rows_are_sorted_and_duplicates_keep_the_last(tmp_path: Path) -> None:
+def test_unsorted_rows_are_sorted_and_an_identical_repeat_is_kept_once(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "time,open,high,low,close,volume\n"
         f"{T0 + 2 * H},3,3,3,3,3\n"
         f"{T0},1,1,1,1,1\n"
         f"{T0 + H},2,2,2,2,2\n"
-        f"{T0},9,9,9,9,9\n"  # same bar again: this row wins
+        f"{T0},1,1,1,1,1\n"  # the same bar again, the same values
         "\n",  # a blank line is ignored
     )
     c = read_csv(path)
     assert c.time.tolist() == [T0, T0 + H, T0 + 2 * H]
-    assert c.close.tolist() == [9, 2, 3]
+    assert c.close.tolist() == [1, 2, 3]
+
+
+def test_a_repeated_time_with_other_values_is_refused_naming_both_lines(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"time,open,high,low,close,volume\n{T0},1,1,1,1,1\n{T0 + H},2,2,2,2,2\n{T0},9,9,9,9,9\n",
+    )
+    err = error_of(path)
+    assert err.line == 4
+    assert err.problem == (
+        "time 2024-01-01T00:00:00Z appears twice with different values (also line 2)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("row", "problem"),
+    [
+        ("10,12,9,11,1", None),  # a sound bar, for contrast
+        ("8,12,9,11,1", "open 8.0 is outside the bar's range [low 9.0, high 12.0]"),
+        ("10,12,9,13,1", "close 13.0 is outside the bar's range [low 9.0, high 12.0]"),
+        ("-1,12,9,11,1", "open must be a finite price above 0, not -1.0"),
+        ("10,12,9,0,1", "close must be a finite price above 0, not 0.0"),
+        ("10,12,9,11,-2", "volume must be finite and not negative, not -2.0"),
+    ],
+)
+def test_design_candle_rules_are_checked_naming_the_line(
+    tmp_path: Path, row: str, problem: str | None
+) -> None:
+    path = write(tmp_path, f"time,open,high,low,close,volume\n{T0},10,11,9,10,1\n{T0 + H},{row}\n")
+    if problem is None:
+        assert len(read_csv(path)) == 2
+        return
+    err = error_of(path)
+    assert (err.line, err.problem) == (3, problem)
+
+
+def test_times_off_the_timeframe_grid_are_refused_when_the_timeframe_is_known(
+    tmp_path: Path,
+) -> None:
+    rows = "".join(f"{T0 + i * H},1,1,1,1,1\n" for i in range(6))
+    path = write(tmp_path, "time,open,high,low,close,volume\n" + rows)
+    assert len(read_csv(path, "1h")) == 6
+    with pytest.raises(CandlesFileError) as info:
+        read_csv(path, "4h")  # an hourly file imported as 4h bars
+    assert info.value.line == 3
+    assert info.value.problem == (
+        "time 2024-01-01T01:00:00Z is not the open of a 4h bar (is the file of another timeframe?)"
+    )
 
 
 # --- errors -------------------------------------------------------------------------------

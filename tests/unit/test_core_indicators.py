@@ -38,7 +38,7 @@ def random_walk(n: int, seed: int) -> Candles:
     )
 
 
-ALL_FUNCTIONS = sorted(set(talib.get_functions()) - NOT_FROM_CANDLES)
+ALL_FUNCTIONS = sorted(set(talib.get_functions()) - NOT_FROM_CANDLES - indicators.HISTORY_ANCHORED)
 
 
 def test_every_talib_function_computes_through_the_frame():
@@ -85,7 +85,7 @@ def test_frame_values_equal_talib_called_directly():
             "bb": {"fn": "BBANDS", "params": {"timeperiod": 20, "nbdevup": 1.5, "matype": 1}},
             "stoch": {"fn": "STOCH"},
             "atr": {"fn": "ATR", "params": {"timeperiod": 7}},
-            "obv": {"fn": "OBV"},
+            "adosc": {"fn": "ADOSC"},
             "engulf": {"fn": "CDLENGULFING"},
         }
     )
@@ -104,7 +104,7 @@ def test_frame_values_equal_talib_called_directly():
     np.testing.assert_array_equal(frame["stoch.slowk"], slowk)
     np.testing.assert_array_equal(frame["stoch.slowd"], slowd)
     np.testing.assert_array_equal(frame["atr"], talib.ATR(h, lo, cl, timeperiod=7))
-    np.testing.assert_array_equal(frame["obv"], talib.OBV(cl, v))
+    np.testing.assert_array_equal(frame["adosc"], talib.ADOSC(h, lo, cl, v))
     # TA-Lib writes 0 for a pattern during its warm-up; the engine says "not defined" there
     engulf = talib.CDLENGULFING(o, h, lo, cl).astype(np.float64)
     engulf[: talib.abstract.Function("CDLENGULFING").lookback] = np.nan
@@ -198,43 +198,78 @@ def test_informative_value_drives_entry_only_once_visible():
     ]
 
 
-def test_informative_partial_first_bucket_and_high_low_aggregation():
+def test_informative_partial_first_bucket_is_dropped_and_high_low_aggregate():
     # 1h candles start at 02:00: the first 4h bucket [00:00, 04:00) holds only 02:00 and
-    # 03:00 and closes at 04:00 (index 1). MEDPRICE = (max high + min low) / 2 per 4h bar.
+    # 03:00, a partial bar no whole history would have: it is dropped. MEDPRICE =
+    # (max high + min low) / 2 per 4h bar; the 04:00 bar closes at 08:00 (index 5).
     strategy = make_strategy(indicators={"mp": {"fn": "MEDPRICE", "timeframe": "4h"}})
     c = hourly_closes(10, start=T0 + 2 * H)  # closes 10..100, index i at 02:00 + i h
     frame = MarketData({("BTC/USDT", "1h"): c}).frame(strategy, "BTC/USDT")
-    first = ((20 + 1) + (10 - 1)) / 2  # indices 0, 1
     second = ((60 + 1) + (30 - 1)) / 2  # indices 2..5 (04:00..07:00)
     third = ((100 + 1) + (70 - 1)) / 2  # indices 6..9 (08:00..11:00)
-    expected = [math.nan, first, first, first, first, second, second, second, second, third]
+    expected = [math.nan] * 5 + [second] * 4 + [third]
     np.testing.assert_array_equal(frame["mp"], np.array(expected))
 
 
-def test_informative_candles_given_by_the_market_are_used():
+def test_a_first_bucket_starting_at_its_open_is_kept():
+    strategy = make_strategy(indicators={"mp": {"fn": "MEDPRICE", "timeframe": "4h"}})
+    c = hourly_closes(8)  # from 00:00: the first 4h bucket is whole
+    frame = MarketData({("BTC/USDT", "1h"): c}).frame(strategy, "BTC/USDT")
+    first = ((40 + 1) + (10 - 1)) / 2
+    second = ((80 + 1) + (50 - 1)) / 2
+    np.testing.assert_array_equal(frame["mp"], np.array([math.nan] * 3 + [first] * 4 + [second]))
+
+
+def test_informative_candles_of_another_strategy_never_change_the_values():
+    # One rule (DESIGN §8): informative bars are resampled from the strategy's own primary
+    # candles. 4h candles in the same market (another strategy's primary) are not used.
     strategy = make_strategy(
         indicators={"c4": {"fn": "SMA", "params": {"timeperiod": 1}, "timeframe": "4h"}}
     )
     hourly = hourly_closes(12)
     four_hourly = candles([(0, 0, 0, 7.0, 0), (0, 0, 0, 8.0, 0), (0, 0, 0, 9.0, 0)], step=4 * H)
+    alone = MarketData({("BTC/USDT", "1h"): hourly}).frame(strategy, "BTC/USDT")
     market = MarketData({("BTC/USDT", "1h"): hourly, ("BTC/USDT", "4h"): four_hourly})
     frame = market.frame(strategy, "BTC/USDT")
-    expected = [math.nan] * 3 + [7.0] * 4 + [8.0] * 4 + [9.0]
+    expected = [math.nan] * 3 + [40.0] * 4 + [80.0] * 4 + [120.0]
     np.testing.assert_array_equal(frame["c4"], np.array(expected))
+    np.testing.assert_array_equal(alone["c4"], np.array(expected))
+
+
+def test_strategies_on_other_primary_timeframes_do_not_share_informative_values():
+    # A 1h and a 4h strategy both ask for a 1d SMA: each resamples its own candles, so the
+    # cache must not hand one the other's (a 4h window covers other days than a 1h one).
+    doc = {"indicators": {"d": {"fn": "SMA", "params": {"timeperiod": 1}, "timeframe": "1d"}}}
+    hourly = hourly_closes(48)
+    four_hourly = candles([(0, 0, 0, 500.0 + i, 0) for i in range(12)], step=4 * H)
+    market = MarketData({("BTC/USDT", "1h"): hourly, ("BTC/USDT", "4h"): four_hourly})
+    h_frame = market.frame(make_strategy(**doc), "BTC/USDT")
+    f_frame = market.frame(make_strategy(timeframe="4h", **doc), "BTC/USDT")
+    assert h_frame["d"][-1] == 480.0  # the last bar closes day 1: its close, bar 47
+    assert f_frame["d"][-1] == 511.0  # day 1 in the 4h candles closes with bar 11
+    assert market.cache.computations == 2
 
 
 def test_daily_informative_on_hourly_with_gaps():
-    # 1h bars only during 09:00-16:59 on two days: the daily bar of day 0 closes at
-    # midnight, so on day 1 the 09:00..16:00 bars see day 0's value and day 0 sees nothing.
-    times = [T0 + d * 24 * H + h * H for d in (0, 1) for h in range(9, 17)]
+    # 1h bars only during 09:00-16:59 on three days. Day 0 starts after its open (09:00 is
+    # not 00:00), so it may be partial and is dropped; a daily bar closes at midnight, so
+    # day 2's bars see day 1's value, and days 0 and 1 see nothing.
+    times = [T0 + d * 24 * H + h * H for d in (0, 1, 2) for h in range(9, 17)]
     bars = [(1.0, 2.0, 0.5, float(i), 1.0) for i in range(len(times))]
     c = candles(bars, times=times)
     strategy = make_strategy(
         indicators={"dc": {"fn": "SMA", "params": {"timeperiod": 1}, "timeframe": "1d"}}
     )
     frame = MarketData({("BTC/USDT", "1h"): c}).frame(strategy, "BTC/USDT")
-    expected = [math.nan] * 8 + [7.0] * 8  # day 0's close is the 16:00 bar's, 7
+    expected = [math.nan] * 16 + [15.0] * 8  # day 1's close is its 16:00 bar's, 15
     np.testing.assert_array_equal(frame["dc"], np.array(expected))
+
+
+def test_functions_anchored_to_the_first_bar_are_refused():
+    for fn in sorted(indicators.HISTORY_ANCHORED):
+        doc = strategy_doc(indicators={"x": {"fn": fn}})
+        with pytest.raises(ValueError, match=rf"indicators\.x\.fn: {fn} depends on the first bar"):
+            parse_strategy(doc)
 
 
 def test_align_to_exact_boundaries():

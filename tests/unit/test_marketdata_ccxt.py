@@ -289,7 +289,7 @@ def test_drops_rows_with_missing_values_dedupes_and_ignores_future_bars() -> Non
     rows: list[list[Any]] = [list(r) for r in series_until(NOW, 6)]
     rows[2][5] = None  # a bar without volume
     rows.insert(4, list(rows[3]))  # the same bar twice
-    rows[4][4] = 99999.0  # ... the later copy wins
+    rows[4][4] = rows[4][3]  # ... the later copy wins (its close moved to its low)
     future = list(rows[-1])
     future[0] = float(FORMING + HOUR_MS)  # opened after NOW: never visible
     rows.append(future)
@@ -300,8 +300,37 @@ def test_drops_rows_with_missing_values_dedupes_and_ignores_future_bars() -> Non
 
     times = [int(t) for t in candles.time]
     assert times == [FORMING - i * HOUR_MS for i in (5, 4, 2, 1)]  # the forming bar: not closed
-    assert candles.close[2] == 99999.0
+    assert candles.close[2] == rows[4][3]
     assert FORMING + HOUR_MS not in times
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        (4, 1e9, "close 1000000000.0 is outside the bar's range"),
+        (1, -5.0, "open must be a finite price above 0, not -5.0"),
+        (5, -1.0, "volume must be finite and not negative, not -1.0"),
+    ],
+)
+def test_a_bad_bar_from_the_exchange_is_refused_naming_it(
+    column: int, value: float, problem: str
+) -> None:
+    rows: list[list[Any]] = [list(r) for r in series_until(NOW, 6)]
+    rows[3][column] = value
+    p, _ = provider(FakeExchange(rows))
+    with pytest.raises(MarketDataUnavailable) as info:
+        p.fetch("BTC/USDT", "1h", 5, NOW)
+    assert "the exchange sent a bad bar" in info.value.message
+    assert problem in info.value.message
+
+
+def test_a_bar_off_the_timeframe_grid_is_refused_naming_its_time() -> None:
+    rows: list[list[Any]] = [list(r) for r in series_until(NOW, 6)]
+    rows[3][0] = float(rows[3][0] + 60_000)  # 12:01 is no 1h bar's open
+    p, _ = provider(FakeExchange(rows))
+    with pytest.raises(MarketDataUnavailable) as info:
+        p.fetch("BTC/USDT", "1h", 5, NOW)
+    assert "is not the open of a 1h bar" in info.value.message
 
 
 def test_exchange_without_data_returns_empty_candles() -> None:

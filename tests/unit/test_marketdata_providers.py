@@ -28,7 +28,8 @@ T0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z
 def write_csv(path: Path, count: int, *, start: int = T0, close: float = 100.0) -> None:
     lines = ["time,open,high,low,close,volume"]
     for i in range(count):
-        lines.append(f"{start + i * HOUR_MS},{close},{close + 1},{close - 1},{close + i},{10 + i}")
+        c = close + i
+        lines.append(f"{start + i * HOUR_MS},{c},{c + 1},{c - 1 if c > 1 else c / 2},{c},{10 + i}")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -65,15 +66,15 @@ def test_reads_parquet(tmp_path: Path) -> None:
         {
             "time": pa.array([T0 + i * 4 * HOUR_MS for i in range(10)], type=pa.int64()),
             "open": [1.0] * 10,
-            "high": [2.0] * 10,
+            "high": [20.0] * 10,
             "low": [0.5] * 10,
-            "close": [float(i) for i in range(10)],
+            "close": [float(i + 1) for i in range(10)],
             "volume": [3.0] * 10,
         }
     )
     pq.write_table(table, tmp_path / "ETH_USDT_4h.parquet")
     candles = FileProvider(tmp_path).fetch("ETH/USDT", "4h", 3, T0 + 100 * HOUR_MS)
-    assert list(candles.close) == [7.0, 8.0, 9.0]
+    assert list(candles.close) == [8.0, 9.0, 10.0]
 
 
 def test_csv_preferred_when_both_exist(tmp_path: Path) -> None:
@@ -92,9 +93,9 @@ def test_parsed_files_are_cached_by_path_and_mtime(
     reads: list[Path] = []
     real = candles_io.read_candles_file
 
-    def counting(p: str | Path) -> Candles:
+    def counting(p: str | Path, timeframe: str | None = None) -> Candles:
         reads.append(Path(p))
-        return real(p)
+        return real(p, timeframe)
 
     monkeypatch.setattr(candles_io, "read_candles_file", counting)
     provider = FileProvider(tmp_path)

@@ -2,9 +2,11 @@
 
 Columns, by name in a header row: time, open, high, low, close, volume (other columns are
 ignored). `time` is the bar's open time, UTC: ISO 8601 with or without an offset (a naive
-time is UTC) or integer epoch milliseconds. Rows may come in any order (they are sorted)
-and a time may repeat (the last row wins). Every problem is a `CandlesFileError`, a
-ValueError naming the file, the line (or Parquet row) and what is wrong.
+time is UTC) or integer epoch milliseconds. Rows may come in any order (they are sorted);
+a time may repeat only with identical values (kept once). Rows are checked by DESIGN §8's
+rules (`engine.core.candles.check_candles`), times against the timeframe when the caller
+knows it. Every problem is a `CandlesFileError`, a ValueError naming the file, the line
+(or Parquet row) and what is wrong: bad candles are refused, never silently used.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from engine.core.candles import CANDLE_FIELDS, Candles, FloatArray, IntArray
+from engine.core.candles import (
+    CANDLE_FIELDS,
+    CandleProblem,
+    Candles,
+    FloatArray,
+    IntArray,
+    check_candles,
+)
 
 COLUMNS: tuple[str, ...] = ("time", *CANDLE_FIELDS)
 PRICE_FIELDS: tuple[str, ...] = ("open", "high", "low", "close")
@@ -53,19 +62,20 @@ class CandlesFileError(ValueError):
 # --- reading --------------------------------------------------------------------------------
 
 
-def read_candles_file(path: str | Path) -> Candles:
-    """Read a .csv or .parquet candles file, chosen by its suffix."""
+def read_candles_file(path: str | Path, timeframe: str | None = None) -> Candles:
+    """Read a .csv or .parquet candles file, chosen by its suffix; with `timeframe`, every
+    time must open a bar of it."""
     suffix = Path(path).suffix.lower()
     if suffix == ".csv":
-        return read_csv(path)
+        return read_csv(path, timeframe)
     if suffix in (".parquet", ".pq"):
-        return read_parquet(path)
+        return read_parquet(path, timeframe)
     raise CandlesFileError(
         path, f"unsupported candles file type {suffix or '(none)'!r}: expected .csv or .parquet"
     )
 
 
-def read_csv(path: str | Path) -> Candles:
+def read_csv(path: str | Path, timeframe: str | None = None) -> Candles:
     """Read a CSV candles file with a header row (see the module docstring)."""
     try:
         handle = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 - closed below
@@ -100,7 +110,7 @@ def read_csv(path: str | Path) -> Candles:
         name: _parse_numbers(path, name, column, line_of)
         for name, column in zip(CANDLE_FIELDS, columns[1:], strict=True)
     }
-    return _assemble(path, times, values, line_of)
+    return _assemble(path, times, values, line_of, timeframe=timeframe)
 
 
 def _filled(row: list[str]) -> bool:
@@ -124,7 +134,7 @@ class _CsvLines:
         return self._lines[k]
 
 
-def read_parquet(path: str | Path) -> Candles:
+def read_parquet(path: str | Path, timeframe: str | None = None) -> Candles:
     """Read a Parquet candles file: `time` a timestamp column (naive = UTC) or int64 ms."""
     try:
         import pyarrow as pa
@@ -182,7 +192,7 @@ def read_parquet(path: str | Path) -> Candles:
         array = np.asarray(as_float.to_numpy(zero_copy_only=False), dtype=np.float64)
         _check_finite(path, name, array, _row_of, unit="row")
         values[name] = array
-    return _assemble(path, times, values, _row_of, unit="row")
+    return _assemble(path, times, values, _row_of, unit="row", timeframe=timeframe)
 
 
 def _no_nulls(path: str | Path, name: str, column: Any) -> None:
@@ -313,27 +323,16 @@ def _assemble(
     line_of: LineOf,
     *,
     unit: str = "line",
+    timeframe: str | None = None,
 ) -> Candles:
-    """Check bar consistency, sort by time and keep the last row of each repeated time."""
-    inverted = values["high"] < values["low"]
-    if inverted.any():
-        i = int(np.argmax(inverted))
-        raise CandlesFileError(
-            path,
-            f"high {float(values['high'][i])!r} is below low {float(values['low'][i])!r}",
-            line=line_of(i),
-            unit=unit,
-        )
-    negative = values["volume"] < 0
-    if negative.any():
-        i = int(np.argmax(negative))
-        raise CandlesFileError(
-            path, f"volume is negative: {float(values['volume'][i])!r}", line=line_of(i), unit=unit
-        )
-    order = np.argsort(times, kind="stable")
-    ordered = times[order]
-    # the last of each run of equal times: later rows sort after earlier ones (stable sort)
-    keep = order[np.r_[ordered[1:] != ordered[:-1], True]]
+    """Check the rows (DESIGN §8), sort them by time and keep one row per time."""
+    try:
+        keep = check_candles(times, *(values[name] for name in CANDLE_FIELDS), timeframe=timeframe)
+    except CandleProblem as problem:
+        message = problem.message
+        if problem.other is not None:
+            message += f" (also {unit} {line_of(problem.other)})"
+        raise CandlesFileError(path, message, line=line_of(problem.index), unit=unit) from None
     return Candles(
         time=np.ascontiguousarray(times[keep]),
         **{name: np.ascontiguousarray(values[name][keep]) for name in CANDLE_FIELDS},

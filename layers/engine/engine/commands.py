@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from engine.cli import CommandError
-from engine.core.strategy import StrategyInvalid, parse_strategy
+from engine.core.strategy import ASSET_PATTERN, StrategyInvalid, parse_strategy
 from engine.core.timeframes import TIMEFRAME_MS
 
 
@@ -91,8 +92,13 @@ def _candles_import(args: argparse.Namespace) -> int:
     from engine.candles_io import read_candles_file
     from engine.storage import DynamoCandleRepository
 
+    if not re.fullmatch(ASSET_PATTERN, args.asset):
+        raise CommandError(
+            f"--asset {args.asset!r} is not an asset symbol (letters, digits and . _ : / -, "
+            "up to 32 characters, e.g. BTC/USDT)"
+        )
     try:
-        candles = read_candles_file(args.file)
+        candles = read_candles_file(args.file, args.timeframe)
     except (OSError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     written = DynamoCandleRepository().put(args.asset, args.timeframe, candles)

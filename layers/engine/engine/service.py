@@ -11,18 +11,17 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
-from engine.core.cooldown import CooldownRules
 from engine.core.evaluate import compile_strategy, evaluate
 from engine.core.market import MarketData
 from engine.core.state import EvaluationResult, ExecutionState, Position, Warning
 from engine.core.strategy import Strategy, parse_strategy
-from engine.core.timeframes import TIMEFRAME_MS, bucket_start, timeframe_ms, to_ms
+from engine.core.timeframes import TIMEFRAME_MS, bucket_start
 from engine.errors import EngineError, InvalidRequest, StrategyNotFound
 from engine.marketdata import StalePolicy, load_market
 from engine.ports import MarketDataProvider, StateRepository, StrategyRepository, unique_pairs
@@ -79,7 +78,6 @@ class ExecutionService:
     max_bulk: int = MAX_BULK_STRATEGIES
     read_slice: int = READ_SLICE
     commit_workers: int = 1
-    _history_margin: int = field(default=2, repr=False)
 
     # --- single evaluations ---------------------------------------------------------------
 
@@ -185,8 +183,9 @@ class ExecutionService:
         compiled = {s.strategy_id: compile_strategy(s) for s in strategies}
         bars: dict[tuple[str, str], int] = {}
         for strategy in strategies:
-            rules = compiled[strategy.strategy_id].cooldown
-            need = self._history_needed(strategy, rules, states.get(strategy.strategy_id), now)
+            need = compiled[strategy.strategy_id].history_needed(
+                states.get(strategy.strategy_id), now
+            )
             for pair in unique_pairs([strategy]):
                 bars[pair] = max(bars.get(pair, 0), need)
         loaded = load_market(list(bars), self.market_data, bars, now, self.stale_policy)
@@ -266,19 +265,6 @@ class ExecutionService:
         return _read_in_slices(
             strategies, self.read_slice, self.states.load, lambda s: s.strategy_id
         )
-
-    def _history_needed(
-        self, strategy: Strategy, rules: CooldownRules, state: ExecutionState | None, now: int
-    ) -> int:
-        """Bars to fetch: indicator warm-up, the cooldown windows, and back to the oldest
-        open position's entry so catch-up and bars-held see every bar since."""
-        need = strategy.warmup_bars
-        need = max(need, rules.longest_window + self._history_margin)
-        if state is not None and state.positions:
-            oldest = min(to_ms(p.entry_time) for p in state.positions)
-            step = timeframe_ms(strategy.timeframe)
-            need = max(need, (now - oldest) // step + self._history_margin)
-        return int(need)
 
 
 def _guarded(strategy_id: str, work: Callable[[], EvaluationResult]) -> EvaluationResult | _Failed:

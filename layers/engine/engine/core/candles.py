@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from engine.core.timeframes import bucket_start, timeframe_ms
+from engine.core.timeframes import bucket_start, open_offset_ms, timeframe_ms, to_datetime
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -90,10 +90,14 @@ class Candles:
         closed = self.closed_count(timeframe, now_ms)
         return self if closed == len(self) else self.head(closed)
 
-    def resample(self, source_timeframe: str, timeframe: str) -> Candles:
+    def resample(
+        self, source_timeframe: str, timeframe: str, *, whole_first: bool = False
+    ) -> Candles:
         """Aggregate into a coarser timeframe (open first, high max, low min, close last, volume sum).
 
         The last bucket may still be forming; `align_to` only exposes buckets once closed.
+        With `whole_first`, the first bucket is dropped unless the candles start at its open:
+        a window that begins mid-bucket would otherwise make a bar of part of it.
         """
         if timeframe_ms(timeframe) < timeframe_ms(source_timeframe):
             raise ValueError(f"cannot resample {source_timeframe} candles into finer {timeframe}")
@@ -104,6 +108,10 @@ class Candles:
         offset = first % step
         buckets = ((self.time - offset) // step) * step + offset
         starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
+        if whole_first and int(self.time[0]) != int(buckets[0]):
+            starts = starts[1:]
+            if len(starts) == 0:
+                return Candles.empty()
         ends = np.r_[starts[1:], len(self)] - 1
         return Candles(
             time=buckets[starts].astype(np.int64),
@@ -113,6 +121,89 @@ class Candles:
             close=self.close[ends],
             volume=np.add.reduceat(self.volume, starts),
         )
+
+
+class CandleProblem(ValueError):
+    """A bar that breaks DESIGN §8's rules; `index` is its position in the rows as given."""
+
+    def __init__(self, index: int, message: str, *, other: int | None = None) -> None:
+        self.index = index
+        self.message = message
+        self.other = other  # the earlier row of a conflicting duplicate
+        super().__init__(message)
+
+
+def check_candles(
+    time: IntArray,
+    open_: FloatArray,
+    high: FloatArray,
+    low: FloatArray,
+    close: FloatArray,
+    volume: FloatArray,
+    *,
+    timeframe: str | None,
+) -> IntArray:
+    """Validate raw rows (any order) where candles enter; answer the rows to keep, by time.
+
+    DESIGN §8: prices finite and > 0, open and close within [low, high], volume >= 0, open
+    times aligned to the timeframe (when it is known), one row per time. A repeated time
+    with identical values is the same bar twice and is kept once; with other values it is
+    an error naming both rows. Raises CandleProblem for the first bad row in input order.
+    """
+    for name, values in (("open", open_), ("high", high), ("low", low), ("close", close)):
+        bad = ~(np.isfinite(values) & (values > 0))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise CandleProblem(
+                i, f"{name} must be a finite price above 0, not {float(values[i])!r}"
+            )
+    bad_volume = ~(np.isfinite(volume) & (volume >= 0))
+    if bad_volume.any():
+        i = int(np.argmax(bad_volume))
+        raise CandleProblem(i, f"volume must be finite and not negative, not {float(volume[i])!r}")
+    inverted = high < low
+    if inverted.any():
+        i = int(np.argmax(inverted))
+        raise CandleProblem(i, f"high {float(high[i])!r} is below low {float(low[i])!r}")
+    for name, values in (("open", open_), ("close", close)):
+        outside = (values < low) | (values > high)
+        if outside.any():
+            i = int(np.argmax(outside))
+            raise CandleProblem(
+                i,
+                f"{name} {float(values[i])!r} is outside the bar's range [low {float(low[i])!r}, high {float(high[i])!r}]",
+            )
+    if timeframe is not None:
+        step = timeframe_ms(timeframe)
+        misaligned = (time - open_offset_ms(timeframe)) % step != 0
+        if misaligned.any():
+            i = int(np.argmax(misaligned))
+            raise CandleProblem(
+                i,
+                f"time {_iso(int(time[i]))} is not the open of a {timeframe} bar "
+                f"(is the file of another timeframe?)",
+            )
+    order = np.argsort(time, kind="stable")
+    ordered = time[order]
+    repeat = np.flatnonzero(ordered[1:] == ordered[:-1])
+    if len(repeat):
+        fields = np.stack([open_, high, low, close, volume])
+        earlier, later = order[repeat], order[repeat + 1]
+        differs = np.any(fields[:, earlier] != fields[:, later], axis=0)
+        if differs.any():
+            k = int(np.argmax(differs))
+            first, second = sorted((int(earlier[k]), int(later[k])))
+            raise CandleProblem(
+                second,
+                f"time {_iso(int(time[second]))} appears twice with different values",
+                other=first,
+            )
+    keep: IntArray = order[np.r_[ordered[1:] != ordered[:-1], True]]
+    return keep
+
+
+def _iso(time_ms: int) -> str:
+    return to_datetime(time_ms).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def align_to(

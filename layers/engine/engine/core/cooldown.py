@@ -81,13 +81,24 @@ def log_deprecation(strategy_id: str, message: str) -> None:
     logger.warning("strategy %s: %s", strategy_id, message)
 
 
-def bar_index(times: IntArray, time_ms: int) -> int:
-    """Index of the candle that opened at `time_ms`; -1 when it lies before the first candle.
+def bar_index(times: IntArray, time_ms: int) -> int | None:
+    """Index of the candle that opened at `time_ms`; None when it lies before the first one.
 
     A time between two candles (a bar the data no longer has) maps to the candle before it.
+    The service fetches every cooldown window's worth of bars before the earliest bar an
+    evaluation processes, so a loss or a trip before the first candle is outside every
+    window and past every block, whatever length of history the provider returned.
     """
     pos = int(np.searchsorted(times, time_ms, side="right")) - 1
-    return pos
+    return pos if pos >= 0 else None
+
+
+def _blocked_until(state: CooldownState, times: IntArray) -> int | None:
+    """Bar index up to which the state's trip blocks entries; None when nothing blocks."""
+    if state.tripped_at is None:
+        return None
+    tripped = bar_index(times, to_ms(state.tripped_at))
+    return None if tripped is None else tripped + state.blocked_bars
 
 
 def record_losses(
@@ -100,7 +111,7 @@ def record_losses(
     """Add losing exits (bar index, position id), checking the tiers at each, in time order."""
     records = list(state.losses)
     tripped_at, blocked, tier_name = state.tripped_at, state.blocked_bars, state.tier
-    until = bar_index(times, to_ms(tripped_at)) + blocked if tripped_at is not None else None
+    until = _blocked_until(state, times)
     for exit_index, position_id in sorted(losses):
         records.append(
             LossRecord(exit_time=to_datetime(int(times[exit_index])), position_id=position_id)
@@ -108,7 +119,7 @@ def record_losses(
         loss_indices = [bar_index(times, to_ms(r.exit_time)) for r in records]
         for tier in rules.tiers:
             lower = exit_index - tier.window_bars
-            count = sum(1 for i in loss_indices if lower < i <= exit_index)
+            count = sum(1 for i in loss_indices if i is not None and lower < i <= exit_index)
             if count < tier.loss_limit:
                 continue
             candidate = exit_index + tier.block_bars
@@ -117,7 +128,11 @@ def record_losses(
                 tripped_at = to_datetime(int(times[exit_index]))
                 blocked, tier_name = tier.block_bars, tier.name
     keep_after = t - max(rules.longest_window, 1)
-    records = [r for r in records if bar_index(times, to_ms(r.exit_time)) > keep_after]
+    records = [
+        r
+        for r in records
+        if (i := bar_index(times, to_ms(r.exit_time))) is not None and i > keep_after
+    ]
     return CooldownState(
         asset=state.asset,
         losses=records,
@@ -131,10 +146,8 @@ def status_at(
     state: CooldownState | None, asset: str, times: IntArray, t: int, timeframe: str
 ) -> CooldownStatus:
     """Whether entries are blocked at bar index t, and until which bar."""
-    if state is None or state.tripped_at is None:
-        return CooldownStatus(asset=asset, active=False)
-    until_index = bar_index(times, to_ms(state.tripped_at)) + state.blocked_bars
-    if t > until_index:
+    until_index = None if state is None else _blocked_until(state, times)
+    if state is None or until_index is None or t > until_index:
         return CooldownStatus(asset=asset, active=False)
     # Bars after t are not known yet (and must not be looked at): project on the clock.
     until_ms = int(times[t]) + (until_index - t) * timeframe_ms(timeframe)

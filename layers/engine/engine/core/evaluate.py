@@ -53,6 +53,27 @@ class CompiledStrategy:
     exit: Predicate | None
     cooldown: CooldownRules
 
+    def history_needed(self, state: ExecutionState | None, now_ms: int) -> int:
+        """Closed bars of the primary timeframe an evaluation at `now_ms` must see.
+
+        Enough for every indicator value to equal its whole-history value (`warmup_bars`),
+        and for every bar the evaluation processes (from the oldest open position's entry,
+        for catch-up and bars held, up to t) to see each cooldown window back from it, so a
+        loss or trip older than the fetched candles can never count (DESIGN §4, §5, §8).
+        The clock overestimates bars when markets close, which only fetches more.
+        """
+        window = self.cooldown.longest_window + _HISTORY_MARGIN
+        need = max(self.strategy.warmup_bars, window)
+        if state is not None and state.positions:
+            oldest = min(to_ms(p.entry_time) for p in state.positions)
+            since_entry = (now_ms - oldest) // timeframe_ms(self.strategy.timeframe) + 1
+            need = max(need, since_entry + window)
+        return int(need)
+
+
+# Bars fetched beyond what the rules count, so a bar closing as the fetch runs is covered.
+_HISTORY_MARGIN = 2
+
 
 def compile_strategy(strategy: Strategy) -> CompiledStrategy:
     return CompiledStrategy(

@@ -23,6 +23,34 @@ from engine.core.candles import CANDLE_FIELDS, Candles, FloatArray
 _INTEGER_TYPES = {2, 3}
 _PROBE_BARS = 64
 
+# --- how much history a value needs (DESIGN §8, "one trading truth") ---------------------
+#
+# A recursive function (an EMA, Wilder's smoothing, an adaptive average...) depends on every
+# earlier bar, so its value at t equals the whole-history value only once the influence of
+# where its input began has decayed. TA-Lib's metadata flags such functions as having an
+# "unstable period"; it does not flag the ones built on EMAs of their own (MACD, DEMA,
+# TEMA, TRIX...) nor those whose parameters choose a moving-average type, so those are
+# named here. A test runs every TA-Lib function on a window of `history_bars` and on the
+# whole history and requires the same values to 1e-9 (relative to the series' scale), so a
+# function missing from this table fails it.
+_RECURSIVE_UNFLAGGED = frozenset(
+    {
+        "ADOSC", "ADXR", "APO", "CVI", "DEMA", "EFI", "ERI", "KC", "KDJ", "MACD", "MACDEXT",
+        "MACDFIX", "MASSI", "PPO", "PVO", "SAR", "SAREXT", "SMI", "STOCHRSI", "SUPERTREND",
+        "TEMA", "TRIX", "TSI", "ZLEMA",
+    }
+)  # fmt: skip
+# Functions whose value depends on the first bar they are given however long the history
+# (running totals, absolute positions in the input): no window makes live equal replay.
+HISTORY_ANCHORED = frozenset(
+    {"AD", "CUMSUM", "MAXINDEX", "MININDEX", "MINMAXINDEX", "NVI", "OBV", "PVI", "PVT", "VWAP", "WAD"}
+)  # fmt: skip
+# Bars of convergence per bar of the slowest time constant: an error decaying by at least
+# (1 - 1/P) per bar falls below e**-32 (about 1e-14) of where it started after 32·P bars.
+CONVERGENCE_PER_PERIOD = 32
+# KAMA smooths with at least (2/31)**2 per bar, whatever its period: a time constant of 240.
+_SLOWEST_PERIOD = {"KAMA": 240}
+
 
 @dataclass(frozen=True)
 class FunctionInfo:
@@ -68,6 +96,15 @@ def check_indicator(
     if name not in function_names():
         return [(("fn",), f"unknown TA-Lib function {name!r}")]
     info = function_info(name)
+    if name in HISTORY_ANCHORED:
+        return [
+            (
+                ("fn",),
+                f"{name} depends on the first bar it is given (a running total or a position in "
+                "the input), so no amount of history makes its live value equal its value in a "
+                "replay; it cannot be used",
+            )
+        ]
     problems: list[tuple[tuple[str | int, ...], str]] = []
     for key in info.inputs:
         for source in info.inputs[key]:
@@ -115,6 +152,40 @@ def _lookback(name: str, params: tuple[tuple[str, int | float], ...]) -> int:
     fn = talib.abstract.Function(name)
     fn.set_parameters(dict(params))
     return int(fn.lookback)
+
+
+def is_recursive(name: str) -> bool:
+    """True when the value at t depends on every earlier bar, not just the lookback."""
+    fn = talib.abstract.Function(name)
+    flags = fn.function_flags or []
+    return (
+        name in _RECURSIVE_UNFLAGGED
+        or any("unstable" in flag.lower() for flag in flags)
+        or any(key.endswith("matype") for key in function_info(name).parameters)
+    )
+
+
+def history_bars(name: str, params: Mapping[str, Any]) -> int:
+    """Bars of input before bar t (t included) for the value at t to equal the value over
+    the whole history: the lookback, plus for recursive functions 32 bars per bar of the
+    slowest time constant P (the largest period parameter, or the lookback when larger; for
+    SAR the inverse of its acceleration)."""
+    return _history_bars(name, tuple(sorted(_coerce(name, params).items())))
+
+
+@lru_cache(maxsize=4096)
+def _history_bars(name: str, params: tuple[tuple[str, int | float], ...]) -> int:
+    values = dict(params)
+    need = _lookback(name, params) + 1
+    if not is_recursive(name):
+        return need
+    merged = {**function_info(name).parameters, **values}
+    periods = [float(v) for k, v in merged.items() if "period" in k and float(v) > 0]
+    slowest = max([float(need), *periods, float(_SLOWEST_PERIOD.get(name, 0))])
+    for key in ("acceleration", "accelerationinitlong", "accelerationinitshort"):
+        if float(merged.get(key, 0)) > 0:
+            slowest = max(slowest, 1 / float(merged[key]))
+    return need + math.ceil(CONVERGENCE_PER_PERIOD * slowest)
 
 
 def compute(name: str, params: Mapping[str, Any], candles: Candles) -> dict[str, FloatArray]:

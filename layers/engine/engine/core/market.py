@@ -2,6 +2,11 @@
 
 Candles are keyed by (asset, timeframe); indicator values are computed once per
 (asset, timeframe, function, parameters) and reused by every strategy that asks for them.
+
+Informative-timeframe candles follow one rule: they are resampled from the strategy's own
+primary candles, never taken from another strategy's fetch of that timeframe (whose length
+is that strategy's business), and the first bucket is dropped unless the candles start at
+its open (a window rarely starts on a bucket boundary, and a partial bucket is a wrong bar).
 """
 
 from __future__ import annotations
@@ -62,11 +67,12 @@ class MarketData:
             key = (asset, timeframe, ind.fn, ind.params_key)
             return self.cache.get_or_compute(key, ind.fn, ind.params, primary)
         source = self._informative_candles(asset, timeframe, primary, source_tf)
-        key = (asset, source_tf, ind.fn, ind.params_key)
-        values = self.cache.get_or_compute(key, ind.fn, ind.params, source)
+        # resampled from this primary timeframe's candles: another primary makes other bars
+        ikey = (asset, timeframe, source_tf, ind.fn, ind.params_key)
+        values = self.cache.get_or_compute(ikey, ind.fn, ind.params, source)
         aligned: dict[str, FloatArray] = {}
         for out, series in values.items():
-            akey = (*key, out, timeframe)
+            akey = (*ikey, out)
             found = self._aligned.get(akey)
             if found is None:
                 found = align_to(series, source.time, source_tf, primary.time, timeframe)
@@ -77,12 +83,9 @@ class MarketData:
     def _informative_candles(
         self, asset: str, timeframe: str, primary: Candles, source_tf: str
     ) -> Candles:
-        given = self.candles.get((asset, source_tf))
-        if given is not None:
-            return given
         rkey = (asset, timeframe, source_tf)
         found = self._resampled.get(rkey)
         if found is None:
-            found = primary.resample(timeframe, source_tf)
+            found = primary.resample(timeframe, source_tf, whole_first=True)
             self._resampled[rkey] = found
         return found

@@ -268,16 +268,21 @@ class Strategy(_Model):
     # Derived facts, computed once per (immutable) strategy.
     @cached_property
     def warmup_bars(self) -> int:
-        """Primary-timeframe bars needed before every indicator and shift is defined."""
+        """Primary-timeframe bars up to t for every value the conditions read at t (and at
+        t minus their shifts) to equal its value over the whole history.
+
+        Each indicator needs `indicators.history_bars` of its own timeframe; an informative
+        one is resampled from the primary candles, so it needs that many informative bars
+        plus the partial one a window starts in and the one still forming, in primary bars.
+        """
         primary = timeframe_ms(self.timeframe)
         need = 1
         for ind in self.indicators.values():
-            bars = indicators.lookback(ind.fn, ind.params) + 1
+            bars = indicators.history_bars(ind.fn, ind.params)
             if ind.timeframe is not None:
-                bars *= max(1, timeframe_ms(ind.timeframe) // primary)
+                bars = (bars + 2) * max(1, timeframe_ms(ind.timeframe) // primary)
             need = max(need, bars)
-        # Unstable-period functions (EMA, RSI, ATR...) converge over roughly 3x their lookback.
-        return need * 3 + 1 + _max_shift(self)
+        return need + _max_shift(self)
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)

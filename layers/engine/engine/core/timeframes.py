@@ -39,10 +39,15 @@ def timeframe_ms(timeframe: str) -> int:
         ) from None
 
 
+def open_offset_ms(timeframe: str) -> int:
+    """Where bars of `timeframe` open relative to the epoch: weeks open on Monday."""
+    return _WEEK_OFFSET_MS if timeframe == "1w" else 0
+
+
 def bucket_start(time_ms: int, timeframe: str) -> int:
     """Open time of the `timeframe` bar that contains `time_ms`."""
     step = timeframe_ms(timeframe)
-    offset = _WEEK_OFFSET_MS if timeframe == "1w" else 0
+    offset = open_offset_ms(timeframe)
     return ((time_ms - offset) // step) * step + offset
 
 

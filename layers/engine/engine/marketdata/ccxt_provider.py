@@ -11,7 +11,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from engine.core.candles import Candles
+import numpy as np
+
+from engine.core.candles import CandleProblem, Candles, check_candles
 from engine.core.timeframes import bucket_start, timeframe_ms
 from engine.errors import MarketDataUnavailable
 
@@ -151,7 +153,7 @@ class CcxtProvider:
         )
         if not by_time:
             return Candles.empty()
-        return Candles.from_rows(by_time.values()).closed_by(timeframe, now_ms)
+        return _checked(where, timeframe, by_time).closed_by(timeframe, now_ms)
 
     def _fetch_page(
         self, where: str, symbol: str, timeframe: str, since: int, limit: int
@@ -214,3 +216,19 @@ def _clean(row: Any) -> list[float] | None:
         return [float(v) for v in values]
     except (TypeError, ValueError):
         return None
+
+
+def _checked(where: str, timeframe: str, by_time: dict[int, list[float]]) -> Candles:
+    """The exchange's bars, refused whole (naming the bar) when one breaks DESIGN §8's rules:
+    a decision on a bad bar is worse than no decision."""
+    times = sorted(by_time)
+    data = np.array([by_time[t] for t in times], dtype=np.float64).reshape(len(times), 6)
+    time = np.array(times, dtype=np.int64)
+    columns = [np.ascontiguousarray(data[:, k]) for k in range(1, 6)]
+    try:
+        check_candles(time, *columns, timeframe=timeframe)
+    except CandleProblem as problem:
+        raise MarketDataUnavailable(
+            f"market data for {where} refused: the exchange sent a bad bar: {problem.message}"
+        ) from None
+    return Candles(time, *columns)

@@ -59,7 +59,7 @@ class FileProvider:
                 return cached[1]
             from engine.candles_io import read_candles_file
 
-            candles = read_candles_file(path)
+            candles = read_candles_file(path, timeframe)
         except (OSError, ValueError) as exc:  # CandlesFileError is a ValueError
             raise MarketDataUnavailable(
                 f"market data for {asset} {timeframe} unavailable: {exc}"
