@@ -441,8 +441,35 @@ def test_no_cooldown(config, caplog):
     assert entered == list(range(9, 16))
     assert all(not cooldown_of(r).active for r in driver.results)
     assert all(r.changes.cooldowns == [] for r in driver.results)
-    assert all(r.warnings == [] for r in driver.results)
+    # a cooldown_config that only names other timeframes is almost surely a mistake: say so
+    unused = ["cooldown_config_unused"] if "4h" in config.get("cooldown_config", {}) else []
+    assert all([w.code for w in r.warnings] == unused for r in driver.results)
     assert caplog.records == []
+
+
+def test_a_cooldown_config_key_the_strategy_never_uses_is_named_in_a_warning():
+    strategy = make_strategy(
+        execution_config={
+            "cooldown_config": {
+                "1h": {"short_loss_limit": 2, "short_window_bars": 3},
+                "4h": {"short_loss_limit": 1, "short_window_bars": 5},
+                "1d": {"long_loss_limit": 1, "long_window_bars": 5},
+            }
+        }
+    )
+    assert strategy.warnings == [
+        (
+            "cooldown_config_unused",
+            "execution_config.cooldown_config has entries for '1d', '4h', which this 1h "
+            "strategy never uses: only the entry keyed by its primary timeframe ('1h') applies",
+        )
+    ]
+    mistyped = make_strategy(
+        execution_config={
+            "cooldown_config": {"4h": {"short_loss_limit": 1, "short_window_bars": 5}}
+        }
+    )
+    assert mistyped.warnings[0][1].endswith("applies, so it has no cooldown")
 
 
 def test_cooldown_config_for_the_primary_timeframe_wins_over_legacy_keys():

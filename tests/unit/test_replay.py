@@ -243,8 +243,29 @@ def test_several_assets_need_an_asset() -> None:
 
 def test_candles_finer_than_the_timeframe_are_refused() -> None:
     history = candles([FLAT] * 5, step=60_000)
-    with pytest.raises(ValueError, match=r"1m apart.*finer than the strategy's timeframe 1h"):
+    with pytest.raises(ValueError) as info:
         replay(make_strategy(), history, progress=False)
+    assert str(info.value) == (
+        "a candle opens at 2024-01-01T00:01:00+00:00, which is not the open of a 1h bar: "
+        "replay needs 1h candles"
+    )
+
+
+def test_candles_coarser_than_the_timeframe_are_refused() -> None:
+    # 4h bars replayed as a 1h strategy would stretch max_hold_bars and cooldown windows 4x
+    history = candles([FLAT] * 5, step=4 * H)
+    with pytest.raises(ValueError) as info:
+        replay(make_strategy(), history, progress=False)
+    assert str(info.value) == (
+        "candles are 4h apart at the closest, coarser than the strategy's timeframe 1h: "
+        "replay needs 1h candles"
+    )
+
+
+def test_hourly_candles_with_gaps_are_replayed() -> None:
+    # a closed market adds no bars: gaps are fine as long as some bars are one hour apart
+    history = candles([FLAT] * 4, times=[T0, T0 + H, T0 + 10 * H, T0 + 11 * H])
+    assert replay(make_strategy(), history, progress=False).bars == 4
 
 
 def test_empty_candles_are_refused() -> None:

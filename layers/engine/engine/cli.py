@@ -150,7 +150,7 @@ def run_replay(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     try:
-        candles = read_candles_file(args.candles)
+        candles = read_candles_file(args.candles, strategy.timeframe)
     except CandlesFileError as exc:
         raise CommandError(str(exc)) from None
     try:

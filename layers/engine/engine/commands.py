@@ -51,6 +51,16 @@ def add_store_commands(subparsers: Any) -> None:
     ev.set_defaults(handler=_evaluate)
 
 
+def _put_warnings(strategy: Any) -> list[tuple[str, str]]:
+    from engine.core.cooldown import cooldown_rules, deprecation_message
+
+    found = list(strategy.warnings)
+    if cooldown_rules(strategy.execution_config, strategy.timeframe).legacy:
+        message = deprecation_message(strategy.execution_config, strategy.timeframe)
+        found.append(("deprecated_cooldown_keys", message))
+    return found
+
+
 def _strategies_put(args: argparse.Namespace) -> int:
     from engine.storage import DynamoStrategyRepository
 
@@ -64,6 +74,9 @@ def _strategies_put(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.file} is not a valid strategy:\n{problems}") from None
     DynamoStrategyRepository().put(strategy)
     print(f"stored {strategy.strategy_id}")
+    # what every evaluation will warn about, said once where it can still be fixed
+    for code, message in _put_warnings(strategy):
+        print(f"warning ({code}): {message}", file=sys.stderr)
     return 0
 
 

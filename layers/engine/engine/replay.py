@@ -22,7 +22,7 @@ from engine.core.evaluate import CompiledStrategy, compile_strategy, evaluate
 from engine.core.market import MarketData
 from engine.core.state import ClosedTrade, ExecutionState, Order, Position, Warning
 from engine.core.strategy import Strategy
-from engine.core.timeframes import timeframe_ms
+from engine.core.timeframes import open_offset_ms, timeframe_ms, to_datetime
 
 # The fields of a closed trade a replay reports (DIR/trades.json), in this order.
 TRADE_FIELDS: tuple[str, ...] = (
@@ -87,12 +87,23 @@ def replay(
     if len(candles) == 0:
         raise ValueError("no candles to replay")
     step = timeframe_ms(strategy.timeframe)
+    misaligned = (candles.time - open_offset_ms(strategy.timeframe)) % step != 0
+    if misaligned.any():
+        when = to_datetime(int(candles.time[int(np.argmax(misaligned))])).isoformat()
+        raise ValueError(
+            f"a candle opens at {when}, which is not the open of a {strategy.timeframe} bar: "
+            f"replay needs {strategy.timeframe} candles"
+        )
     if len(candles) > 1:
         spacing = int(np.diff(candles.time).min())
-        if spacing < step:
+        if spacing != step:
+            # finer: bars would overlap; coarser: every bar-counted rule (max_hold_bars,
+            # cooldown windows) would silently stretch by the ratio
+            kind = "finer" if spacing < step else "coarser"
             raise ValueError(
-                f"candles are {_duration(spacing)} apart somewhere, finer than the strategy's "
-                f"timeframe {strategy.timeframe}: replay needs {strategy.timeframe} candles"
+                f"candles are {_duration(spacing)} apart {'somewhere' if kind == 'finer' else 'at the closest'}, "
+                f"{kind} than the strategy's timeframe {strategy.timeframe}: replay needs "
+                f"{strategy.timeframe} candles"
             )
     # Evaluate the chosen asset only: the history holds no other asset's candles.
     single = (

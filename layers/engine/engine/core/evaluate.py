@@ -155,6 +155,8 @@ class _Run:
     def __post_init__(self) -> None:
         self.cooldowns = dict(self.state.cooldowns)
         self.orders = {o.order_id: o for o in self.state.orders}
+        for code, message in self.strategy.warnings:
+            self.warn(code, message)
         if self.compiled.cooldown.legacy:
             message = deprecation_message(self.strategy.execution_config, self.strategy.timeframe)
             self.warn("deprecated_cooldown_keys", message)

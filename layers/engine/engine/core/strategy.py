@@ -38,6 +38,11 @@ ASSET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,31}$"
 RESERVED_STRATEGY_IDS = frozenset({"bulk"})
 INDICATOR_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 
+# Every evaluation commits in one atomic transaction; DynamoDB's TransactWriteItems takes at
+# most 100 items, the state version among them. A strategy whose worst case would not fit
+# is refused when it is written, not when its signal could not become an order.
+MAX_WRITES_PER_EVALUATION = 100
+
 # Numbers a strategy may hold: finite, and small enough that prices and notionals computed
 # from them stay finite (JSON has no NaN or infinity; 10**400 is valid JSON but not a float).
 MAX_NUMBER = 1e15
@@ -263,7 +268,56 @@ class Strategy(_Model):
         problems = list(_reference_problems(self.model_dump(mode="json", by_alias=True)))
         if problems:
             raise _errors("Strategy", problems)
+        if self.max_writes_per_evaluation > MAX_WRITES_PER_EVALUATION:
+            raise _errors("Strategy", [_too_large_problem(self)])
         return self
+
+    @cached_property
+    def max_writes_per_evaluation(self) -> int:
+        """Items one evaluation may write at worst, the state version included.
+
+        Per asset: each of `max_open_positions` positions closes (the position, its resting
+        orders filled or cancelled, a market exit order when signal or time exits exist),
+        then one entry (position, market order, resting orders), and its cooldown state.
+        """
+        config = self.execution_config
+        resting = (config.stop_loss is not None) + (config.take_profit is not None)
+        market_exit = int(
+            self.exit is not None or config.time_based_exits.max_hold_bars is not None
+        )
+        cooldown = int(
+            bool(config.cooldown_config)
+            or any(
+                getattr(config, key) is not None
+                for key in ("cooldown_bars", "daily_momentum_limit", "weekly_momentum_limit")
+            )
+        )
+        per_asset = (
+            config.max_open_positions * (1 + resting + market_exit) + (2 + resting) + cooldown
+        )
+        return len(self.assets) * per_asset + 1
+
+    @cached_property
+    def warnings(self) -> list[tuple[str, str]]:
+        """(code, message) for what is valid but probably not what the author meant."""
+        found: list[tuple[str, str]] = []
+        unused = sorted(set(self.execution_config.cooldown_config or {}) - {self.timeframe})
+        if unused:
+            keys = ", ".join(repr(k) for k in unused)
+            found.append(
+                (
+                    "cooldown_config_unused",
+                    f"execution_config.cooldown_config has entries for {keys}, which this "
+                    f"{self.timeframe} strategy never uses: only the entry keyed by its primary "
+                    f"timeframe ({self.timeframe!r}) applies"
+                    + (
+                        ""
+                        if self.timeframe in (self.execution_config.cooldown_config or {})
+                        else ", so it has no cooldown"
+                    ),
+                )
+            )
+        return found
 
     # Derived facts, computed once per (immutable) strategy.
     @cached_property
@@ -286,6 +340,20 @@ class Strategy(_Model):
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+
+
+def _too_large_problem(strategy: Strategy) -> tuple[tuple[str | int, ...], str, str]:
+    per_asset = (strategy.max_writes_per_evaluation - 1) // len(strategy.assets)
+    fits = (MAX_WRITES_PER_EVALUATION - 1) // per_asset
+    return (
+        ("assets",),
+        "evaluation_too_large",
+        f"{len(strategy.assets)} assets can change up to {per_asset} items each in one "
+        f"evaluation ({strategy.max_writes_per_evaluation} with the state version), above the "
+        f"{MAX_WRITES_PER_EVALUATION} one atomic commit may hold: with this execution_config "
+        f"at most {fits} assets fit; split the assets over several strategies or lower "
+        "execution_config.max_open_positions",
+    )
 
 
 def _max_shift(strategy: Strategy) -> int:
@@ -368,6 +436,20 @@ def _reference_problems(data: Any) -> Iterator[tuple[tuple[str | int, ...], str,
 
     yield from walk(data.get("entry"), ("entry",))
     yield from walk(data.get("exit"), ("exit",))
+
+    assets = data.get("assets")
+    first_at: dict[str, int] = {}
+    for i, asset in enumerate(assets if isinstance(assets, list) else []):
+        if not isinstance(asset, str):
+            continue
+        if asset in first_at:
+            yield (
+                ("assets", i),
+                "duplicate_asset",
+                f"{asset} is listed twice (also assets.{first_at[asset]}): each asset is "
+                "evaluated once, with its own positions and cooldown",
+            )
+        first_at.setdefault(asset, i)
 
     config = data.get("execution_config")
     config = config if isinstance(config, dict) else {}

@@ -21,7 +21,7 @@ from engine.core.state import (
     Order,
     Position,
 )
-from engine.core.strategy import Strategy
+from engine.core.strategy import MAX_WRITES_PER_EVALUATION, Strategy
 from engine.core.timeframes import to_datetime, to_ms
 from engine.errors import ConcurrentEvaluation, StrategyNotFound
 from engine.storage._batch import batch_get
@@ -44,7 +44,7 @@ from engine.storage.strategies import head_of
 log = logging.getLogger(__name__)
 
 # DynamoDB's limit on the items of one TransactWriteItems.
-MAX_TRANSACTION_ITEMS: Final = 100
+MAX_TRANSACTION_ITEMS: Final = MAX_WRITES_PER_EVALUATION  # validation keeps strategies within it
 DEFAULT_BULK_THRESHOLD: Final = 8
 DEFAULT_CONSISTENCY_WINDOW_MS: Final = 10_000
 _HEAD_ATTRIBUTES: Final = ["strategy_id", "state_version", "cooldown_assets", "committed_at"]
