@@ -542,9 +542,15 @@ def test_a_worker_that_dies_midway_through_a_chunk_leaves_the_rest_to_the_redeli
     assert stack.entries() == Counter({sid: 1 for sid in stack.due if sid in ids})
 
 
-def test_a_chunk_with_a_strategy_that_cannot_commit_is_not_dropped(stack: FanoutStack) -> None:
+def test_a_chunk_with_a_strategy_that_cannot_commit_is_not_dropped(
+    stack: FanoutStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A strategy whose evaluation cannot be committed (25 assets entering at once, with a
-    stop and a target each: 101 items for one transaction) in a fan-out chunk."""
+    stop and a target each: 101 items for one transaction) in a fan-out chunk.
+
+    Validation refuses such a strategy today; the storage's own guard is the last line for
+    one that got in another way (stored by an older version), so the check is lifted here."""
+    monkeypatch.setattr("engine.core.strategy.MAX_WRITES_PER_EVALUATION", 1000)
     assets = [f"W{n:02d}/USD" for n in range(25)]
     for n, asset in enumerate(assets):
         stack.market.candles[(asset, "1h")] = make_candles("1h", 100 + n)

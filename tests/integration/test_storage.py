@@ -29,7 +29,7 @@ from engine.core.state import (
     Order,
     Position,
 )
-from engine.core.strategy import Strategy, parse_strategy
+from engine.core.strategy import Strategy, StrategyInvalid, parse_strategy
 from engine.errors import ConcurrentEvaluation, StorageUnavailable, StrategyNotFound
 from engine.marketdata import RepositoryProvider
 from engine.service import ExecutionService
@@ -57,6 +57,7 @@ from engine.storage.models import (
 from moto import mock_aws
 
 from tests.aws_fakes import models_restored, scan_tables, use_fake_aws
+from tests.fakes import MemoryMarket
 
 REGION = "us-east-1"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -1103,3 +1104,61 @@ def test_candle_repository_alone(aws: None) -> None:
     repo = DynamoCandleRepository()
     assert repo.put("EUR-USD", "1d", _candles(0, 3, step_ms=86_400_000)) == 3
     assert len(repo.latest("EUR-USD", "1d", 2)) == 2
+
+
+# --- every accepted strategy can commit (one trading truth) -------------------------------
+
+
+def wide_strategy(assets: int) -> dict[str, Any]:
+    """Stop and target, no signal, time or cooldown: at worst each asset closes its position
+    (position, stop filled, target cancelled) and enters again (position, market order,
+    stop, target) on one bar: 7 items per asset, and the state version."""
+    return {
+        "strategy_id": "wide",
+        "name": "wide",
+        "assets": [f"W{n:02d}/USD" for n in range(assets)],
+        "timeframe": "1h",
+        "entry": {"left": "volume", "op": ">", "right": 5},
+        "execution_config": {
+            "stop_loss": {"type": "percent", "value": 0.02},
+            "take_profit": {"type": "percent", "value": 0.04},
+        },
+    }
+
+
+def test_a_strategy_whose_worst_bar_cannot_commit_is_refused_when_written() -> None:
+    with pytest.raises(StrategyInvalid) as info:
+        parse_strategy(wide_strategy(15))
+    assert info.value.problems == [
+        (
+            "assets",
+            "15 assets can change up to 7 items each in one evaluation (106 with the state "
+            "version), above the 100 one atomic commit may hold: with this execution_config at "
+            "most 14 assets fit; split the assets over several strategies or lower "
+            "execution_config.max_open_positions",
+        )
+    ]
+
+
+def test_the_worst_bar_of_the_widest_accepted_strategy_commits_in_one_transaction(
+    repos: DynamoRepositories, calls: Requests
+) -> None:
+    strategy = parse_strategy(wide_strategy(14))
+    assert strategy.max_writes_per_evaluation == 99
+    repos.strategies.put(strategy)
+    t0 = 1_704_067_200_000
+    bars = Candles.from_rows(
+        [(t0, 100.0, 100.0, 100.0, 100.0, 10.0), (t0 + 3_600_000, 100.0, 100.0, 97.0, 99.0, 10.0)]
+    )
+    market = MemoryMarket({(asset, "1h"): bars for asset in strategy.assets})
+    now = [t0 + 3_600_000]
+    service = ExecutionService(repos.strategies, repos.states, market, "warn", lambda: now[0])
+    assert len(service.evaluate_by_id("wide").positions) == 14  # everything enters at bar 0
+    now[0] += 3_600_000
+    calls.reset()
+    result = service.evaluate_by_id("wide")  # every stop fills at 98 and everything re-enters
+    assert [t.exit_price for t in result.closed_trades] == [98.0] * 14
+    assert len(result.positions) == 14
+    (transaction,) = [body for name, body in calls.log if name == "TransactWriteItems"]
+    assert len(transaction["TransactItems"]) == 99
+    assert repos.states.load([strategy])["wide"].version == 2

@@ -14,8 +14,10 @@ from collections.abc import Iterable
 import numpy as np
 import pytest
 from engine.core.cooldown import cooldown_rules, record_losses, status_at
-from engine.core.state import CooldownState
+from engine.core.evaluate import compile_strategy
+from engine.core.state import CooldownState, ExecutionState, LossRecord, Position
 from engine.core.strategy import Strategy, parse_strategy
+from engine.core.timeframes import to_datetime
 
 from tests.core_helpers import (
     FLAT,
@@ -488,3 +490,63 @@ def test_cooldown_config_for_the_primary_timeframe_wins_over_legacy_keys():
     _, entered, lost = run_all(strategy, scripted(20, losses=[10, 12], probes=range(12, 17)))
     assert lost == [10, 12]
     assert entered == [9, 11, 16]
+
+
+# --- losses older than the fetched candles (issue: an old loss counted as a recent one) ---
+
+
+def test_a_loss_older_than_the_first_candle_never_counts():
+    # Short tier L=2, W=10. The state remembers a loss 100 h before the first candle; a
+    # position entered at bar 0 is stopped at bar 3 (caught up at bar 5, after an outage).
+    # That is one loss in (3 - 10, 3]: no trip, and the entry signal at bar 5 goes through.
+    # (Mapping the old loss to index -1 put it inside the window and tripped the tier.)
+    strategy = tiers_strategy(short_loss_limit=2, short_window_bars=10)
+    bars = [(100.0, 100.0, 100.0, 100.0, 10.0)] + [FLAT] * 2 + [(100.0, 100.0, 90.0, 95.0, 1.0)]
+    bars += [FLAT, (100.0, 100.0, 100.0, 100.0, 10.0)]
+    c = candles(bars)
+    old_loss = CooldownState(
+        asset="BTC/USDT",
+        losses=[LossRecord(exit_time=to_datetime(T0 - 100 * H), position_id="pos_old")],
+    )
+    driver = Driver(strategy, c)
+    driver.at(0)  # enters at bar 0's close, stop at 95
+    driver.state = driver.state.model_copy(update={"cooldowns": {"BTC/USDT": old_loss}})
+    result = driver.at(5)
+    assert [(t.exit_reason, t.exit_price) for t in result.closed_trades] == [("stop_loss", 95.0)]
+    assert status_tuple(result) == (False, None, None, 0)
+    assert [o.created_at for o in entries(result)] == [hour(5)]
+
+
+def test_a_trip_older_than_the_first_candle_no_longer_blocks():
+    # A trip 100 h before the first candle, blocking 48 bars, ended long ago; an unknown bar
+    # must not read as "the bar before the first candle" (which would block until bar 47).
+    strategy = tiers_strategy(short_loss_limit=1, short_window_bars=48)
+    c = candles([(100.0, 100.0, 100.0, 100.0, 10.0)] * 3)
+    tripped = CooldownState(
+        asset="BTC/USDT", tripped_at=to_datetime(T0 - 100 * H), blocked_bars=48, tier="short"
+    )
+    state = ExecutionState(strategy_id=strategy.strategy_id, cooldowns={"BTC/USDT": tripped})
+    result = Driver(strategy, c, state).at(2)
+    assert status_tuple(result) == (False, None, None, 0)
+    assert len(entries(result)) == 1
+
+
+def test_the_fetch_covers_each_window_back_from_the_oldest_bar_processed():
+    # W = 12 (long tier 48 is longer: the longest window counts), 2 bars of margin.
+    strategy = tiers_strategy(
+        short_loss_limit=2, short_window_bars=12, long_loss_limit=4, long_window_bars=48
+    )
+    compiled = compile_strategy(strategy)
+    assert compiled.history_needed(None, T0) == max(strategy.warmup_bars, 48 + 2)
+    # a position entered 100 bars before the clock: bars 100 back to its entry bar,
+    # plus the entry bar itself (101), plus the window and the margin: 151
+    position = Position(
+        position_id="p",
+        strategy_id=strategy.strategy_id,
+        asset="BTC/USDT",
+        entry_time=to_datetime(T0),
+        entry_price=100.0,
+        quantity=1.0,
+    )
+    state = ExecutionState(strategy_id=strategy.strategy_id, positions=[position])
+    assert compiled.history_needed(state, T0 + 100 * H) == 101 + 48 + 2

@@ -420,3 +420,41 @@ def test_json_schema_export():
     text = json.dumps(schema)
     for tag in ('"percent"', '"atr"', '"risk_reward"', '"fixed_notional"', '"fixed_quantity"'):
         assert tag in text
+
+
+def test_an_asset_listed_twice_is_refused_at_its_path() -> None:
+    # Evaluated twice, it made two positions with one id and counted each loss twice.
+    with pytest.raises(StrategyInvalid) as info:
+        parse_strategy(strategy_doc(assets=["BTC/USDT", "ETH/USDT", "BTC/USDT"]))
+    assert info.value.problems == [
+        (
+            "assets[2]",
+            "BTC/USDT is listed twice (also assets[0]): each asset is evaluated once, with its "
+            "own positions and cooldown",
+        )
+    ]
+
+
+def test_thirty_assets_entering_at_once_are_refused_with_how_many_fit() -> None:
+    # The DESIGN example's execution config: a signal exit, stop, target and cooldown make
+    # 1 + 2 + 1 items per closing position, 4 per entry and 1 cooldown: 9 per asset.
+    doc = strategy_doc(
+        assets=[f"A{n:02d}/USD" for n in range(30)],
+        exit={"left": "volume", "op": "<", "right": 1},
+        execution_config={
+            "stop_loss": {"type": "percent", "value": 0.02},
+            "take_profit": {"type": "risk_reward", "ratio": 2.0},
+            "cooldown_config": {"1h": {"short_loss_limit": 2, "short_window_bars": 12}},
+        },
+    )
+    with pytest.raises(StrategyInvalid) as info:
+        parse_strategy(doc)
+    ((path, message),) = info.value.problems
+    assert path == "assets"
+    assert message.startswith(
+        "30 assets can change up to 9 items each in one evaluation (271 with the state "
+        "version), above the 100 one atomic commit may hold: with this execution_config at "
+        "most 11 assets fit"
+    )
+    doc["assets"] = doc["assets"][:11]
+    assert parse_strategy(doc).max_writes_per_evaluation == 100

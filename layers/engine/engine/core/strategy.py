@@ -446,7 +446,7 @@ def _reference_problems(data: Any) -> Iterator[tuple[tuple[str | int, ...], str,
             yield (
                 ("assets", i),
                 "duplicate_asset",
-                f"{asset} is listed twice (also assets.{first_at[asset]}): each asset is "
+                f"{asset} is listed twice (also assets[{first_at[asset]}]): each asset is "
                 "evaluated once, with its own positions and cooldown",
             )
         first_at.setdefault(asset, i)
