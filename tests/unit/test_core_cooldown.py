@@ -145,6 +145,43 @@ def test_both_tiers_trip_longer_window_rules_and_is_reported():
     assert status_tuple(r[23]) == (False, None, None, 0)
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param(
+            {
+                "cooldown_config": {
+                    "1h": {
+                        "short_loss_limit": 1,
+                        "short_window_bars": 3,
+                        "long_loss_limit": 1,
+                        "long_window_bars": 3,
+                    }
+                }
+            },
+            id="tiers-of-equal-windows",
+        ),
+        pytest.param(
+            # legacy: both trips block for cooldown_bars; the weekly window is the longer one
+            {"daily_momentum_limit": 1, "weekly_momentum_limit": 1, "cooldown_bars": 3},
+            id="legacy-equal-blocks",
+        ),
+    ],
+)
+def test_both_tiers_tripping_to_the_same_bar_report_the_long_tier(config):
+    # one loss at 10 trips both tiers: each blocks 10..13. The cooldown ends at 13 either way;
+    # "the longer window rules" decides the reported tier: long.
+    strategy = make_strategy(execution_config={"stop_loss": STOP, **config})
+    bars = scripted(16, losses=[10], probes=range(10, 15))
+    driver, entered, lost = run_all(strategy, bars)
+    assert lost == [10]
+    assert entered == [9, 14]
+    r = driver.results
+    assert status_tuple(r[10]) == (True, "long", hour(13), 4)
+    assert status_tuple(r[13]) == (True, "long", hour(13), 1)
+    assert status_tuple(r[14]) == (False, None, None, 0)
+
+
 def test_cooldown_until_is_a_maximum_a_later_shorter_trip_never_shortens_it():
     config = parse_strategy(
         strategy_doc(
