@@ -103,8 +103,8 @@ def test_every_trade_is_explained_by_the_candles(case, data):
 
 
 # Bars per day in each timeframe (DESIGN §3), written out here rather than taken from the engine.
-_BARS_PER_DAY = {"1m": 1440, "5m": 288, "15m": 96, "30m": 48, "1h": 24, "2h": 12, "4h": 6}
-_BARS_PER_DAY |= {"6h": 4, "12h": 2, "1d": 1, "1w": 1 / 7}
+_BARS_PER_DAY: dict[str, float] = {"1m": 1440, "5m": 288, "15m": 96, "30m": 48, "1h": 24}
+_BARS_PER_DAY |= {"2h": 12, "4h": 6, "6h": 4, "12h": 2, "1d": 1, "1w": 1 / 7}
 
 
 def cooldown_tiers(doc: dict[str, Any]) -> list[tuple[str, int, int, int]]:
