@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast lint typecheck dev bench bench-layer soak sam-validate sam-build clean
+.PHONY: venv test test-fast lint typecheck dev bench bench-layer soak mutants sam-validate sam-build clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,14 @@ SOAK_TRIALS ?= 20000
 SOAK_SECONDS ?= 3600
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py --trials $(SOAK_TRIALS) --seconds $(SOAK_SECONDS)
+
+## make mutants: the mutation check (bench/mutants.py): each named wrong change of
+## bench/mutants.toml, applied alone to a temporary copy of the tree, must fail its tests.
+## The last line is JSON; the exit status is 1 unless every mutant was killed.
+## MUTANTS=name-part runs only those.
+MUTANTS ?=
+mutants: $(STAMP)
+	$(BIN)/python bench/mutants.py $(if $(MUTANTS),--only $(MUTANTS))
 
 clean:
 	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

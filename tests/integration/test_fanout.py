@@ -32,7 +32,7 @@ from engine import bootstrap
 from engine.core.candles import Candles
 from engine.core.strategy import Strategy, parse_strategy
 from engine.core.timeframes import timeframe_ms
-from engine.schedule import ChunkIncomplete, evaluate_chunk, plan_chunks
+from engine.schedule import ChunkIncomplete, evaluate_chunk
 from engine.service import ExecutionService
 from engine.storage import RetryPolicy, dynamo_repositories
 from engine.storage.models import OrderModel, PositionModel, StrategyModel
@@ -370,11 +370,22 @@ def test_a_tick_over_more_than_a_chunk_fans_out_and_evaluates_each_due_strategy_
     assert len(stack.market.fetches) == sum(pairs_in.values())
 
 
-def test_the_plan_is_the_one_the_handler_enqueues(stack: FanoutStack) -> None:
+def test_the_handler_enqueues_the_first_fit_decreasing_plan(stack: FanoutStack) -> None:
+    # By hand: AAA 1h's twelve fill a chunk and leave two; the pieces by size, each into the
+    # first chunk with room: BBB 9 | AAA 4h 8 | CCC 7 | EEE 6 | FFF 3 beside CCC (7 + 3) |
+    # AAA 1h's two beside AAA 4h (8 + 2). Paused and daily strategies are not due at 12:00.
+    def ids(asset: str, timeframe: str, numbers: range) -> list[str]:
+        return [strategy_id(asset, timeframe, n) for n in numbers]
+
+    expected = [
+        ids("AAA/USD", "1h", range(10)),
+        ids("BBB/USD", "1h", range(9)),
+        ids("AAA/USD", "4h", range(8)) + ids("AAA/USD", "1h", range(10, 12)),
+        ids("CCC/USD", "1h", range(7)) + ids("FFF/USD", "1h", range(3)),
+        ids("EEE/USD", "15m", range(6)),
+    ]
     stack.tick()
-    enqueued = sorted(chunk_ids(stack.receive()))
-    due = stack.service.due_strategies(TICK // 1000 * 1000, 60_000)
-    assert sorted(plan_chunks(due, CHUNK_SIZE)) == enqueued
+    assert sorted(chunk_ids(stack.receive())) == sorted(expected)
 
 
 def test_a_chunk_whose_market_fails_is_the_only_record_reported_and_its_retry_adds_only_what_failed(

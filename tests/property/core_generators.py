@@ -1,8 +1,9 @@
 """Hypothesis generators for the engine-core property tests.
 
 Strategies come in a few indicator/condition shapes with random stops, targets, sizing,
-fees, max-open, max-hold and cooldowns (tiers or legacy keys). Markets are random walks on
-an hourly clock, optionally with closures (gaps in time), one series per asset, generated
+fees, max-open, max-hold and cooldowns (tiers or legacy keys), on a drawn primary timeframe
+(informative indicators on a drawn coarser one). Markets are random walks on that
+timeframe's clock, optionally with closures (gaps in time), one series per asset, generated
 from a drawn seed so that examples stay cheap and reproducible.
 """
 
@@ -18,11 +19,19 @@ from engine.core.evaluate import compile_strategy, evaluate
 from engine.core.market import MarketData
 from engine.core.state import EvaluationResult, ExecutionState
 from engine.core.strategy import Strategy, parse_strategy
+from engine.core.timeframes import TIMEFRAME_MS
 from hypothesis import strategies as st
 
-from tests.core_helpers import T0, H
+from tests.core_helpers import T0
 
 ASSETS = ("AAA/USD", "BBB/USD")
+TIMEFRAMES = tuple(TIMEFRAME_MS)  # T0 is a Monday 00:00: aligned for each, 1w included
+
+
+def coarser(timeframe: str) -> list[str]:
+    """Informative timeframes for a primary one: the coarser ones (1w has only itself)."""
+    found = [tf for tf in TIMEFRAMES if TIMEFRAME_MS[tf] > TIMEFRAME_MS[timeframe]]
+    return found or [timeframe]
 
 
 def _floats(lo: float, hi: float) -> st.SearchStrategy[float]:
@@ -31,7 +40,9 @@ def _floats(lo: float, hi: float) -> st.SearchStrategy[float]:
 
 
 @st.composite
-def signal_shapes(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+def signal_shapes(
+    draw: st.DrawFn, timeframe: str = "1h"
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
     """(indicators, entry, exit or None) of one of a few shapes."""
     shape = draw(st.sampled_from(["volume", "sma_cross", "rsi", "macd", "informative", "combo"]))
     with_exit = draw(st.booleans())
@@ -76,7 +87,7 @@ def signal_shapes(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any], dict
             "trend": {
                 "fn": "SMA",
                 "params": {"timeperiod": draw(st.integers(2, 4))},
-                "timeframe": draw(st.sampled_from(["2h", "4h", "1d"])),
+                "timeframe": draw(st.sampled_from(coarser(timeframe)[:4])),
             }
         }
         entry = {
@@ -106,7 +117,7 @@ def signal_shapes(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any], dict
 
 
 @st.composite
-def cooldowns(draw: st.DrawFn) -> dict[str, Any]:
+def cooldowns(draw: st.DrawFn, timeframe: str = "1h") -> dict[str, Any]:
     kind = draw(st.sampled_from(["none", "tiers", "legacy"]))
     if kind == "none":
         return {}
@@ -117,7 +128,7 @@ def cooldowns(draw: st.DrawFn) -> dict[str, Any]:
             "long_loss_limit": draw(st.integers(0, 5)),
             "long_window_bars": draw(st.integers(0, 40)),
         }
-        return {"cooldown_config": {"1h": tiers}}
+        return {"cooldown_config": {timeframe: tiers}}
     ranges = {
         "cooldown_bars": (1, 10),
         "daily_momentum_limit": (1, 3),
@@ -128,8 +139,10 @@ def cooldowns(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
-def strategy_docs(draw: st.DrawFn) -> dict[str, Any]:
-    indicators, entry, exit_ = draw(signal_shapes())
+def strategy_docs(draw: st.DrawFn, timeframe: str | None = None) -> dict[str, Any]:
+    if timeframe is None:
+        timeframe = draw(st.sampled_from(TIMEFRAMES))
+    indicators, entry, exit_ = draw(signal_shapes(timeframe))
     config: dict[str, Any] = {}
     stop_kind = draw(st.sampled_from([None, "percent", "atr"]))
     target_kind = draw(
@@ -169,13 +182,13 @@ def strategy_docs(draw: st.DrawFn) -> dict[str, Any]:
             ]
         )
     )
-    config.update(draw(cooldowns()))
+    config.update(draw(cooldowns(timeframe)))
     assets = list(ASSETS[: draw(st.integers(1, 2))])
     doc: dict[str, Any] = {
         "strategy_id": "prop-" + draw(st.sampled_from(["a", "b", "c"])),
         "name": "property",
         "assets": assets,
-        "timeframe": "1h",
+        "timeframe": timeframe,
         "indicators": indicators,
         "entry": entry,
         "execution_config": config,
@@ -200,38 +213,46 @@ def random_walk(rng: np.random.Generator, times: np.ndarray) -> Candles:
 @dataclass(frozen=True)
 class Market:
     candles: dict[str, Candles]
+    timeframe: str = "1h"
 
     @property
     def times(self) -> np.ndarray:
         return next(iter(self.candles.values())).time
 
     def now_after(self, index: int) -> int:
-        return int(self.times[index]) + H
+        return int(self.times[index]) + TIMEFRAME_MS[self.timeframe]
 
     def data(self) -> MarketData:
-        return MarketData({(asset, "1h"): c for asset, c in self.candles.items()})
+        return MarketData({(asset, self.timeframe): c for asset, c in self.candles.items()})
 
     def data_up_to(self, now_ms: int) -> MarketData:
         """Only the bars closed by now_ms: what a provider could have returned then."""
+        tf = self.timeframe
         return MarketData(
-            {
-                (asset, "1h"): c.head(c.closed_count("1h", now_ms))
-                for asset, c in self.candles.items()
-            }
+            {(asset, tf): c.head(c.closed_count(tf, now_ms)) for asset, c in self.candles.items()}
         )
 
 
 @st.composite
-def markets(draw: st.DrawFn, min_bars: int = 30, max_bars: int = 200) -> Market:
+def markets(
+    draw: st.DrawFn, timeframe: str = "1h", min_bars: int = 30, max_bars: int = 200
+) -> Market:
     n = draw(st.integers(min_bars, max_bars))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     steps = np.ones(n, dtype=np.int64)
-    if draw(st.booleans()):  # the market closes now and then: gaps of 2..60 hours
+    if draw(st.booleans()):  # the market closes now and then: gaps of 2..60 bars
         closed = rng.random(n) < 0.08
         steps[closed] = rng.integers(2, 60, closed.sum())
     steps[0] = 0
-    times = T0 + np.cumsum(steps) * H
-    return Market({asset: random_walk(rng, times) for asset in ASSETS})
+    times = T0 + np.cumsum(steps) * TIMEFRAME_MS[timeframe]
+    return Market({asset: random_walk(rng, times) for asset in ASSETS}, timeframe)
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> tuple[dict[str, Any], Market]:
+    """A strategy document and a market on its primary timeframe."""
+    doc = draw(strategy_docs(), label="doc")
+    return doc, draw(markets(doc["timeframe"]), label="market")
 
 
 @st.composite

@@ -147,6 +147,72 @@ def test_both_tiers_trip_longer_window_rules_and_is_reported():
     assert status_tuple(r[23]) == (False, None, None, 0)
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param(
+            {
+                "cooldown_config": {
+                    "1h": {
+                        "short_loss_limit": 1,
+                        "short_window_bars": 3,
+                        "long_loss_limit": 1,
+                        "long_window_bars": 3,
+                    }
+                }
+            },
+            id="tiers-of-equal-windows",
+        ),
+        pytest.param(
+            # legacy: both trips block for cooldown_bars; the weekly window is the longer one
+            {"daily_momentum_limit": 1, "weekly_momentum_limit": 1, "cooldown_bars": 3},
+            id="legacy-equal-blocks",
+        ),
+    ],
+)
+def test_both_tiers_tripping_to_the_same_bar_report_the_long_tier(config):
+    # one loss at 10 trips both tiers: each blocks 10..13. The cooldown ends at 13 either way;
+    # "the longer window rules" decides the reported tier: long.
+    strategy = make_strategy(execution_config={"stop_loss": STOP, **config})
+    bars = scripted(16, losses=[10], probes=range(10, 15))
+    driver, entered, lost = run_all(strategy, bars)
+    assert lost == [10]
+    assert entered == [9, 14]
+    r = driver.results
+    assert status_tuple(r[10]) == (True, "long", hour(13), 4)
+    assert status_tuple(r[13]) == (True, "long", hour(13), 1)
+    assert status_tuple(r[14]) == (False, None, None, 0)
+
+
+def test_a_trip_during_a_cooldown_extends_it_by_a_single_bar():
+    # short L=1 W=2, two positions: entries at 8 (close 100, stop 95) and 9 (close 110,
+    # stop 104.5). Bar 10 stops the second (a loss): blocked 10..12. Bar 11 stops the first
+    # (a loss, read at a later evaluation): until = max(12, 11 + 2) = 13. Entry again at 14.
+    strategy = make_strategy(
+        execution_config={
+            "stop_loss": STOP,
+            "max_open_positions": 2,
+            "cooldown_config": {"1h": {"short_loss_limit": 1, "short_window_bars": 2}},
+        }
+    )
+    bars = [FLAT] * 16
+    bars[8] = SIGNAL
+    bars[9] = (100.0, 110.0, 100.0, 110.0, 10.0)
+    bars[10] = (110.0, 110.0, 100.0, 105.0, 1.0)
+    bars[11] = (100.0, 100.0, 90.0, 95.0, 1.0)
+    for probe in (12, 13, 14):
+        bars[probe] = SIGNAL
+    driver, entered, lost = run_all(strategy, bars)
+    assert lost == [10, 11]
+    assert [t.exit_price for t in driver.closed_trades] == [104.5, 95.0]
+    assert entered == [8, 9, 14]
+    r = driver.results
+    assert status_tuple(r[10]) == (True, "short", hour(12), 3)
+    assert status_tuple(r[11]) == (True, "short", hour(13), 3)
+    assert status_tuple(r[13]) == (True, "short", hour(13), 1)
+    assert status_tuple(r[14]) == (False, None, None, 0)
+
+
 def test_cooldown_until_is_a_maximum_a_later_shorter_trip_never_shortens_it():
     config = parse_strategy(
         strategy_doc(

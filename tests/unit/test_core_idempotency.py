@@ -91,20 +91,36 @@ def test_retry_from_the_old_state_writes_the_same_items():
     assert first.state == second.state
 
 
-def test_ids_are_derived_from_strategy_asset_bar_and_kind():
+# Ids are a stored-data format (docs/storage.md): these literals were computed outside the
+# engine, as `printf '%s' 'test-strategy|BTC/USDT|1704074400000|position' | sha256sum`, first
+# 24 hex digits. A change of derivation must fail here and ship with a migration.
+POSITION_AT_BAR2 = "pos_3b58966e58807ae69e05473d"
+ORDERS_AT_BAR2 = {
+    "market": "ord_636f72c73c2660f664d4e78f",  # enter_long
+    "stop_loss": "ord_b575a2e146ce5557c5bd433d",
+    "take_profit": "ord_680e0be952efb19f465a4fde",
+}
+EXIT_AT_BAR4 = "ord_35eeade4a4bb9aab2f7bf3d0"  # exit_long of that position at bar 4
+
+
+def test_ids_are_pinned_to_their_stored_values():
     strategy = make_strategy(execution_config={**CONFIG, "cooldown_config": None})
     driver = Driver(strategy, candles(flat_bars(6, b2=SIGNAL, b3=(100, 100, 90, 95, 1))))
     opened = driver.at(2)
     (position,) = opened.positions
-    bar2 = T0 + 2 * H
-    assert position.position_id == ids.position_id("test-strategy", "BTC/USDT", bar2)
-    by_type = {o.type: o.order_id for o in opened.orders}
-    assert by_type["market"] == ids.order_id(position.position_id, "enter_long", bar2)
-    assert by_type["stop_loss"] == ids.order_id(position.position_id, "stop_loss", bar2)
-    assert by_type["take_profit"] == ids.order_id(position.position_id, "take_profit", bar2)
-    assert len(set(by_type.values())) == 3
+    assert position.position_id == POSITION_AT_BAR2
+    assert {o.type: o.order_id for o in opened.orders} == ORDERS_AT_BAR2
+    assert {o.position_id for o in opened.orders} == {POSITION_AT_BAR2}
+    # the stop fills at bar 3: the filled and the cancelled order keep their ids
+    closed = driver.at(3)
+    assert {(o.type, o.status): o.order_id for o in closed.changes.orders} == {
+        ("stop_loss", "filled"): ORDERS_AT_BAR2["stop_loss"],
+        ("take_profit", "cancelled"): ORDERS_AT_BAR2["take_profit"],
+    }
 
-    # any change of strategy, asset, bar or kind changes the id
+
+def test_ids_change_with_strategy_asset_bar_and_kind():
+    bar2 = T0 + 2 * H
     base = ids.position_id("s", "BTC/USDT", bar2)
     assert base != ids.position_id("t", "BTC/USDT", bar2)
     assert base != ids.position_id("s", "ETH/USDT", bar2)
@@ -113,14 +129,17 @@ def test_ids_are_derived_from_strategy_asset_bar_and_kind():
     assert ids.order_id(base, "exit_long", bar2) != ids.order_id(base, "exit_long", bar2 + H)
 
 
-def test_signal_exit_order_id():
+def test_signal_exit_order_id_is_pinned():
     strategy = make_strategy(exit={"left": "volume", "op": "<", "right": 0.5})
     driver = Driver(strategy, candles(flat_bars(6, b2=SIGNAL, b4=(100, 100, 100, 101, 0.1))))
     driver.over([2, 4])
     (exit_order,) = [o for o in driver.results[-1].orders if o.side == "exit_long"]
-    position_id = ids.position_id("test-strategy", "BTC/USDT", T0 + 2 * H)
-    assert exit_order.order_id == ids.order_id(position_id, "exit_long", T0 + 4 * H)
-    assert exit_order.created_at == hour(4)
+    assert (exit_order.order_id, exit_order.position_id) == (EXIT_AT_BAR4, POSITION_AT_BAR2)
+    assert (exit_order.type, exit_order.reason, exit_order.created_at) == (
+        "market",
+        "signal",
+        hour(4),
+    )
 
 
 _SCRIPT = textwrap.dedent(

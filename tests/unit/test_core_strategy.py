@@ -5,10 +5,20 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pytest
-from engine.core.strategy import Strategy, StrategyInvalid, parse_strategy
+from engine.core.conditions import compile_condition
+from engine.core.market import MarketData
+from engine.core.strategy import (
+    AllOf,
+    Comparison,
+    Ref,
+    Strategy,
+    StrategyInvalid,
+    parse_strategy,
+)
 
-from tests.core_helpers import DESIGN_EXAMPLE, strategy_doc
+from tests.core_helpers import DESIGN_EXAMPLE, candles, strategy_doc
 
 
 def problems_of(doc: object) -> dict[str, str]:
@@ -65,7 +75,31 @@ def test_multi_output_references_with_talib_output_names():
             ]
         },
     )
-    parse_strategy(doc)
+    strategy = parse_strategy(doc)
+    assert strategy.indicators["macd"].outputs == ("macd", "macdsignal", "macdhist")
+    assert strategy.indicators["bb"].outputs == ("upperband", "middleband", "lowerband")
+    assert strategy.entry == AllOf(
+        all=[
+            Comparison(left="macd.macd", op="crosses_above", right="macd.macdsignal"),
+            Comparison(left="close", op="<", right="bb.lowerband"),
+            Comparison(left=Ref(ref="macd.macdhist", shift=2), op="<", right=0),
+        ]
+    )
+    # each reference reads its own output: true at bar 2 only with these hand-made series
+    nan = float("nan")
+    frame = {
+        "macd.macd": np.array([0.0, -1.0, 2.0]),
+        "macd.macdsignal": np.array([0.0, 0.0, 1.0]),  # macd crosses above it at bar 2
+        "macd.macdhist": np.array([-0.5, nan, 9.0]),  # two bars before bar 2: -0.5 < 0
+        "close": np.array([10.0, 10.0, 10.0]),
+        "bb.lowerband": np.array([9.0, 9.0, 11.0]),  # close 10 < 11 at bar 2
+        "bb.upperband": np.array([nan, nan, nan]),
+        "bb.middleband": np.array([nan, nan, nan]),
+    }
+    entry = compile_condition(strategy.entry)
+    assert [entry(frame, i, set()) for i in range(3)] == [False, False, True]
+    frame["macd.macdsignal"] = np.array([0.0, 0.0, 3.0])  # macd 2 stays below: no cross
+    assert entry(frame, 2, set()) is False
 
 
 def test_missing_entry_is_rejected():
@@ -197,7 +231,16 @@ def test_single_output_indicator_is_referenced_by_name_or_by_output():
         indicators={"rsi": {"fn": "RSI"}},
         entry={"left": "rsi", "op": "<", "right": "rsi.real"},
     )
-    parse_strategy(doc)
+    strategy = parse_strategy(doc)
+    assert strategy.entry == Comparison(left="rsi", op="<", right="rsi.real")
+    close = [100.0 + (-1) ** i * i for i in range(40)]
+    bars = candles([(c, c, c, c, 1.0) for c in close])
+    frame = MarketData({("BTC/USDT", "1h"): bars}).frame(strategy, "BTC/USDT")
+    # one series under both names: RSI(14) undefined for the first 14 bars, then defined
+    np.testing.assert_array_equal(frame["rsi"], frame["rsi.real"])
+    assert np.isnan(frame["rsi"][:14]).all() and not np.isnan(frame["rsi"][14:]).any()
+    entry = compile_condition(strategy.entry)
+    assert not any(entry(frame, i, set()) for i in range(40))  # never below itself
 
 
 def test_risk_reward_without_stop():

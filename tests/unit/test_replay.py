@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -280,17 +279,6 @@ def test_warm_up_warnings_are_collected_once() -> None:
         {w.message for w in result.warnings if w.code == "undefined_value"}
     )
     assert result.warning_counts["undefined_value"] >= 14
-
-
-def test_ten_thousand_bars_of_rsi_and_sma() -> None:
-    strategy = busy_strategy()
-    history = random_candles(10_000, seed=5)
-    started = time.perf_counter()
-    result = replay(strategy, history, progress=False)
-    elapsed = time.perf_counter() - started
-    print(f"\nreplay of 10,000 bars: {elapsed:.2f}s, {len(result.trades)} trades")
-    assert result.bars == 10_000
-    assert len(result.trades) > 100
 
 
 # --- the CLI, end to end ----------------------------------------------------------------------

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 from engine.core.candles import Candles
 from engine.core.strategy import parse_strategy
-from engine.errors import ConcurrentEvaluation, InvalidRequest, StrategyNotFound
+from engine.errors import (
+    ConcurrentEvaluation,
+    InvalidRequest,
+    MarketDataStale,
+    StrategyNotFound,
+)
 from engine.schedule import ChunkIncomplete, evaluate_chunk, plan_chunks, run_scheduled_tick
 from engine.service import BulkFailure, ExecutionService
 
@@ -100,25 +106,40 @@ def test_unknown_strategy_is_not_found() -> None:
         svc.evaluate_by_id("nope")
 
 
-def test_concurrent_commit_loses_with_409_and_writes_nothing() -> None:
-    svc, states, _ = make_service(
-        [strategy("a")], {("BTC/USDT", "1h"): candles(1, spike_at=BARS - 1)}
-    )
-    loaded = states.load([svc.strategies.get("a")])["a"]  # type: ignore[list-item]
-    svc.evaluate_by_id("a")  # the other evaluation commits first
-    from engine.core.evaluate import evaluate
-    from engine.core.market import MarketData
+class RivalCommitsFirst(MemoryStates):
+    """Another evaluation of the same strategy commits between this one's load and commit."""
 
-    mine = evaluate(
-        svc.strategies.get("a"),
-        loaded,
-        MarketData({("BTC/USDT", "1h"): candles(1, spike_at=BARS - 1)}),
-        NOW,
-    )  # type: ignore[arg-type]
-    before = states.snapshot()
-    with pytest.raises(ConcurrentEvaluation):
-        states.commit(loaded, mine.changes)
-    assert states.snapshot() == before
+    def __init__(self, rival: Callable[[], object]) -> None:
+        super().__init__()
+        self.rival = rival
+
+    def load(self, strategies):  # type: ignore[no-untyped-def]
+        loaded = super().load(strategies)
+        rival, self.rival = self.rival, lambda: None
+        rival()  # once: the rival loads and commits with nothing in its way
+        return loaded
+
+
+def test_an_evaluation_overtaken_by_a_concurrent_commit_is_409_and_writes_nothing() -> None:
+    market = {("BTC/USDT", "1h"): candles(1, spike_at=BARS - 1)}
+    states = RivalCommitsFirst(lambda: rival.evaluate_by_id("a"))
+    rival = ExecutionService(
+        MemoryStrategies([strategy("a")]), states, MemoryMarket(market), clock=lambda: NOW
+    )
+    svc = ExecutionService(
+        MemoryStrategies([strategy("a")]), states, MemoryMarket(market), clock=lambda: NOW
+    )
+    with pytest.raises(ConcurrentEvaluation) as info:
+        svc.evaluate_by_id("a")
+    assert (info.value.status, info.value.code) == (409, "concurrent_evaluation")
+    # only the rival's entry is stored: one position, its entry and stop orders, version 1
+    assert states.commits == 1 and states.versions == {"a": 1}
+    (position,) = states.positions.values()
+    assert sorted((o.type, o.status) for o in states.orders.values()) == [
+        ("market", "filled"),
+        ("stop_loss", "open"),
+    ]
+    assert {o.position_id for o in states.orders.values()} == {position.position_id}
 
 
 def test_bulk_shares_market_data_and_indicators() -> None:
@@ -171,12 +192,23 @@ def test_stale_data_is_rejected_or_warned_by_policy() -> None:
     old = candles(1, bars=BARS)
     svc, _, _ = make_service([strategy("a")], {("BTC/USDT", "1h"): old})
     svc.clock = lambda: NOW + 5 * H  # the newest closed bar is now 5 bars old
-    with pytest.raises(Exception) as info:
+    # bar 299 opens at 299 h after the epoch (1970-01-13 11:00) and closed 5 h before now
+    message = (
+        "market data for BTC/USDT 1h is stale: the newest closed bar opened at "
+        "1970-01-13T11:00:00Z and closed 5 bars (18000 s) before 1970-01-13T17:00:00Z; "
+        "at most 2 bars are allowed"
+    )
+    with pytest.raises(MarketDataStale) as info:
         svc.evaluate_by_id("a", persist=False)
-    assert getattr(info.value, "status", None) == 503
+    assert (info.value.status, info.value.code, info.value.message) == (
+        503,
+        "market_data_stale",
+        message,
+    )
     svc.stale_policy = "warn"
     result = svc.evaluate_by_id("a", persist=False)
-    assert any(w.code == "stale_market_data" for w in result.warnings)
+    assert [(w.code, w.message) for w in result.warnings] == [("stale_market_data", message)]
+    assert result.bar is not None and result.bar.isoformat() == "1970-01-13T11:00:00+00:00"
 
 
 def test_due_strategies_follow_the_clock() -> None:

@@ -386,7 +386,8 @@ def test_tables_keep_backups_encryption_and_survive_stack_deletion(
 
 
 def test_the_pynamodb_models_declare_the_same_tables() -> None:
-    models = pytest.importorskip("engine.storage.models")
+    from engine.storage import models  # the project's own: a broken import must fail
+
     ours = cloudformation_table_definitions()
     theirs = {
         definition["TableNameEnv"]: {
