@@ -40,7 +40,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,6 +59,7 @@ from engine.core.state import Changes, EvaluationResult, ExecutionState
 from engine.core.strategy import Strategy, parse_strategy
 from engine.errors import ConcurrentEvaluation, EngineError, MarketDataUnavailable
 from engine.local.template import load_function_module
+from engine.ports import EvaluatedBar
 from engine.schedule import ChunkIncomplete, evaluate_chunk, run_scheduled_tick
 from engine.service import ExecutionService
 from engine.storage import RetryPolicy, dynamo_repositories
@@ -425,12 +426,14 @@ class RecordingStates:
         loaded: dict[str, ExecutionState] = self.inner.load(strategies)
         return loaded
 
-    def commit(self, state: ExecutionState, changes: Changes) -> int:
+    def commit(
+        self, state: ExecutionState, changes: Changes, evaluated: EvaluatedBar | None = None
+    ) -> int:
         hooked = state.strategy_id == self.hooked
         if hooked and self.before is not None:
             self.before(state)
         try:
-            version: int = self.inner.commit(state, changes)
+            version: int = self.inner.commit(state, changes, evaluated)
         except EngineError as exc:
             self._record(Commit(state.strategy_id, state.version, False, exc.code))
             raise
@@ -438,6 +441,17 @@ class RecordingStates:
         if hooked and self.after is not None:
             self.after(state)
         return version
+
+    def record_bars(
+        self, evaluated: Sequence[tuple[ExecutionState, EvaluatedBar]]
+    ) -> Mapping[str, EngineError]:
+        """Quiet evaluations' bars: logged as commits that wrote no change."""
+        failures: Mapping[str, EngineError] = self.inner.record_bars(evaluated)
+        for state, _ in evaluated:
+            error = failures.get(state.strategy_id)
+            outcome = "ok" if error is None else error.code
+            self._record(Commit(state.strategy_id, state.version, False, outcome))
+        return failures
 
     def _record(self, commit: Commit) -> None:
         with self._lock:

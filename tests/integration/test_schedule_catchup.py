@@ -105,7 +105,6 @@ def ticks() -> Iterator[Ticks]:
         yield Ticks()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16: due is 'a bar closed since the last tick'")
 @pytest.mark.parametrize(
     ("before", "after"),
     [(NOON - MINUTE, NOON + MINUTE), (NOON - 1000, NOON + MINUTE + 1000)],
