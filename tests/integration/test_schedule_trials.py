@@ -27,6 +27,7 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -132,7 +133,7 @@ class Event:
 def tick_arrivals(rng: random.Random, minutes: int) -> list[tuple[int, int]]:
     """(scheduled, arrives) for a day of minute ticks: ~20 % missing, ~8 % delivered twice,
     ~8 % late by up to 20 minutes (so they arrive out of order), the rest within seconds;
-    and two outages without any tick (1–3 hours in a day; shorter in a shorter trial)."""
+    and two outages without any tick (1 to 3 hours in a day; shorter in a shorter trial)."""
     outages = []
     for _ in range(2):
         start = rng.randrange(minutes)
@@ -282,7 +283,7 @@ def check(trial: Trial, timeframes: Sequence[str] = TIMEFRAMES) -> None:
         # bars passed over: those between consecutive evaluated bars
         ordered = sorted(evaluations, key=lambda e: e.bar)
         assert ordered == evaluations, sid  # evaluations never go back in time
-        expected = [0] + [(b.bar - a.bar) // step - 1 for a, b in zip(ordered, ordered[1:])]
+        expected = [0] + [(b.bar - a.bar) // step - 1 for a, b in pairwise(ordered)]
         assert [e.bars_passed_over for e in ordered] == expected, sid
         if strategy.timeframe in ("1m", "5m"):
             assert sum(expected) > 0, sid  # the outages passed bars over: the case is tested
