@@ -577,6 +577,25 @@ def test_a_changed_status_or_timeframe_makes_a_strategy_due_afresh(
     assert [s.strategy_id for s in repos.strategies.due(0)] == ["s"]
 
 
+def test_strategies_stored_before_the_due_index_are_backfilled_once(
+    repos: DynamoRepositories,
+) -> None:
+    repos.strategies.put(make_strategy("new"))
+    for sid in ("old-1", "old-2"):  # items as the previous release wrote them
+        StrategyModel(
+            sid,
+            definition=make_strategy(sid).canonical_json(),
+            status="active",
+            timeframe="1h",
+            state_version=3,
+        ).save()
+    assert [s.strategy_id for s in repos.strategies.due(10**13)] == ["new"]
+    assert repos.strategies.backfill_schedule() == 2
+    assert [s.strategy_id for s in repos.strategies.due(10**13)] == ["new", "old-1", "old-2"]
+    assert StrategyModel.get("old-1").state_version == 3
+    assert repos.strategies.backfill_schedule() == 0
+
+
 def test_delete(repos: DynamoRepositories) -> None:
     repos.strategies.put(make_strategy("gone"))
     assert repos.strategies.delete("gone") is True

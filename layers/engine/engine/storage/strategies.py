@@ -164,6 +164,37 @@ class DynamoStrategyRepository:
         found = self._parse_all(items)
         return [found[sid] for sid in sorted(found)]
 
+    def backfill_schedule(self) -> int:
+        """Make every strategy stored before the due index existed (no `next_due_ms`) due at
+        the next tick; returns how many. A scan: run once when upgrading a stack."""
+
+        def scan() -> builtins.list[StrategyModel]:
+            return builtins.list(
+                StrategyModel.scan(
+                    filter_condition=StrategyModel.next_due_ms.does_not_exist(),
+                    attributes_to_get=["strategy_id"],
+                )
+            )
+
+        count = 0
+        for item in self.retry.call("Scan", scan):
+
+            def mark(sid: str = item.strategy_id) -> bool:
+                try:
+                    StrategyModel(sid).update(
+                        actions=[StrategyModel.next_due_ms.set(0)],
+                        condition=StrategyModel.strategy_id.exists()
+                        & StrategyModel.next_due_ms.does_not_exist(),
+                    )
+                except UpdateError as exc:
+                    if error_code(exc) == "ConditionalCheckFailedException":
+                        return False  # deleted, or put (and so scheduled) meanwhile
+                    raise
+                return True
+
+            count += self.retry.call("UpdateItem", mark)
+        return count
+
     def delete(self, strategy_id: str) -> bool:
         """Delete the strategy item; False when there was none.
 
