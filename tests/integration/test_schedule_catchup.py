@@ -7,6 +7,7 @@ out-of-order tick is made good by the next one that arrives.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,6 +29,7 @@ from tests.integration.test_idempotency import (
     moto_tables,
     patched,
     scheduled_event,
+    sqs_record,
     table_items,
 )
 
@@ -90,6 +92,19 @@ class Ticks:
             )
         return answer
 
+    def deliver(self, body: str, *, at: int) -> dict[str, Any]:
+        """One fan-out chunk, handed to the handler as SQS would, at `at`."""
+        self.now = at
+        service = self.service
+        with (
+            patched(self.handler, service=lambda: service, CHUNK_SIZE=200),
+            patched(bootstrap, service=lambda: service),
+        ):
+            answer: dict[str, Any] = self.handler.lambda_handler(
+                {"Records": [sqs_record(body, f"msg-{at}")]}, self.context
+            )
+        return answer
+
     def entry_bars(self, sid: str) -> list[int]:
         """Open times of the bars at which `sid` entered, one per enter_long order."""
         return sorted(
@@ -121,3 +136,58 @@ def test_a_missed_noon_tick_still_evaluates_the_bar_that_closed_at_noon(
     # the 12:00:00 tick never arrives
     ticks.tick(after)
     assert ticks.entry_bars("hourly") == [NOON - H]
+
+
+def emf(out: str) -> dict[str, float]:
+    """The metrics of every EMF record printed, summed by name."""
+    totals: dict[str, float] = {}
+    for line in out.splitlines():
+        if not line.startswith("{") or '"_aws"' not in line:
+            continue
+        record = json.loads(line)
+        for directive in record["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                values = record[metric["Name"]]
+                values = values if isinstance(values, list) else [values]
+                totals[metric["Name"]] = totals.get(metric["Name"], 0) + sum(values)
+    return totals
+
+
+def test_a_late_chunk_evaluates_the_newest_bar_and_says_which_it_passed_over(
+    ticks: Ticks, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The chunk of the 12:00 tick (for the 11:45 bar of a 15m strategy) is processed at
+    12:30: it evaluates the 12:15 bar, and the answer, a log record and two metrics say that
+    the 11:45 and 12:00 bars were passed over."""
+    quarter = 15 * MINUTE
+    ticks.market.candles[("AAA/USD", "15m")] = flat_candles("15m", NOON + 2 * H, set())
+    ticks.strategies.put(spiking_strategy("quarterly", "15m"))
+    ticks.tick(NOON - quarter + 10_000)  # 11:45:10 evaluates the 11:30 bar
+    capsys.readouterr()
+    body = json.dumps({"strategy_ids": ["quarterly"], "scheduled_time_ms": NOON})
+    answer = ticks.deliver(body, at=NOON + 30 * MINUTE)
+    assert answer == {"batchItemFailures": []}
+    metrics = emf(capsys.readouterr().out)
+    assert metrics["LateEvaluations"] == 1
+    assert metrics["BarsPassedOver"] == 2
+    assert metrics["ScheduledSkipped"] == 0
+    (late,) = [r for r in caplog.records if "delivered late" in r.getMessage()]
+    assert late.__dict__["scheduled_bar"] == "2026-01-01T11:45:00+00:00"
+    assert late.__dict__["bar"] == "2026-01-01T12:15:00+00:00"
+    assert late.__dict__["bars_passed_over"] == 2
+
+
+def test_a_chunk_skips_a_strategy_paused_after_it_was_queued(
+    ticks: Ticks, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ticks.market.candles[("AAA/USD", "1h")] = flat_candles("1h", NOON + 2 * H, {NOON - H})
+    ticks.strategies.put(spiking_strategy("hourly"))
+    body = json.dumps({"strategy_ids": ["hourly"], "scheduled_time_ms": NOON})
+    paused = parse_strategy(
+        {**json.loads(spiking_strategy("hourly").canonical_json()), "status": "paused"}
+    )
+    ticks.strategies.put(paused)  # after the tick queued it
+    capsys.readouterr()
+    assert ticks.deliver(body, at=NOON + 20_000) == {"batchItemFailures": []}
+    assert emf(capsys.readouterr().out)["ScheduledSkipped"] == 1
+    assert ticks.entry_bars("hourly") == []  # the spike at 11:00 was not acted on

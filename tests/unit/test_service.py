@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 from engine.core.candles import Candles
 from engine.core.strategy import parse_strategy
-from engine.errors import ConcurrentEvaluation, InvalidRequest, StrategyNotFound
+from engine.errors import (
+    ConcurrentEvaluation,
+    InvalidRequest,
+    StorageUnavailable,
+    StrategyNotFound,
+)
 from engine.schedule import ChunkIncomplete, evaluate_chunk, plan_chunks, run_scheduled_tick
 from engine.service import BulkFailure, ExecutionService
 
@@ -409,3 +414,59 @@ def test_a_refused_concurrent_commit_fails_its_strategy_alone() -> None:
     assert got["s2"].error.code == "concurrent_evaluation"
     assert all(got[sid].persisted for sid in ids if sid != "s2")  # type: ignore[union-attr]
     assert set(states.versions) == {"s0", "s1", "s3"}
+
+
+class FailingBars(MemoryStates):
+    """Commits of `conflict` lose to another evaluation; bars of `unrecorded` cannot be
+    written (DynamoDB failing)."""
+
+    def __init__(self, schedule: MemoryStrategies, conflict: str, unrecorded: str) -> None:
+        super().__init__(schedule)
+        self.conflict, self.unrecorded = conflict, unrecorded
+
+    def commit(self, state, changes, evaluated=None):  # type: ignore[no-untyped-def]
+        if state.strategy_id == self.conflict:
+            raise ConcurrentEvaluation(f"{state.strategy_id}: another evaluation came first")
+        return super().commit(state, changes, evaluated)
+
+    def record_bars(self, evaluated):  # type: ignore[no-untyped-def]
+        failed = {s.strategy_id for s, _ in evaluated} & {self.unrecorded}
+        super().record_bars([(s, b) for s, b in evaluated if s.strategy_id not in failed])
+        return {sid: StorageUnavailable("DynamoDB kept throttling") for sid in failed}
+
+
+def test_scheduled_failures_are_logged_with_their_reason_per_strategy(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    market = {
+        ("A0", "1h"): candles(0, spike_at=BARS - 1),  # acts: a commit
+        ("A2", "1h"): candles(2),  # quiet: only its bar to record
+        ("A3", "1h"): candles(3),
+    }
+    strats = [strategy("clash", "A0"), strategy("nodata", "A1"), strategy("throttled", "A2")]
+    strats.append(strategy("fine", "A3"))
+    repo = MemoryStrategies(strats)
+    states = FailingBars(repo, conflict="clash", unrecorded="throttled")
+    svc = ExecutionService(repo, states, MemoryMarket(market), clock=lambda: NOW)
+    report = run_scheduled_tick(svc, tick_ms=NOW, chunk_size=10, fanout=None)
+    assert report.due == 4 and report.evaluated == 1
+    reasons = {
+        r.__dict__["strategy_id"]: (r.__dict__["reason"], r.__dict__["code"])
+        for r in caplog.records
+        if r.name == "engine.schedule" and "failed" in r.getMessage()
+    }
+    assert reasons == {
+        "clash": ("conflict", "concurrent_evaluation"),
+        "nodata": ("market_data", "market_data_unavailable"),
+        "throttled": ("storage", "storage_unavailable"),
+    }
+    # the fan-out worker's error (what SQS and the logs show) names them too
+    with pytest.raises(ChunkIncomplete) as info:
+        evaluate_chunk(svc, json.dumps({"strategy_ids": ["clash", "nodata", "throttled"]}))
+    assert str(info.value) == (
+        "3 strategies must be retried: clash (conflict: concurrent_evaluation), "
+        "nodata (market_data: market_data_unavailable), "
+        "throttled (storage: storage_unavailable)"
+    )
+    # none of them had its bar recorded: the next tick tries them again
+    assert ids(svc.due_strategies()) == ["clash", "nodata", "throttled"]
