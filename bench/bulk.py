@@ -5,9 +5,10 @@
   fetches its candles and computes its indicators alone), and the ratio;
 - seconds of a bulk run of 500 strategies that all act on the bar with a simulated 20 ms per
   commit, committing one at a time and with 8 workers (as deployed);
-- DynamoDB requests of one quiet bulk run of 1,000 stored strategies, counted at the client
-  (moto in-process; market data from memory so that only storage traffic is counted), and of
-  a scheduled minute tick that finds none of them due;
+- DynamoDB requests of a bulk run of 1,000 stored strategies at a new bar (which records each
+  one's bar for the schedule), of a quiet rerun at the same bar, counted at the client (moto
+  in-process; market data from memory so that only storage traffic is counted), and of a
+  scheduled minute tick that finds none of them due;
 - peak memory of the 10,000 run (tracemalloc);
 - each handler module's import time, and its cold start up to the first network call, in the
   environment Lambda gives it (bench/lambda_env.py).
@@ -39,7 +40,7 @@ from engine.candles_io import read_csv, write_csv  # noqa: E402
 from engine.core.candles import Candles  # noqa: E402
 from engine.core.evaluate import compile_strategy, evaluate  # noqa: E402
 from engine.core.market import MarketData  # noqa: E402
-from engine.core.state import ExecutionState  # noqa: E402
+from engine.core.state import EvaluationResult, ExecutionState  # noqa: E402
 from engine.core.strategy import Strategy, parse_strategy  # noqa: E402
 from lambda_env import lambda_environment  # noqa: E402  (bench/, first on sys.path)
 
@@ -149,9 +150,10 @@ def shared_fetch_run(strategies: list[Strategy], files: dict[tuple[str, str], Pa
     return time.perf_counter() - start
 
 
-def dynamodb_requests_quiet(n: int = 1000) -> tuple[int, int] | None:
-    """Requests one quiet bulk run of n stored strategies makes, counted at the client, and
-    those of a scheduled minute tick that finds none of them due."""
+def dynamodb_requests_quiet(n: int = 1000) -> tuple[int, int, int] | None:
+    """Requests one quiet bulk run of n stored strategies makes, counted at the client, those
+    of a scheduled minute tick that finds none of them due, and those of the bulk run at a new
+    bar (which records every strategy's bar: the schedule's bookkeeping)."""
     try:
         from moto import mock_aws
     except ImportError:
@@ -192,25 +194,44 @@ def dynamodb_requests_quiet(n: int = 1000) -> tuple[int, int] | None:
                 Connection._make_api_call = original  # type: ignore[method-assign]
 
         class Memory:
-            def fetch(self, asset: str, timeframe: str, bars: int, now_ms: int) -> Candles:
-                return ALL_CANDLES[(asset, timeframe)]
+            """The candles up to `limit` bars: the market as it stood at the clock."""
 
-        # the quiet run comes a minute after the commits, as the next scheduled bar would
-        clock = {"offset": 0}
+            limit = BARS
+
+            def fetch(self, asset: str, timeframe: str, bars: int, now_ms: int) -> Candles:
+                return ALL_CANDLES[(asset, timeframe)].head(self.limit)
+
+        market = Memory()
+        clock = {"offset": 0, "now": NOW - H + 30 * 60_000}
         states = DynamoStateRepository(clock=lambda: int(time.time() * 1000) + clock["offset"])
         service = ExecutionService(
             strategies,
             states,
-            Memory(),
+            market,
             stale_policy="warn",
-            clock=lambda: NOW + H,
+            clock=lambda: clock["now"],
             max_bulk=n,
         )
         ids = [f"bench-{i:05d}" for i in range(n)]
-        # a first run may enter positions; the quiet run is the one at the same bar after it
+        # the bar before: strategies enter positions, every bar is recorded
+        market.limit = BARS - 1
         service.evaluate_bulk(ids, persist=True)
         _ = StrategyModel  # the models are bound to the mocked client
-        clock["offset"] = 60_000
+        # the next bar closes: the schedule's hourly run (the commits above are a minute old,
+        # so their states come from the sharded indexes, as they would)
+        market.limit, clock["now"], clock["offset"] = BARS, NOW + 30 * 60_000, 60_000
+        with counted():
+            result = service.evaluate_bulk(ids, persist=True)
+        acted = sum(
+            1 for r in result.results if isinstance(r, EvaluationResult) and not r.changes.empty
+        )
+        print(
+            f"  bulk of {n} at a new bar ({acted} acted): {len(calls)} DynamoDB calls: "
+            + ", ".join(f"{op} x{calls.count(op)}" for op in sorted(set(calls)))
+        )
+        new_bar = len(calls)
+        # the same bar again (a retry, an API call): quiet, every bar already recorded
+        clock["offset"] = 120_000
         with counted():
             service.evaluate_bulk(ids, persist=True)
         print(
@@ -220,10 +241,10 @@ def dynamodb_requests_quiet(n: int = 1000) -> tuple[int, int] | None:
         quiet_bulk = len(calls)
         # the schedule's minute tick between two hourly closes: nothing is due
         with counted():
-            due = service.due_strategies(NOW + H + 7 * 60_000, 60_000)
+            due = service.due_strategies(NOW + 37 * 60_000)
         assert due == []
         print(f"  minute tick between hourly closes, {n} hourly strategies: {len(calls)} calls")
-        return quiet_bulk, len(calls)
+        return quiet_bulk, len(calls), new_bar
 
 
 def commit_concurrency(n: int = 500, latency_s: float = 0.02) -> dict[str, float]:
@@ -239,11 +260,11 @@ def commit_concurrency(n: int = 500, latency_s: float = 0.02) -> dict[str, float
             super().__init__()
             self.lock = threading.Lock()
 
-        def commit(self, state: ExecutionState, changes: Any) -> int:
+        def commit(self, state: ExecutionState, changes: Any, evaluated: Any | None = None) -> int:
             if not changes.empty:
                 time.sleep(latency_s)
             with self.lock:
-                return int(super().commit(state, changes))
+                return int(super().commit(state, changes, evaluated))
 
     strategies = [
         parse_strategy(
@@ -378,9 +399,11 @@ def main() -> None:
             )
     quiet = dynamodb_requests_quiet()
     if quiet is not None:
-        figures["dynamodb_requests_quiet_1000"], figures["dynamodb_requests_quiet_tick_1000"] = (
-            quiet
-        )
+        (
+            figures["dynamodb_requests_quiet_1000"],
+            figures["dynamodb_requests_quiet_tick_1000"],
+            figures["dynamodb_requests_new_bar_1000"],
+        ) = quiet
     commits = commit_concurrency()
     figures["bulk_500_acting_commit_20ms_s"] = commits
     print(

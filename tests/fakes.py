@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from engine.core.candles import Candles
 from engine.core.state import Changes, ExecutionState, Order, Position
 from engine.core.strategy import Strategy
-from engine.errors import ConcurrentEvaluation, MarketDataUnavailable
+from engine.core.timeframes import to_datetime
+from engine.errors import ConcurrentEvaluation, EngineError, MarketDataUnavailable
+from engine.ports import EvaluatedBar
 
 
 class MemoryStrategies:
+    """Strategies, and (as on the strategies table's items) each one's last evaluated bar and
+    next due time, which MemoryStates writes."""
+
     def __init__(self, strategies: Sequence[Strategy] = ()) -> None:
-        self.items = {s.strategy_id: s for s in strategies}
+        self.items: dict[str, Strategy] = {}
+        self.last_bar: dict[str, int] = {}
+        self.next_due: dict[str, int] = {}
         self.get_many_calls = 0
         self.list_calls: list[tuple[str | None, str | None]] = []
+        self.due_calls: list[int] = []
+        for strategy in strategies:
+            self.put(strategy)
 
     def get(self, strategy_id: str) -> Strategy | None:
         return self.items.get(strategy_id)
@@ -24,7 +34,24 @@ class MemoryStrategies:
         return {i: self.items[i] for i in strategy_ids if i in self.items}
 
     def put(self, strategy: Strategy) -> None:
-        self.items[strategy.strategy_id] = strategy
+        """As DynamoStrategyRepository.put: new, or a changed status or timeframe, is due now."""
+        sid = strategy.strategy_id
+        old = self.items.get(sid)
+        self.items[sid] = strategy
+        if old is None or (old.status, old.timeframe) != (strategy.status, strategy.timeframe):
+            self.next_due[sid] = 0
+            self.last_bar.pop(sid, None)
+
+    def due(self, now_ms: int) -> list[Strategy]:
+        self.due_calls.append(now_ms)
+        return sorted(
+            (
+                s
+                for sid, s in self.items.items()
+                if s.status == "active" and self.next_due.get(sid, 0) <= now_ms
+            ),
+            key=lambda s: s.strategy_id,
+        )
 
     def list(self, *, status: str | None = None, timeframe: str | None = None) -> list[Strategy]:
         self.list_calls.append((status, timeframe))
@@ -40,14 +67,17 @@ class MemoryStrategies:
 
 
 class MemoryStates:
-    """Keeps every position and order ever written, like the tables do."""
+    """Keeps every position and order ever written, like the tables do; evaluated bars go to
+    `schedule` (the strategies' items), a MemoryStrategies of its own unless given one."""
 
-    def __init__(self) -> None:
+    def __init__(self, schedule: MemoryStrategies | None = None) -> None:
+        self.schedule = schedule if schedule is not None else MemoryStrategies()
         self.versions: dict[str, int] = {}
         self.positions: dict[str, Position] = {}
         self.orders: dict[str, Order] = {}
         self.cooldowns: dict[tuple[str, str], object] = {}
         self.commits = 0
+        self.recorded = 0  # quiet evaluations' bars recorded
 
     def load(self, strategies: Sequence[Strategy]) -> dict[str, ExecutionState]:
         out = {}
@@ -61,21 +91,28 @@ class MemoryStates:
                 o for o in self.orders.values() if o.position_id in open_ids and o.status == "open"
             ]
             cooldowns = {a: c for (i, a), c in self.cooldowns.items() if i == sid}
+            last = self.schedule.last_bar.get(sid)
             out[sid] = ExecutionState(
                 strategy_id=sid,
                 version=self.versions.get(sid, 0),
                 positions=positions,
                 orders=orders,
                 cooldowns=cooldowns,  # type: ignore[arg-type]
+                last_bar=None if last is None else to_datetime(last),
             )
         return out
 
-    def commit(self, state: ExecutionState, changes: Changes) -> int:
+    def commit(
+        self, state: ExecutionState, changes: Changes, evaluated: EvaluatedBar | None = None
+    ) -> int:
         if changes.empty:
             return state.version
         current = self.versions.get(state.strategy_id, 0)
         if current != state.version:
             raise ConcurrentEvaluation(f"{state.strategy_id} moved from version {state.version}")
+        if evaluated is not None:
+            self.schedule.last_bar[state.strategy_id] = evaluated.bar_ms
+            self.schedule.next_due[state.strategy_id] = evaluated.next_due_ms
         for p in changes.positions:
             self.positions[p.position_id] = p
         for o in changes.orders:
@@ -85,6 +122,19 @@ class MemoryStates:
         self.versions[state.strategy_id] = current + 1
         self.commits += 1
         return current + 1
+
+    def record_bars(
+        self, evaluated: Sequence[tuple[ExecutionState, EvaluatedBar]]
+    ) -> Mapping[str, EngineError]:
+        """As DynamoStateRepository.record_bars: only on the version read, only forward."""
+        for state, bar in evaluated:
+            sid = state.strategy_id
+            last = self.schedule.last_bar.get(sid)
+            if self.versions.get(sid, 0) == state.version and (last is None or last < bar.bar_ms):
+                self.schedule.last_bar[sid] = bar.bar_ms
+                self.schedule.next_due[sid] = bar.next_due_ms
+                self.recorded += 1
+        return {}
 
     def snapshot(self) -> tuple[object, ...]:
         return (

@@ -24,8 +24,15 @@ from engine.api import (
 )
 from engine.bootstrap import positive_int, service
 from engine.observability import instrumented, logger, metrics
-from engine.schedule import SqsFanout, evaluate_chunk, run_scheduled_tick
-from engine.service import BulkResult
+from engine.schedule import (
+    ChunkIncomplete,
+    SqsFanout,
+    evaluate_chunk,
+    failure_reason,
+    passed_over,
+    run_scheduled_tick,
+)
+from engine.service import BulkResult, ScheduledResult
 
 app = build_resolver()
 # Answer batchItemFailures even when every record of a batch failed, so that a failed
@@ -56,35 +63,66 @@ def _record_bulk(result: BulkResult) -> None:
     metrics.add_metric(name="BulkDuration", unit=MetricUnit.Milliseconds, value=summary.duration_ms)
 
 
+def _record_scheduled(skipped: int, bars_passed_over: int, late: int) -> None:
+    metrics.add_metric(name="ScheduledSkipped", unit=MetricUnit.Count, value=skipped)
+    metrics.add_metric(name="BarsPassedOver", unit=MetricUnit.Count, value=bars_passed_over)
+    metrics.add_metric(name="LateEvaluations", unit=MetricUnit.Count, value=late)
+
+
 def _scheduled(event: dict[str, Any]) -> dict[str, Any]:
     tick = datetime.fromisoformat(event["time"].replace("Z", "+00:00"))
+    tick_ms = int(tick.timestamp() * 1000)
     queue_url = os.environ.get("FANOUT_QUEUE_URL")
+    engine = service()
+    lateness_ms = engine.clock() - tick_ms
+    if lateness_ms > SCHEDULE_INTERVAL_MS:
+        logger.warning(
+            "scheduled tick delivered late", extra={"tick": event["time"], "late_ms": lateness_ms}
+        )
     report = run_scheduled_tick(
-        service(),
-        tick_ms=int(tick.timestamp() * 1000),
-        interval_ms=SCHEDULE_INTERVAL_MS,
+        engine,
+        tick_ms=tick_ms,
         chunk_size=CHUNK_SIZE,
         fanout=SqsFanout(queue_url) if queue_url else None,
     )
     metrics.add_metric(name="ScheduledDue", unit=MetricUnit.Count, value=report.due)
     metrics.add_metric(name="FanoutChunks", unit=MetricUnit.Count, value=report.chunks_enqueued)
-    logger.info(
-        "scheduled tick",
-        extra={"due": report.due, "evaluated": report.evaluated, "chunks": report.chunks_enqueued},
-    )
+    _record_scheduled(len(report.skipped), report.bars_passed_over, len(report.late))
+    answer = {
+        "due": report.due,
+        "evaluated": report.evaluated,
+        "chunks": report.chunks_enqueued,
+        "skipped": len(report.skipped),
+        "bars_passed_over": report.bars_passed_over,
+    }
+    logger.info("scheduled tick", extra=answer)
     if report.failures:
-        # Lambda's async retry (then the schedule's DLQ) runs the tick again; strategies
-        # that committed are unchanged by the rerun, so only the failed ones do new work.
+        # Lambda's async retry (then the schedule's DLQ) runs the tick again; the strategies
+        # that were evaluated are no longer due, so only the failed ones do new work.
         raise RuntimeError(
             f"{len(report.failures)} due strategies failed and need a retry: "
-            + ", ".join(f.strategy_id for f in report.failures)
+            + ", ".join(
+                f"{f.strategy_id} ({failure_reason(f.error.code)}: {f.error.code})"
+                for f in report.failures
+            )
         )
-    return {"due": report.due, "evaluated": report.evaluated, "chunks": report.chunks_enqueued}
+    return answer
+
+
+def _record_chunk(result: ScheduledResult) -> None:
+    _record_bulk(result)
+    _record_scheduled(len(result.skipped), passed_over(result), len(result.late))
 
 
 def _record_handler(record: SQSRecord) -> None:
     metrics.add_metric(name="FanoutRecords", unit=MetricUnit.Count, value=1)
-    _record_bulk(evaluate_chunk(service(), record.body))
+    try:
+        result = evaluate_chunk(service(), record.body)
+    except ChunkIncomplete as exc:
+        if exc.result is not None:
+            _record_chunk(exc.result)
+        raise
+    _record_chunk(result)
 
 
 @instrumented(correlation_paths.API_GATEWAY_REST)

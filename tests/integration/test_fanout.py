@@ -30,8 +30,10 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from engine import bootstrap
 from engine.core.candles import Candles
+from engine.core.state import ExecutionState
 from engine.core.strategy import Strategy, parse_strategy
 from engine.core.timeframes import timeframe_ms
+from engine.ports import EvaluatedBar
 from engine.schedule import ChunkIncomplete, evaluate_chunk
 from engine.service import ExecutionService
 from engine.storage import RetryPolicy, dynamo_repositories
@@ -54,7 +56,8 @@ from tests.integration.test_idempotency import (
 
 CHUNK_SIZE = 10
 TICK = T0 + 2 * 86_400_000 + 12 * 3_600_000 + 20_000  # 2026-01-03T12:00:20Z
-# Due at 12:00: the 15m, 1h and 4h bars closed; the 1d bar did not (a non-midnight tick).
+# Due at 12:00: the 15m, 1h and 4h strategies, never evaluated. The 1d ones were evaluated
+# at the newest daily bar by the midnight tick: not due again before the next midnight.
 DUE_GROUPS = {
     ("EEE/USD", "15m"): 6,
     ("AAA/USD", "1h"): 12,  # more than a chunk: split in two
@@ -178,10 +181,21 @@ class FanoutStack:
             sid = strategy_id(asset, timeframe, n, "paused")
             self.strategies.put(make_strategy(sid, asset, timeframe, "paused"))
             self.untouched.append(sid)
+        day = timeframe_ms("1d")
+        newest_daily = TICK // day * day - day
         for (asset, timeframe), count in NOT_DUE.items():
             for n in range(count):
                 sid = strategy_id(asset, timeframe, n, "later")
                 self.strategies.put(make_strategy(sid, asset, timeframe))
+                marked = self.states.inner.record_bars(
+                    [
+                        (
+                            ExecutionState(strategy_id=sid),
+                            EvaluatedBar(newest_daily, newest_daily + 2 * day),
+                        )
+                    ]
+                )
+                assert marked == {}
                 self.untouched.append(sid)
 
     # --- the schedule and the poller ----------------------------------------------------
@@ -346,7 +360,13 @@ def test_a_tick_over_more_than_a_chunk_fans_out_and_evaluates_each_due_strategy_
     assert len(stack.due) == 45
     answer = stack.tick()
     messages = stack.receive()
-    assert answer == {"due": 45, "evaluated": 0, "chunks": len(messages)}
+    assert answer == {
+        "due": 45,
+        "evaluated": 0,
+        "chunks": len(messages),
+        "skipped": 0,
+        "bars_passed_over": 0,
+    }
     assert stack.states.log == []  # the tick itself evaluates nothing
 
     chunks = chunk_ids(messages)
@@ -466,10 +486,14 @@ def test_duplicated_ticks_and_chunks_create_nothing_new(stack: FanoutStack) -> N
     assert stack.deliver(messages).failed == []
     assert_each_due_strategy_evaluated_once(stack)
 
-    # and SQS delivers a whole chunk again (at-least-once): nothing changes, not even a date
+    # a later tick finds none of them due any more
+    assert stack.tick()["due"] == 0
+    assert stack.receive() == []
+    # and SQS delivers whole chunks again (at-least-once): nothing changes, not even a date
     before = stack.snapshot()
     stack.states.log.clear()
-    stack.tick()
+    for message in messages[: first["chunks"]]:
+        stack.sqs.send_message(QueueUrl=stack.queue_url, MessageBody=message["Body"])
     again = stack.receive()
     assert stack.deliver(again, batch_size=10).failed == []
     # a record delivered twice in one batch, after it was deleted even

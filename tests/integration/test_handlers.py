@@ -203,9 +203,11 @@ def test_logs_carry_the_correlation_id_and_no_strategy_body(
     assert records and all(r.get("correlation_id") == request_id for r in records)
 
 
-def test_schedule_event_with_nothing_due_does_nothing(stack: None) -> None:
-    seed(strategy_doc())
+def test_schedule_event_evaluates_a_due_strategy_then_finds_nothing_due(stack: None) -> None:
+    seed(strategy_doc())  # never evaluated: due
     scheduled = event("schedule.json")
-    scheduled["time"] = "2026-11-24T10:30:00Z"  # no 1h bar closes at half past
-    result = handler("EvaluateBulkFunction")(scheduled, Context())
-    assert result == {"due": 0, "evaluated": 0, "chunks": 0}
+    first = handler("EvaluateBulkFunction")(copy.deepcopy(scheduled), Context())
+    assert (first["due"], first["evaluated"], first["chunks"]) == (1, 1, 0)
+    # its newest closed bar is evaluated: the next tick finds nothing to do
+    again = handler("EvaluateBulkFunction")(scheduled, Context())
+    assert again == {"due": 0, "evaluated": 0, "chunks": 0, "skipped": 0, "bars_passed_over": 0}

@@ -32,6 +32,7 @@ from engine.core.state import (
 from engine.core.strategy import Strategy, StrategyInvalid, parse_strategy
 from engine.errors import ConcurrentEvaluation, StorageUnavailable, StrategyNotFound
 from engine.marketdata import RepositoryProvider
+from engine.ports import EvaluatedBar
 from engine.service import ExecutionService
 from engine.storage import (
     ALL_MODELS,
@@ -340,13 +341,21 @@ def test_exact_schema() -> None:
     assert s["KeySchema"] == [{"AttributeName": "strategy_id", "KeyType": "HASH"}]
     assert s["GlobalSecondaryIndexes"] == [
         {
+            "IndexName": "due-index",
+            "KeySchema": [
+                {"AttributeName": "status", "KeyType": "HASH"},
+                {"AttributeName": "next_due_ms", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "ALL"},
+        },
+        {
             "IndexName": "status-timeframe-index",
             "KeySchema": [
                 {"AttributeName": "status", "KeyType": "HASH"},
                 {"AttributeName": "timeframe", "KeyType": "RANGE"},
             ],
             "Projection": {"ProjectionType": "ALL"},
-        }
+        },
     ]
     for table, rng, index in (
         (p, "position_id", "open-positions-index"),
@@ -461,20 +470,28 @@ def test_list_by_status_queries_the_index(repos: DynamoRepositories, calls: Requ
     assert calls.log[0][1]["IndexName"] == "status-timeframe-index"
 
 
-def test_a_minute_tick_reads_only_the_strategies_of_timeframes_that_closed(
+def test_a_minute_tick_reads_only_the_due_strategies(
     repos: DynamoRepositories, calls: Requests
 ) -> None:
-    """The schedule runs every minute: it must not read every hourly and daily strategy
-    to find the few due ones (the index is keyed by status and timeframe)."""
+    """The schedule runs every minute: it must not read every hourly and daily strategy to
+    find the few due ones. One query of the due index, which holds each active strategy
+    under the close of the bar after the one it was last evaluated at."""
+    hour, day = 3_600_000, 86_400_000
+    midnight = int(T0.timestamp() * 1000)
+    evaluated = []
     for n in range(6):
         repos.strategies.put(make_strategy(f"hourly-{n}", timeframe="1h"))
+        evaluated.append((f"hourly-{n}", midnight + 9 * hour, midnight + 11 * hour))
     for n in range(3):
         repos.strategies.put(make_strategy(f"daily-{n}", timeframe="1d"))
-    repos.strategies.put(make_strategy("minute-0", timeframe="1m"))
+        evaluated.append((f"daily-{n}", midnight - day, midnight + day))
+    repos.strategies.put(make_strategy("minute-0", timeframe="1m"))  # never evaluated
     repos.strategies.put(make_strategy("minute-paused", timeframe="1m", status="paused"))
+    failed = repos.states.record_bars(
+        [(ExecutionState(strategy_id=s), EvaluatedBar(b, d)) for s, b, d in evaluated]
+    )
+    assert failed == {}
     service = ExecutionService(repos.strategies, repos.states, market_data=None)  # type: ignore[arg-type]
-    minute = 60_000
-    midnight = int(T0.timestamp() * 1000)  # a Monday: the next midnight closes no 1w bar
     read: list[int] = []
 
     def count_read(model: Any, parsed: dict[str, Any], **_: Any) -> None:
@@ -484,29 +501,100 @@ def test_a_minute_tick_reads_only_the_strategies_of_timeframes_that_closed(
     client.meta.events.register("after-call.dynamodb.Query", count_read, unique_id="read")
     try:
         calls.reset()
-        due = service.due_strategies(midnight + 10 * 3_600_000 + 7 * minute, minute)  # 10:07
+        due = service.due_strategies(midnight + 10 * hour + 7 * 60_000)  # 10:07
         assert [s.strategy_id for s in due] == ["minute-0"]
         assert calls.operations == ["Query"] and read == [1]
+        assert calls.log[0][1]["IndexName"] == "due-index"
 
         calls.reset()
         read.clear()
-        due = service.due_strategies(midnight + 86_400_000, minute)  # 1m ... 1d closed
-        assert [s.strategy_id for s in due] == [
-            *(f"daily-{n}" for n in range(3)),
-            *(f"hourly-{n}" for n in range(6)),
-            "minute-0",
-        ]
-        timeframes = [
-            value["S"]
-            for op, q in calls.log
-            if op == "Query"
-            for value in q["ExpressionAttributeValues"].values()
-            if value["S"] != "active"
-        ]
-        assert timeframes == ["1m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d"]
-        assert sum(read) == 10  # the due ones, nothing else
+        due = service.due_strategies(midnight + 11 * hour)  # the 10:00 bar closed
+        assert [s.strategy_id for s in due] == [*(f"hourly-{n}" for n in range(6)), "minute-0"]
+        assert calls.operations == ["Query"] and read == [7]
+
+        calls.reset()
+        read.clear()
+        due = service.due_strategies(midnight + day)  # and the day's bar
+        assert len(due) == 10 and calls.operations == ["Query"] and read == [10]
     finally:
         client.meta.events.unregister("after-call.dynamodb.Query", unique_id="read")
+
+
+def test_a_quiet_evaluation_records_its_bar_only_forward_and_only_on_the_version_it_read(
+    repos: DynamoRepositories,
+) -> None:
+    repos.strategies.put(make_strategy("s"))
+    hour = 3_600_000
+
+    def stored() -> tuple[int | None, int | None]:
+        item = StrategyModel.get("s", consistent_read=True)
+        return item.last_bar_ms, item.next_due_ms
+
+    assert stored() == (None, 0)  # new: due at once
+    v0 = ExecutionState(strategy_id="s")
+    assert repos.states.record_bars([(v0, EvaluatedBar(10 * hour, 12 * hour))]) == {}
+    assert stored() == (10 * hour, 12 * hour)
+    # an older bar (a late evaluation) does not move it back; the same bar changes nothing
+    assert repos.states.record_bars([(v0, EvaluatedBar(9 * hour, 11 * hour))]) == {}
+    assert repos.states.record_bars([(v0, EvaluatedBar(10 * hour, 12 * hour))]) == {}
+    assert stored() == (10 * hour, 12 * hour)
+    # a state another evaluation moved on (version 1 now) was not evaluated at 11:00
+    StrategyModel("s").update(actions=[StrategyModel.state_version.set(1)])
+    assert repos.states.record_bars([(v0, EvaluatedBar(11 * hour, 13 * hour))]) == {}
+    assert stored() == (10 * hour, 12 * hour)
+    # in one batch with others, the lost one is dropped and the rest are written
+    repos.strategies.put(make_strategy("t"))
+    batch = [
+        (v0, EvaluatedBar(12 * hour, 14 * hour)),
+        (ExecutionState(strategy_id="t"), EvaluatedBar(12 * hour, 14 * hour)),
+        (ExecutionState(strategy_id="ghost"), EvaluatedBar(12 * hour, 14 * hour)),
+    ]
+    assert repos.states.record_bars(batch) == {}
+    assert stored() == (10 * hour, 12 * hour)
+    assert StrategyModel.get("t").last_bar_ms == 12 * hour
+    with pytest.raises(StrategyModel.DoesNotExist):  # a bar never creates a strategy item
+        StrategyModel.get("ghost", consistent_read=True)
+
+
+def test_a_changed_status_or_timeframe_makes_a_strategy_due_afresh(
+    repos: DynamoRepositories,
+) -> None:
+    hour = 3_600_000
+    repos.strategies.put(make_strategy("s"))
+    evaluated = (ExecutionState(strategy_id="s"), EvaluatedBar(10 * hour, 12 * hour))
+    assert repos.states.record_bars([evaluated]) == {}
+    repos.strategies.put(make_strategy("s"))  # an edit that keeps both: still evaluated
+    item = StrategyModel.get("s", consistent_read=True)
+    assert (item.last_bar_ms, item.next_due_ms) == (10 * hour, 12 * hour)
+    repos.strategies.put(make_strategy("s", timeframe="4h"))
+    item = StrategyModel.get("s", consistent_read=True)
+    assert (item.last_bar_ms, item.next_due_ms) == (None, 0)
+    assert repos.states.record_bars([evaluated]) == {}
+    repos.strategies.put(make_strategy("s", timeframe="4h", status="paused"))
+    assert [s.strategy_id for s in repos.strategies.due(10**15)] == []
+    repos.strategies.put(make_strategy("s", timeframe="4h"))  # active again: bars while
+    item = StrategyModel.get("s", consistent_read=True)  # paused were not missed
+    assert (item.last_bar_ms, item.next_due_ms) == (None, 0)
+    assert [s.strategy_id for s in repos.strategies.due(0)] == ["s"]
+
+
+def test_strategies_stored_before_the_due_index_are_backfilled_once(
+    repos: DynamoRepositories,
+) -> None:
+    repos.strategies.put(make_strategy("new"))
+    for sid in ("old-1", "old-2"):  # items as the previous release wrote them
+        StrategyModel(
+            sid,
+            definition=make_strategy(sid).canonical_json(),
+            status="active",
+            timeframe="1h",
+            state_version=3,
+        ).save()
+    assert [s.strategy_id for s in repos.strategies.due(10**13)] == ["new"]
+    assert repos.strategies.backfill_schedule() == 2
+    assert [s.strategy_id for s in repos.strategies.due(10**13)] == ["new", "old-1", "old-2"]
+    assert StrategyModel.get("old-1").state_version == 3
+    assert repos.strategies.backfill_schedule() == 0
 
 
 def test_delete(repos: DynamoRepositories) -> None:

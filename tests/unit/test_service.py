@@ -14,6 +14,7 @@ from engine.errors import (
     ConcurrentEvaluation,
     InvalidRequest,
     MarketDataStale,
+    StorageUnavailable,
     StrategyNotFound,
 )
 from engine.schedule import ChunkIncomplete, evaluate_chunk, plan_chunks, run_scheduled_tick
@@ -63,11 +64,10 @@ NOW = BARS * H  # every bar closed
 
 
 def make_service(strats, market_candles, failing=frozenset()):
-    states = MemoryStates()
+    strategies = MemoryStrategies(strats)
+    states = MemoryStates(strategies)
     market = MemoryMarket(market_candles, set(failing))
-    svc = ExecutionService(
-        MemoryStrategies(strats), states, market, stale_policy="reject", clock=lambda: NOW
-    )
+    svc = ExecutionService(strategies, states, market, stale_policy="reject", clock=lambda: NOW)
     return svc, states, market
 
 
@@ -211,28 +211,112 @@ def test_stale_data_is_rejected_or_warned_by_policy() -> None:
     assert result.bar is not None and result.bar.isoformat() == "1970-01-13T11:00:00+00:00"
 
 
-def test_due_strategies_follow_the_clock() -> None:
+D = 24 * H
+
+
+def two_timeframes() -> tuple[ExecutionService, MemoryStates]:
+    """An hourly and a daily strategy that never act, a paused one, and 40 days of candles."""
     hourly = strategy("h")
     daily = parse_strategy({**json.loads(strategy("d").canonical_json()), "timeframe": "1d"})  # type: ignore[union-attr]
     paused = parse_strategy({**json.loads(strategy("p").canonical_json()), "status": "paused"})  # type: ignore[union-attr]
-    svc, _, _ = make_service([hourly, daily, paused], {})
-    minute = 60_000
-    assert [s.strategy_id for s in svc.due_strategies(10 * H, minute)] == ["h"]
-    assert [s.strategy_id for s in svc.due_strategies(10 * H + minute, minute)] == []
-    assert {s.strategy_id for s in svc.due_strategies(24 * H, minute)} == {"h", "d"}
+    svc, states, _ = make_service([hourly, daily, paused], {})
+    svc.market_data = ClockMarket(
+        {("BTC/USDT", "1h"): candles(1, bars=40 * 24), ("BTC/USDT", "1d"): daily_candles(40)}
+    )
+    return svc, states
 
 
-def test_due_strategies_ask_only_for_the_timeframes_that_closed_a_bar() -> None:
-    svc, _, _ = make_service([strategy("h")], {})
-    minute = 60_000
-    svc.due_strategies(10 * H + 7 * minute, minute)
-    svc.due_strategies(10 * H, minute)
-    svc.due_strategies(10 * H, 5 * minute)  # a 5-minute schedule: same bars closed
-    assert svc.strategies.list_calls == [  # type: ignore[attr-defined]
-        ("active", "1m"),
-        *[("active", tf) for tf in ("1m", "5m", "15m", "30m", "1h", "2h")],
-        *[("active", tf) for tf in ("1m", "5m", "15m", "30m", "1h", "2h")],
+class ClockMarket(MemoryMarket):
+    """Only the bars opened by `now_ms`, as a provider answers."""
+
+    def fetch(self, asset: str, timeframe: str, bars: int, now_ms: int) -> Candles:
+        c = self.candles[(asset, timeframe)]
+        return c.head(int(c.time.searchsorted(now_ms, side="right"))).tail(bars + 1)
+
+
+def daily_candles(days: int) -> Candles:
+    c = candles(5, bars=days)
+    return Candles(
+        time=np.arange(days, dtype=np.int64) * D,
+        open=c.open,
+        high=c.high,
+        low=c.low,
+        close=c.close,
+        volume=c.volume,
+    )
+
+
+def ids(strategies: object) -> list[str]:
+    return [s.strategy_id for s in strategies]  # type: ignore[attr-defined]
+
+
+def test_due_follows_the_last_evaluated_bar_not_the_tick() -> None:
+    svc, states = two_timeframes()
+    day30 = 30 * D
+    assert ids(svc.due_strategies(day30 + 10 * H + 20_000)) == ["d", "h"]  # never evaluated
+    svc.clock = lambda: day30 + 10 * H + 20_000
+    run = svc.evaluate_scheduled(["d", "h"])
+    bars = {r.strategy_id: r.bar.timestamp() * 1000 for r in run.results}  # type: ignore[union-attr]
+    assert bars == {"h": day30 + 9 * H, "d": day30 - D}
+    assert states.commits == 0 and states.recorded == 2  # quiet: only the bars are written
+    assert ids(svc.due_strategies(day30 + 10 * H + 30 * 60_000)) == []
+    assert ids(svc.due_strategies(day30 + 11 * H - 1)) == []
+    assert ids(svc.due_strategies(day30 + 11 * H)) == ["h"]  # the 10:00 bar has closed
+    assert ids(svc.due_strategies(day30 + D - 1)) == ["h"]
+    assert ids(svc.due_strategies(day30 + D)) == ["d", "h"]  # and the day's bar
+
+
+def test_a_missed_tick_is_made_good_by_the_next_and_bars_passed_over_are_counted() -> None:
+    svc, _ = two_timeframes()
+    day30 = 30 * D
+    svc.clock = lambda: day30 + 10 * H + 20_000
+    svc.evaluate_scheduled(["h"])  # at 09:00
+    # the 11:00 tick is lost; the 11:01 tick evaluates the 10:00 bar, nothing passed over
+    svc.clock = lambda: day30 + 11 * H + 60_000
+    assert ids(svc.due_strategies()) == ["d", "h"]  # d was never evaluated
+    (first,) = svc.evaluate_scheduled(["h"]).results
+    assert first.bar.timestamp() * 1000 == day30 + 10 * H  # type: ignore[union-attr]
+    assert first.bars_passed_over == 0  # type: ignore[union-attr]
+    # no tick at all from 12:00 to 14:59: the 15:00 tick evaluates 14:00, passing over 3
+    svc.clock = lambda: day30 + 15 * H
+    assert "h" in ids(svc.due_strategies())
+    (late,) = svc.evaluate_scheduled(["h"], scheduled_ms=day30 + 12 * H).results
+    assert late.bar.timestamp() * 1000 == day30 + 14 * H  # type: ignore[union-attr]
+    assert late.bars_passed_over == 3  # type: ignore[union-attr]  # 11:00, 12:00, 13:00
+
+
+def test_a_late_chunk_reports_the_scheduled_bar_it_passed_over() -> None:
+    svc, _ = two_timeframes()
+    day30 = 30 * D
+    svc.clock = lambda: day30 + 11 * H + 20_000
+    svc.evaluate_scheduled(["h"])  # at 10:00
+    body = json.dumps({"strategy_ids": ["h"], "scheduled_time_ms": day30 + 12 * H})
+    svc.clock = lambda: day30 + 13 * H + 30 * 60_000  # the 12:00 chunk is processed at 13:30
+    result = evaluate_chunk(svc, body)
+    (late,) = result.late
+    assert late.strategy_id == "h"
+    assert late.scheduled_bar.timestamp() * 1000 == day30 + 11 * H
+    assert late.bar.timestamp() * 1000 == day30 + 12 * H
+    assert late.bars_passed_over == 1  # the 11:00 bar, the tick's own
+
+
+def test_a_chunk_skips_strategies_paused_since_and_those_already_evaluated() -> None:
+    svc, _ = two_timeframes()
+    day30 = 30 * D
+    svc.clock = lambda: day30 + 10 * H + 20_000
+    body = json.dumps({"strategy_ids": ["h", "d"], "scheduled_time_ms": day30 + 10 * H})
+    first = evaluate_chunk(svc, body)
+    assert first.skipped == [] and len(first.results) == 2
+    # paused after its chunk was queued: a redelivery leaves it alone and says so
+    svc.strategies.put(
+        parse_strategy({**json.loads(svc.strategies.get("d").canonical_json()), "status": "paused"})  # type: ignore[union-attr]
+    )
+    again = evaluate_chunk(svc, body)
+    assert [(s.strategy_id, s.reason) for s in again.skipped] == [
+        ("d", "paused"),
+        ("h", "already_evaluated"),
     ]
+    assert again.results == [] and again.summary.requested == 2 and again.summary.failed == 0
 
 
 def test_plan_chunks_keeps_markets_together_and_loses_nobody() -> None:
@@ -260,13 +344,13 @@ def test_scheduled_tick_fans_out_above_chunk_size_and_each_chunk_evaluates() -> 
     market = {(f"A{i}", "1h"): candles(i, spike_at=BARS - 1) for i in range(4)}
     svc, states, _ = make_service(strats, market)
     queue = RecordingQueue()
-    report = run_scheduled_tick(svc, tick_ms=NOW, interval_ms=60_000, chunk_size=3, fanout=queue)
+    report = run_scheduled_tick(svc, tick_ms=NOW, chunk_size=3, fanout=queue)
     assert report.due == 10 and report.chunks_enqueued == len(queue.bodies) >= 4
     for body in queue.bodies:
         evaluate_chunk(svc, body)
     assert states.versions == {s.strategy_id: 1 for s in strats}  # type: ignore[attr-defined]
     for body in queue.bodies:  # an SQS redelivery of every chunk changes nothing
-        evaluate_chunk(svc, body)
+        assert {s.reason for s in evaluate_chunk(svc, body).skipped} == {"already_evaluated"}
     assert states.versions == {s.strategy_id: 1 for s in strats}  # type: ignore[attr-defined]
 
 
@@ -304,13 +388,13 @@ class MeetingStates(MemoryStates):
         self.refuse = refuse
         self.lock = threading.Lock()
 
-    def commit(self, state, changes):  # type: ignore[no-untyped-def]
+    def commit(self, state, changes, evaluated=None):  # type: ignore[no-untyped-def]
         if not changes.empty:
             self.meeting.wait()
             if state.strategy_id in self.refuse:
                 raise ConcurrentEvaluation(f"{state.strategy_id}: another commit came first")
         with self.lock:
-            return super().commit(state, changes)
+            return super().commit(state, changes, evaluated)
 
 
 def test_bulk_commits_are_sent_concurrently_and_answer_as_sequential_ones() -> None:
@@ -358,3 +442,59 @@ def test_a_refused_concurrent_commit_fails_its_strategy_alone() -> None:
     assert got["s2"].error.code == "concurrent_evaluation"
     assert all(got[sid].persisted for sid in ids if sid != "s2")  # type: ignore[union-attr]
     assert set(states.versions) == {"s0", "s1", "s3"}
+
+
+class FailingBars(MemoryStates):
+    """Commits of `conflict` lose to another evaluation; bars of `unrecorded` cannot be
+    written (DynamoDB failing)."""
+
+    def __init__(self, schedule: MemoryStrategies, conflict: str, unrecorded: str) -> None:
+        super().__init__(schedule)
+        self.conflict, self.unrecorded = conflict, unrecorded
+
+    def commit(self, state, changes, evaluated=None):  # type: ignore[no-untyped-def]
+        if state.strategy_id == self.conflict:
+            raise ConcurrentEvaluation(f"{state.strategy_id}: another evaluation came first")
+        return super().commit(state, changes, evaluated)
+
+    def record_bars(self, evaluated):  # type: ignore[no-untyped-def]
+        failed = {s.strategy_id for s, _ in evaluated} & {self.unrecorded}
+        super().record_bars([(s, b) for s, b in evaluated if s.strategy_id not in failed])
+        return {sid: StorageUnavailable("DynamoDB kept throttling") for sid in failed}
+
+
+def test_scheduled_failures_are_logged_with_their_reason_per_strategy(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    market = {
+        ("A0", "1h"): candles(0, spike_at=BARS - 1),  # acts: a commit
+        ("A2", "1h"): candles(2),  # quiet: only its bar to record
+        ("A3", "1h"): candles(3),
+    }
+    strats = [strategy("clash", "A0"), strategy("nodata", "A1"), strategy("throttled", "A2")]
+    strats.append(strategy("fine", "A3"))
+    repo = MemoryStrategies(strats)
+    states = FailingBars(repo, conflict="clash", unrecorded="throttled")
+    svc = ExecutionService(repo, states, MemoryMarket(market), clock=lambda: NOW)
+    report = run_scheduled_tick(svc, tick_ms=NOW, chunk_size=10, fanout=None)
+    assert report.due == 4 and report.evaluated == 1
+    reasons = {
+        r.__dict__["strategy_id"]: (r.__dict__["reason"], r.__dict__["code"])
+        for r in caplog.records
+        if r.name == "engine.schedule" and "failed" in r.getMessage()
+    }
+    assert reasons == {
+        "clash": ("conflict", "concurrent_evaluation"),
+        "nodata": ("market_data", "market_data_unavailable"),
+        "throttled": ("storage", "storage_unavailable"),
+    }
+    # the fan-out worker's error (what SQS and the logs show) names them too
+    with pytest.raises(ChunkIncomplete) as info:
+        evaluate_chunk(svc, json.dumps({"strategy_ids": ["clash", "nodata", "throttled"]}))
+    assert str(info.value) == (
+        "3 strategies must be retried: clash (conflict: concurrent_evaluation), "
+        "nodata (market_data: market_data_unavailable), "
+        "throttled (storage: storage_unavailable)"
+    )
+    # none of them had its bar recorded: the next tick tries them again
+    assert ids(svc.due_strategies()) == ["clash", "nodata", "throttled"]

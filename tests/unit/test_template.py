@@ -335,7 +335,10 @@ def test_tables_are_exactly_the_designed_ones() -> None:
             "env": "STRATEGIES_TABLE",
             "hash": "strategy_id",
             "range": None,
-            "gsis": {"status-timeframe-index": ("status", "timeframe", "ALL")},
+            "gsis": {
+                "status-timeframe-index": ("status", "timeframe", "ALL"),
+                "due-index": ("status", "next_due_ms", "ALL"),
+            },
         },
         "PositionsTable": {
             "env": "POSITIONS_TABLE",
@@ -368,7 +371,7 @@ def test_tables_are_exactly_the_designed_ones() -> None:
             keys |= {index_hash, index_range} - {None}
         # CloudFormation wants exactly the key attributes defined, no more
         assert set(table["attributes"]) == keys, name
-        expected_type = {"open_time": "N"}
+        expected_type = {"open_time": "N", "next_due_ms": "N"}
         for attribute, kind in table["attributes"].items():
             assert kind == expected_type.get(attribute, "S"), (name, attribute)
         assert table["billing_mode"] == "PAY_PER_REQUEST", name

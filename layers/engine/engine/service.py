@@ -11,20 +11,28 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from engine.core.evaluate import compile_strategy, evaluate
 from engine.core.market import MarketData
 from engine.core.state import EvaluationResult, ExecutionState, Position, Warning
 from engine.core.strategy import Strategy, parse_strategy
-from engine.core.timeframes import TIMEFRAME_MS, bucket_start
+from engine.core.timeframes import bucket_start, timeframe_ms, to_datetime, to_ms
 from engine.errors import EngineError, InvalidRequest, StrategyNotFound
 from engine.marketdata import StalePolicy, load_market
-from engine.ports import MarketDataProvider, StateRepository, StrategyRepository, unique_pairs
+from engine.ports import (
+    EvaluatedBar,
+    MarketDataProvider,
+    StateRepository,
+    StrategyRepository,
+    unique_pairs,
+)
 
 logger = logging.getLogger("engine.service")
 
@@ -66,6 +74,30 @@ class BulkSummary(BaseModel):
 class BulkResult(BaseModel):
     results: list[EvaluationResult | BulkFailure]
     summary: BulkSummary
+
+
+class SkippedStrategy(BaseModel):
+    """A strategy a scheduled run did not evaluate, and why (neither is a failure)."""
+
+    strategy_id: str
+    reason: Literal["paused", "already_evaluated"]
+
+
+class LateEvaluation(BaseModel):
+    """A scheduled evaluation at a newer bar than the one its tick was for (a late or
+    redelivered chunk): signals act at the newest closed bar only."""
+
+    strategy_id: str
+    scheduled_bar: datetime = Field(description="newest bar closed at the tick's time")
+    bar: datetime = Field(description="the bar evaluated")
+    bars_passed_over: int
+
+
+class ScheduledResult(BulkResult):
+    """A scheduled run over some strategy ids: the bulk answer, and what it left alone."""
+
+    skipped: list[SkippedStrategy] = Field(default_factory=list)
+    late: list[LateEvaluation] = Field(default_factory=list)
 
 
 @dataclass
@@ -118,6 +150,30 @@ class ExecutionService:
     # --- bulk -----------------------------------------------------------------------------
 
     def evaluate_bulk(self, strategy_ids: Sequence[str], *, persist: bool = True) -> BulkResult:
+        result = self._bulk(strategy_ids, persist=persist, scheduled_ms=None)
+        return BulkResult(results=result.results, summary=result.summary)
+
+    def evaluate_scheduled(
+        self, strategy_ids: Sequence[str], *, scheduled_ms: int | None = None
+    ) -> ScheduledResult:
+        """The schedule's evaluation of strategies it found due (at a tick, or queued in a
+        fan-out chunk), with persist.
+
+        Each strategy is checked again against its item, read strongly consistent: one
+        paused since, or already evaluated at the newest closed bar (a duplicated tick or
+        chunk, the due index lagging), is skipped and reported, not evaluated. With the tick's
+        `scheduled_ms`, an evaluation at a newer bar than the tick's is reported as late.
+        """
+        return self._bulk(strategy_ids, persist=True, scheduled_ms=scheduled_ms, scheduled=True)
+
+    def _bulk(
+        self,
+        strategy_ids: Sequence[str],
+        *,
+        persist: bool,
+        scheduled_ms: int | None,
+        scheduled: bool = False,
+    ) -> ScheduledResult:
         started = time.perf_counter()
         if len(strategy_ids) > self.max_bulk:
             raise InvalidRequest(
@@ -125,10 +181,24 @@ class ExecutionService:
             )
         ordered = list(dict.fromkeys(strategy_ids))
         found, unreadable = self._read_strategies(ordered)
-        outcome = self._evaluate_many([found[i] for i in ordered if i in found], persist=persist)
+        skipped: list[SkippedStrategy] = []
+        if scheduled:
+            for sid in ordered:
+                if sid in found and found[sid].status != "active":
+                    skipped.append(SkippedStrategy(strategy_id=sid, reason="paused"))
+                    del found[sid]
+        outcome = self._evaluate_many(
+            [found[i] for i in ordered if i in found], persist=persist, only_due=scheduled
+        )
+        skipped += [
+            SkippedStrategy(strategy_id=sid, reason="already_evaluated") for sid in outcome.skipped
+        ]
+        left_alone = {s.strategy_id for s in skipped}
         by_id = {r.strategy_id: r for r in outcome.results}
         results: list[EvaluationResult | BulkFailure] = []
         for strategy_id in ordered:
+            if strategy_id in left_alone:
+                continue
             item = by_id.get(strategy_id)
             if item is None:
                 error = unreadable.get(strategy_id) or StrategyNotFound(
@@ -137,7 +207,23 @@ class ExecutionService:
                 item = _Failed(strategy_id, error)
             results.append(item.as_failure() if isinstance(item, _Failed) else item)
         failed = sum(1 for r in results if isinstance(r, BulkFailure))
-        return BulkResult(
+        late: list[LateEvaluation] = []
+        if scheduled_ms is not None:
+            for r in results:
+                if isinstance(r, BulkFailure) or r.bar is None:
+                    continue
+                timeframe = found[r.strategy_id].timeframe
+                tick_bar = bucket_start(scheduled_ms, timeframe) - timeframe_ms(timeframe)
+                if to_ms(r.bar) > tick_bar:
+                    late.append(
+                        LateEvaluation(
+                            strategy_id=r.strategy_id,
+                            scheduled_bar=to_datetime(tick_bar),
+                            bar=r.bar,
+                            bars_passed_over=r.bars_passed_over,
+                        )
+                    )
+        return ScheduledResult(
             results=results,
             summary=BulkSummary(
                 requested=len(ordered),
@@ -148,22 +234,20 @@ class ExecutionService:
                 indicator_computations=outcome.computations,
                 duration_ms=int((time.perf_counter() - started) * 1000),
             ),
+            skipped=skipped,
+            late=late,
         )
 
-    def due_strategies(self, tick_ms: int, interval_ms: int) -> list[Strategy]:
-        """Active strategies whose primary timeframe closed a bar in (tick - interval, tick],
-        sorted by id.
+    def due_strategies(self, now_ms: int | None = None) -> list[Strategy]:
+        """Active strategies due at `now_ms` (default: the clock), sorted by id: never
+        evaluated, or a bar of their timeframe newer than the one they were last evaluated
+        at has closed. A missed or failed tick is made good by the next one.
 
-        Derived from the clock, not from per-strategy bookkeeping, so a quiet tick writes
-        nothing and a duplicated delivery of the same tick selects the same strategies. Only
-        the timeframes that closed a bar are read (the status index is keyed by timeframe):
-        a minute tick reads the 1m strategies, not every hourly and daily one.
+        From the due index: a tick where nothing is due costs one query, however many
+        strategies there are. The index lags writes slightly; evaluate_scheduled re-checks.
         """
-        due: list[Strategy] = []
-        for timeframe in TIMEFRAME_MS:
-            if bucket_start(tick_ms, timeframe) > bucket_start(tick_ms - interval_ms, timeframe):
-                due.extend(self.strategies.list(status="active", timeframe=timeframe))
-        return sorted(due, key=lambda s: s.strategy_id)
+        now = self.clock() if now_ms is None else now_ms
+        return sorted(self.strategies.due(now), key=lambda s: s.strategy_id)
 
     # --- the shared path ------------------------------------------------------------------
 
@@ -173,6 +257,7 @@ class ExecutionService:
         *,
         persist: bool,
         states: Mapping[str, ExecutionState] | None = None,
+        only_due: bool = False,
     ) -> _Outcome:
         now = self.clock()
         results: list[EvaluationResult | _Failed] = []
@@ -180,6 +265,13 @@ class ExecutionService:
             states, unloaded = self._load_states(strategies)
             results.extend(_Failed(sid, exc) for sid, exc in unloaded.items())
             strategies = [s for s in strategies if s.strategy_id not in unloaded]
+        skipped: list[str] = []
+        if only_due:
+            up_to_date = {
+                s.strategy_id for s in strategies if not _due(s, states.get(s.strategy_id), now)
+            }
+            skipped = [s.strategy_id for s in strategies if s.strategy_id in up_to_date]
+            strategies = [s for s in strategies if s.strategy_id not in up_to_date]
         compiled = {s.strategy_id: compile_strategy(s) for s in strategies}
         bars: dict[tuple[str, str], int] = {}
         for strategy in strategies:
@@ -190,7 +282,7 @@ class ExecutionService:
                 bars[pair] = max(bars.get(pair, 0), need)
         loaded = load_market(list(bars), self.market_data, bars, now, self.stale_policy)
         market = MarketData(loaded.candles)
-        evaluated: list[tuple[ExecutionState, EvaluationResult]] = []
+        evaluated: list[_Evaluated] = []
         for strategy in strategies:
             failure = next(
                 (loaded.failures[p] for p in unique_pairs([strategy]) if p in loaded.failures), None
@@ -209,38 +301,61 @@ class ExecutionService:
             for pair in unique_pairs([strategy]):
                 for message in loaded.warnings.get(pair, []):
                     outcome.warnings.append(Warning(code="stale_market_data", message=message))
-            evaluated.append((state, outcome))
+            outcome.bars_passed_over = bars_passed_over(strategy, state.last_bar, outcome, market)
+            evaluated.append(_Evaluated(strategy, state, outcome))
         if persist:
             results.extend(self._commit_all(evaluated))
         else:
-            results.extend(result for _, result in evaluated)
-        return _Outcome(results, len(bars), loaded.fetches, market.cache.computations)
+            results.extend(e.result for e in evaluated)
+        return _Outcome(results, len(bars), loaded.fetches, market.cache.computations, skipped)
 
-    def _commit_all(
-        self, evaluated: Sequence[tuple[ExecutionState, EvaluationResult]]
-    ) -> list[EvaluationResult | _Failed]:
-        """Commit each result's changes (one transaction per strategy; none for a quiet one).
+    def _commit_all(self, evaluated: Sequence[_Evaluated]) -> list[EvaluationResult | _Failed]:
+        """Commit each result's changes with its bar (one transaction per strategy), and
+        record the bars of the quiet ones together (a few requests for hundreds).
 
         Strategies are independent, each commit conditioned on its own version, so with
         `commit_workers` > 1 they are sent concurrently: a bar on which hundreds of
         strategies act waits for the slowest few round trips, not the sum of them all.
         """
 
-        def commit(item: tuple[ExecutionState, EvaluationResult]) -> EvaluationResult | _Failed:
-            state, result = item
+        def commit(item: _Evaluated) -> EvaluationResult | _Failed:
+            result = item.result
 
             def write() -> EvaluationResult:
-                result.state.version = self.states.commit(state, result.changes)
+                result.state.version = self.states.commit(item.state, result.changes, item.bar)
+                result.state.last_bar = result.bar
                 result.persisted = True
                 return result
 
-            return _guarded(state.strategy_id, write)
+            return _guarded(item.strategy.strategy_id, write)
 
-        writes = sum(1 for _, result in evaluated if not result.changes.empty)
-        if self.commit_workers <= 1 or writes <= 1:
-            return [commit(item) for item in evaluated]
-        with ThreadPoolExecutor(min(self.commit_workers, writes)) as pool:
-            return list(pool.map(commit, evaluated))
+        changing = [e for e in evaluated if not e.result.changes.empty]
+        if self.commit_workers <= 1 or len(changing) <= 1:
+            committed = [commit(item) for item in changing]
+        else:
+            with ThreadPoolExecutor(min(self.commit_workers, len(changing))) as pool:
+                committed = list(pool.map(commit, changing))
+        done: dict[str, EvaluationResult | _Failed] = {
+            e.strategy.strategy_id: r for e, r in zip(changing, committed, strict=True)
+        }
+        quiet = [e for e in evaluated if e.result.changes.empty]
+        marks = [(e.state, e.bar) for e in quiet if e.bar is not None and e.advances]
+        failures: Mapping[str, EngineError] = {}
+        if marks:
+            try:
+                failures = self.states.record_bars(marks)
+            except EngineError as exc:
+                failures = {state.strategy_id: exc for state, _ in marks}
+        for e in quiet:
+            sid = e.strategy.strategy_id
+            if sid in failures:
+                done[sid] = _Failed(sid, failures[sid])
+            else:
+                if e.bar is not None and e.advances:
+                    e.result.state.last_bar = e.result.bar
+                e.result.persisted = True
+                done[sid] = e.result
+        return [done[e.strategy.strategy_id] for e in evaluated]
 
     def _read_strategies(
         self, ids: Sequence[str]
@@ -265,6 +380,39 @@ class ExecutionService:
         return _read_in_slices(
             strategies, self.read_slice, self.states.load, lambda s: s.strategy_id
         )
+
+
+def _due(strategy: Strategy, state: ExecutionState | None, now_ms: int) -> bool:
+    """Whether the newest bar closed by the clock is after the bar last evaluated."""
+    if state is None or state.last_bar is None:
+        return True
+    step = timeframe_ms(strategy.timeframe)
+    return to_ms(state.last_bar) < bucket_start(now_ms, strategy.timeframe) - step
+
+
+def bars_passed_over(
+    strategy: Strategy, last_bar: datetime | None, result: EvaluationResult, market: MarketData
+) -> int:
+    """Bars after `last_bar` and before the evaluated one, never evaluated: counted in the
+    candles as the market data has them (a closed market adds none), and by the clock
+    before the oldest candle fetched. The most over the strategy's assets."""
+    if last_bar is None or result.bar is None:
+        return 0
+    last, bar = to_ms(last_bar), to_ms(result.bar)
+    if bar <= last:
+        return 0
+    step = timeframe_ms(strategy.timeframe)
+    most = 0
+    for asset in strategy.assets:
+        candles = market.get(asset, strategy.timeframe)
+        if candles is None or len(candles) == 0:
+            continue
+        times = candles.time
+        between = int(np.searchsorted(times, bar, "left") - np.searchsorted(times, last, "right"))
+        first = int(times[0])
+        before = max(0, (min(first, bar) - last) // step - 1) if last < first else 0
+        most = max(most, max(0, between) + before)
+    return most
 
 
 def _guarded(strategy_id: str, work: Callable[[], EvaluationResult]) -> EvaluationResult | _Failed:
@@ -320,3 +468,25 @@ class _Outcome:
     pairs: int
     fetches: int
     computations: int
+    skipped: list[str] = field(default_factory=list)  # already evaluated at the newest bar
+
+
+@dataclass
+class _Evaluated:
+    strategy: Strategy
+    state: ExecutionState  # as loaded: the commit's condition
+    result: EvaluationResult
+
+    @property
+    def bar(self) -> EvaluatedBar | None:
+        """The bar evaluated, and the close of the bar after it: when it is next due."""
+        if self.result.bar is None:
+            return None
+        bar_ms = to_ms(self.result.bar)
+        return EvaluatedBar(bar_ms, bar_ms + 2 * timeframe_ms(self.strategy.timeframe))
+
+    @property
+    def advances(self) -> bool:
+        """Whether the bar is newer than the one recorded (a quiet rerun records nothing)."""
+        last = self.state.last_bar
+        return self.result.bar is not None and (last is None or self.result.bar > last)

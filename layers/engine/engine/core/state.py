@@ -78,6 +78,11 @@ class ExecutionState(_State):
     positions: list[Position] = Field(default_factory=list, description="open positions")
     orders: list[Order] = Field(default_factory=list, description="orders of open positions")
     cooldowns: dict[str, CooldownState] = Field(default_factory=dict)
+    last_bar: datetime | None = Field(
+        default=None,
+        description="open time of the newest bar a committed evaluation was at (the schedule's "
+        "bookkeeping: due means a newer bar has closed)",
+    )
 
 
 class Warning(_State):
@@ -129,5 +134,11 @@ class EvaluationResult(_State):
     closed_trades: list[ClosedTrade] = Field(default_factory=list)
     cooldowns: list[CooldownStatus] = Field(default_factory=list)
     warnings: list[Warning] = Field(default_factory=list)
+    bars_passed_over: int = Field(
+        default=0,
+        description="closed bars between the previous evaluation's bar and this one that were "
+        "never evaluated (missed or late ticks): their resting orders were caught up, their "
+        "signals were not acted on",
+    )
     state: ExecutionState = Field(exclude=True)
     changes: Changes = Field(default_factory=Changes, exclude=True)

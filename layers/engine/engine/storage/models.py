@@ -12,7 +12,8 @@ Configuration is read from the environment when this module is imported:
 
 `bind()` points the models somewhere else afterwards (tests, the local stack).
 
-Times (entry, exit, fill and creation times, `updated_at`, `committed_at`, candle open times) are stored as
+Times (entry, exit, fill and creation times, `updated_at`, `committed_at`, `last_bar_ms`,
+`next_due_ms`, candle open times) are stored as
 UTC epoch milliseconds in number attributes, the way the engine counts bars.
 """
 
@@ -121,6 +122,18 @@ class StatusTimeframeIndex(GlobalSecondaryIndex["StrategyModel"]):  # type: igno
     timeframe = UnicodeAttribute(range_key=True)
 
 
+class DueIndex(GlobalSecondaryIndex["StrategyModel"]):  # type: ignore[no-untyped-call]
+    """Strategies by status and the time they are next due: a scheduled tick reads the active
+    ones due by now in one query, however many are not (a quiet minute costs one request)."""
+
+    class Meta:
+        index_name = "due-index"
+        projection = AllProjection()  # the tick plans its fan-out chunks from the definitions
+
+    status = UnicodeAttribute(hash_key=True)
+    next_due_ms = NumberAttribute(range_key=True)
+
+
 class StrategyModel(Model):
     """One item per strategy: its definition and the version of its execution state."""
 
@@ -139,8 +152,14 @@ class StrategyModel(Model):
     # Epoch ms of the last commit: a bulk load reads strategies committed within the last
     # seconds through the local indexes, not the (eventually consistent) global ones.
     committed_at = NumberAttribute(null=True)
+    # Open time (epoch ms) of the newest bar an evaluation was at, and when the strategy is
+    # next due: the close of the bar after it. Written with the evaluation's commit (or, for
+    # a quiet one, by itself); absent until the first evaluation.
+    last_bar_ms = NumberAttribute(null=True)
+    next_due_ms = NumberAttribute(null=True)  # 0 for a strategy never evaluated: due now
 
     status_timeframe_index = StatusTimeframeIndex()
+    due_index = DueIndex()
 
 
 # --- positions --------------------------------------------------------------------------

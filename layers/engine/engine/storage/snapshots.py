@@ -29,6 +29,7 @@ class StateHead:
     version: int
     cooldown_assets: frozenset[str]
     committed_at: int | None = None  # epoch ms of the last commit
+    last_bar_ms: int | None = None  # open time of the newest bar an evaluation recorded
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from pynamodb.exceptions import TransactWriteError
@@ -23,8 +23,9 @@ from engine.core.state import (
 )
 from engine.core.strategy import MAX_WRITES_PER_EVALUATION, Strategy
 from engine.core.timeframes import to_datetime, to_ms
-from engine.errors import ConcurrentEvaluation, StrategyNotFound
-from engine.storage._batch import batch_get
+from engine.errors import ConcurrentEvaluation, EngineError, StrategyNotFound
+from engine.ports import EvaluatedBar
+from engine.storage._batch import batch_get, chunks
 from engine.storage._retry import THROTTLING_CODES, RetryPolicy, cancellation_codes, error_code
 from engine.storage.errors import TransactionTooLarge
 from engine.storage.models import (
@@ -47,7 +48,13 @@ log = logging.getLogger(__name__)
 MAX_TRANSACTION_ITEMS: Final = MAX_WRITES_PER_EVALUATION  # validation keeps strategies within it
 DEFAULT_BULK_THRESHOLD: Final = 8
 DEFAULT_CONSISTENCY_WINDOW_MS: Final = 10_000
-_HEAD_ATTRIBUTES: Final = ["strategy_id", "state_version", "cooldown_assets", "committed_at"]
+_HEAD_ATTRIBUTES: Final = [
+    "strategy_id",
+    "state_version",
+    "cooldown_assets",
+    "committed_at",
+    "last_bar_ms",
+]
 
 
 class DynamoStateRepository:
@@ -119,6 +126,7 @@ class DynamoStateRepository:
                 ),
                 orders=sorted(orders.get(sid, []), key=lambda o: (o.created_at, o.order_id)),
                 cooldowns=cooldowns.get(sid, {}),
+                last_bar=_dt(heads[sid].last_bar_ms),
             )
             for sid in ids
         }
@@ -208,11 +216,14 @@ class DynamoStateRepository:
 
     # --- commit -------------------------------------------------------------------------
 
-    def commit(self, state: ExecutionState, changes: Changes) -> int:
-        """Write `changes` in one transaction conditioned on `state.version`.
+    def commit(
+        self, state: ExecutionState, changes: Changes, evaluated: EvaluatedBar | None = None
+    ) -> int:
+        """Write `changes` in one transaction conditioned on `state.version`, with the
+        `evaluated` bar (`last_bar_ms`, `next_due_ms`) on the strategy item it updates anyway.
 
         Returns the new version (`state.version` unchanged, and no request at all, when
-        `changes` is empty). Raises ConcurrentEvaluation when another commit moved the version
+        `changes` is empty: a quiet evaluation's bar goes through `record_bars`). Raises ConcurrentEvaluation when another commit moved the version
         first, StrategyNotFound when the strategy item does not exist, TransactionTooLarge
         beyond 100 items, StorageUnavailable when DynamoDB keeps failing. Nothing is written
         in any of those cases.
@@ -262,6 +273,12 @@ class DynamoStateRepository:
             ]
             if cooldowns:
                 actions.append(StrategyModel.cooldown_assets.add({c.asset for c in cooldowns}))
+            if evaluated is not None:
+                # Unconditionally: this commit's state was evaluated at this bar and no later
+                # one. An older bar than one recorded before means a newer bar has closed
+                # since on a state that was never evaluated there: due again, rightly.
+                actions.append(StrategyModel.last_bar_ms.set(evaluated.bar_ms))
+                actions.append(StrategyModel.next_due_ms.set(evaluated.next_due_ms))
             try:
                 with TransactWrite(
                     connection=StrategyModel._get_connection().connection,
@@ -285,6 +302,88 @@ class DynamoStateRepository:
 
         self.retry.call("TransactWriteItems", attempt)
         return new_version
+
+    def record_bars(
+        self, evaluated: Sequence[tuple[ExecutionState, EvaluatedBar]]
+    ) -> Mapping[str, EngineError]:
+        """The bars of quiet evaluations, up to 100 strategies per TransactWriteItems.
+
+        A quiet evaluation has nothing else to write, and one UpdateItem per strategy would
+        make a bulk run of 1,000 quiet strategies 1,000 requests; a transaction of 100
+        updates costs one request (and twice the write units, which is cheap at one item
+        per strategy per bar). Each update is conditioned on the version the evaluation read
+        and on no newer bar being recorded: a state another evaluation moved on was not
+        evaluated at this bar and must stay due. Those updates are dropped from the batch
+        (DynamoDB names them in the cancellation reasons) and the rest sent again.
+
+        No idempotency token is needed: a retry after a lost answer finds its bar recorded
+        and drops itself. Returns the strategies whose bar could not be written (storage
+        failing), by id; the rest were recorded or lost to a newer evaluation.
+        """
+        latest: dict[str, tuple[ExecutionState, EvaluatedBar]] = {}
+        for state, bar in evaluated:
+            kept = latest.get(state.strategy_id)
+            if kept is None or bar.bar_ms > kept[1].bar_ms:
+                latest[state.strategy_id] = (state, bar)
+        failures: dict[str, EngineError] = {}
+        for batch in chunks(list(latest.values()), MAX_TRANSACTION_ITEMS):
+            remaining = list(batch)
+            while remaining:
+
+                def attempt(marks: list[tuple[ExecutionState, EvaluatedBar]] = remaining) -> None:
+                    _record_bars_once(marks)
+
+                try:
+                    self.retry.call("TransactWriteItems", attempt)
+                except _BarsLost as lost:
+                    log.info("%d recorded bars lost to newer evaluations", len(lost.indexes))
+                    remaining = [m for i, m in enumerate(remaining) if i not in lost.indexes]
+                    continue
+                except EngineError as exc:
+                    failures.update({state.strategy_id: exc for state, _ in remaining})
+                break
+        return failures
+
+
+class _BarsLost(Exception):
+    """Some of a batch's bar updates failed their condition: another evaluation moved on."""
+
+    def __init__(self, indexes: set[int]) -> None:
+        super().__init__(f"{len(indexes)} bar updates lost")
+        self.indexes = indexes
+
+
+def _record_bars_once(marks: Sequence[tuple[ExecutionState, EvaluatedBar]]) -> None:
+    try:
+        with TransactWrite(connection=StrategyModel._get_connection().connection) as tx:
+            for state, bar in marks:
+                condition = StrategyModel.state_version == state.version
+                if state.version == 0:  # an item written before versions existed
+                    condition = condition | (
+                        StrategyModel.strategy_id.exists()
+                        & StrategyModel.state_version.does_not_exist()
+                    )
+                newer = StrategyModel.last_bar_ms.does_not_exist() | (
+                    StrategyModel.last_bar_ms < bar.bar_ms
+                )
+                tx.update(
+                    StrategyModel(state.strategy_id),
+                    [
+                        StrategyModel.last_bar_ms.set(bar.bar_ms),
+                        StrategyModel.next_due_ms.set(bar.next_due_ms),
+                    ],
+                    condition=condition & newer,
+                )
+    except TransactWriteError as exc:
+        reasons = exc.cancellation_reasons
+        lost = {
+            i
+            for i, reason in enumerate(reasons)
+            if reason is not None and reason.code == "ConditionalCheckFailed"
+        }
+        if lost:
+            raise _BarsLost(lost) from None
+        raise
 
 
 def _condition_failed(

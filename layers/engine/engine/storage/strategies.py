@@ -10,14 +10,14 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 
-from pynamodb.exceptions import DeleteError, DoesNotExist
+from pynamodb.exceptions import DeleteError, DoesNotExist, UpdateError
 from pynamodb.expressions.update import Action
 
 from engine.core.strategy import STRATEGY_ID_PATTERN, Strategy, StrategyInvalid, parse_strategy
 from engine.storage._batch import batch_get
 from engine.storage._retry import RetryPolicy, error_code
 from engine.storage.errors import StoredStrategyInvalid
-from engine.storage.models import StatusTimeframeIndex, StrategyModel, now_ms
+from engine.storage.models import DueIndex, StatusTimeframeIndex, StrategyModel, now_ms
 from engine.storage.snapshots import SHARED_SNAPSHOTS, StateHead, StrategySnapshots
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ def head_of(item: StrategyModel) -> StateHead:
         version=int(item.state_version or 0),
         cooldown_assets=frozenset(item.cooldown_assets or ()),
         committed_at=None if item.committed_at is None else int(item.committed_at),
+        last_bar_ms=None if item.last_bar_ms is None else int(item.last_bar_ms),
     )
 
 
@@ -81,7 +82,13 @@ class DynamoStrategyRepository:
         return {sid: found[sid] for sid in ids if sid in found}
 
     def put(self, strategy: Strategy) -> None:
-        """Create the item, or update definition, status and timeframe of an existing one."""
+        """Create the item, or update definition, status and timeframe of an existing one.
+
+        A new strategy is due at once (`next_due_ms` 0). So is one whose status or timeframe
+        changes, and its last evaluated bar is forgotten: bars of another timeframe, or bars
+        passed while paused, are not bars the schedule missed. That takes a second request;
+        an edit that keeps both takes one.
+        """
         item = StrategyModel(strategy.strategy_id)
         actions: builtins.list[Action] = [
             StrategyModel.definition.set(strategy.canonical_json()),
@@ -91,7 +98,45 @@ class DynamoStrategyRepository:
             # a new item starts at version 0; an existing one keeps its version
             StrategyModel.state_version.set(StrategyModel.state_version | 0),
         ]
-        self.retry.call("UpdateItem", lambda: item.update(actions=actions))
+        same_terms = (StrategyModel.status == strategy.status) & (
+            StrategyModel.timeframe == strategy.timeframe
+        )
+
+        def edit() -> bool:
+            try:
+                item.update(actions=actions, condition=same_terms)
+            except UpdateError as exc:
+                if error_code(exc) == "ConditionalCheckFailedException":
+                    return False
+                raise
+            return True
+
+        if self.retry.call("UpdateItem", edit):
+            return
+        reset: builtins.list[Action] = [
+            *actions,
+            StrategyModel.next_due_ms.set(0),
+            StrategyModel.last_bar_ms.remove(),
+        ]
+        self.retry.call("UpdateItem", lambda: item.update(actions=reset))
+
+    def due(self, now_ms: int) -> list[Strategy]:
+        """Active strategies with `next_due_ms` <= now, through the due index: one query
+        (plus pages) however many strategies are not due. Sorted by id.
+
+        The index is eventually consistent: a strategy evaluated a moment ago may still show
+        as due. Callers re-check against the item (strongly consistent) before evaluating.
+        """
+
+        def query() -> builtins.list[StrategyModel]:
+            return builtins.list(
+                StrategyModel.due_index.query(
+                    "active", range_key_condition=DueIndex.next_due_ms <= now_ms
+                )
+            )
+
+        found = self._parse_all(self.retry.call("Query", query))
+        return [found[sid] for sid in sorted(found)]
 
     def list(self, *, status: str | None = None, timeframe: str | None = None) -> list[Strategy]:
         """All strategies, or those with `status` (and `timeframe`) through the status index.
@@ -118,6 +163,37 @@ class DynamoStrategyRepository:
             items = self.retry.call("Scan", scan)
         found = self._parse_all(items)
         return [found[sid] for sid in sorted(found)]
+
+    def backfill_schedule(self) -> int:
+        """Make every strategy stored before the due index existed (no `next_due_ms`) due at
+        the next tick; returns how many. A scan: run once when upgrading a stack."""
+
+        def scan() -> builtins.list[StrategyModel]:
+            return builtins.list(
+                StrategyModel.scan(
+                    filter_condition=StrategyModel.next_due_ms.does_not_exist(),
+                    attributes_to_get=["strategy_id"],
+                )
+            )
+
+        count = 0
+        for item in self.retry.call("Scan", scan):
+
+            def mark(sid: str = item.strategy_id) -> bool:
+                try:
+                    StrategyModel(sid).update(
+                        actions=[StrategyModel.next_due_ms.set(0)],
+                        condition=StrategyModel.strategy_id.exists()
+                        & StrategyModel.next_due_ms.does_not_exist(),
+                    )
+                except UpdateError as exc:
+                    if error_code(exc) == "ConditionalCheckFailedException":
+                        return False  # deleted, or put (and so scheduled) meanwhile
+                    raise
+                return True
+
+            count += self.retry.call("UpdateItem", mark)
+        return count
 
     def delete(self, strategy_id: str) -> bool:
         """Delete the strategy item; False when there was none.
