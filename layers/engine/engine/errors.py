@@ -18,6 +18,13 @@ class InvalidRequest(EngineError):
     code = "invalid_request"
 
 
+class MalformedJson(EngineError):
+    """A request body that is not JSON; the message says where it breaks."""
+
+    status = 400
+    code = "malformed_json"
+
+
 class StrategyNotFound(EngineError):
     status = 404
     code = "strategy_not_found"

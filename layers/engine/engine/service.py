@@ -8,6 +8,7 @@ Failures are per strategy: one strategy's error never costs another its result.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,7 @@ from engine.core.cooldown import CooldownRules
 from engine.core.evaluate import compile_strategy, evaluate
 from engine.core.market import MarketData
 from engine.core.state import EvaluationResult, ExecutionState, Position, Warning
-from engine.core.strategy import Strategy, parse_strategy
+from engine.core.strategy import STRATEGY_ID_PATTERN, Strategy, parse_strategy
 from engine.core.timeframes import TIMEFRAME_MS, bucket_start, timeframe_ms, to_ms
 from engine.errors import EngineError, InvalidRequest, StrategyNotFound
 from engine.marketdata import StalePolicy, load_market
@@ -30,6 +31,7 @@ from engine.ports import MarketDataProvider, StateRepository, StrategyRepository
 logger = logging.getLogger("engine.service")
 
 MAX_BULK_STRATEGIES = 500
+_VALID_ID = re.compile(STRATEGY_ID_PATTERN)
 # Strategies read together. DynamoDB's BatchGetItem takes 100 keys, so reading in slices of
 # 100 costs no extra request and confines a failed read to the strategies it was for.
 READ_SLICE = 100
@@ -95,11 +97,17 @@ class ExecutionService:
         """Evaluate a strategy object with optional open positions; never writes anything."""
         if not isinstance(strategy, Strategy):
             strategy = parse_strategy(strategy)
+        now = self.clock()
         for position in positions:
             if position.asset not in strategy.assets:
                 raise InvalidRequest(
                     f"position {position.position_id} is on {position.asset}, "
                     f"which the strategy does not trade"
+                )
+            if to_ms(position.entry_time) > now:
+                raise InvalidRequest(
+                    f"position {position.position_id} enters at {position.entry_time.isoformat()}, "
+                    "after now: a position's entry_time is the open time of a past bar"
                 )
         state = ExecutionState(
             strategy_id=strategy.strategy_id,
@@ -133,9 +141,7 @@ class ExecutionService:
         for strategy_id in ordered:
             item = by_id.get(strategy_id)
             if item is None:
-                error = unreadable.get(strategy_id) or StrategyNotFound(
-                    f"no strategy with id {strategy_id!r}"
-                )
+                error = unreadable.get(strategy_id) or _missing(strategy_id)
                 item = _Failed(strategy_id, error)
             results.append(item.as_failure() if isinstance(item, _Failed) else item)
         failed = sum(1 for r in results if isinstance(r, BulkFailure))
@@ -279,6 +285,15 @@ class ExecutionService:
             step = timeframe_ms(strategy.timeframe)
             need = max(need, (now - oldest) // step + self._history_margin)
         return int(need)
+
+
+def _missing(strategy_id: str) -> EngineError:
+    """Why a requested id has no result: malformed (no strategy can have it), or unknown."""
+    if _VALID_ID.match(strategy_id) is None:
+        return InvalidRequest(
+            f"strategy id {strategy_id!r} is malformed: ids match {STRATEGY_ID_PATTERN}"
+        )
+    return StrategyNotFound(f"no strategy with id {strategy_id!r}")
 
 
 def _guarded(strategy_id: str, work: Callable[[], EvaluationResult]) -> EvaluationResult | _Failed:
