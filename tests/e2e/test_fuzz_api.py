@@ -36,7 +36,12 @@ COVERAGE_SAMPLE = 4
 SEEDED_ASSET = "BTC/USDT"
 SEEDED_TIMEFRAME = "1h"
 # 5xx answers the API documents: no decision without market data (DESIGN §6).
-DOCUMENTED_503_CODES = {"market_data_unavailable", "market_data_stale"}
+DOCUMENTED_503_CODES = {
+    "market_data_unavailable",
+    "market_data_stale",
+    "storage_unavailable",
+    "storage_table_missing",
+}
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ from engine.core.strategy import (
     format_path,
 )
 from engine.core.strategy import _clean_loc as clean_loc
+from engine.deadline import time_budget
 from engine.errors import EngineError, InvalidRequest, MalformedJson
 from engine.observability import record_error
 from engine.service import MAX_BULK_STRATEGIES, ErrorBody
@@ -37,6 +38,9 @@ MAX_BODY_BYTES = 256 * 1024
 # A strategy's conditions have limits of their own (engine.core.strategy, 32 levels: up to 67
 # levels of JSON through all/any lists); these bound any body.
 MAX_JSON_DEPTH = 100
+# API Gateway gives up on an integration after 29 s. Within this budget every storage attempt
+# and bulk step that starts also ends (engine.deadline), leaving seconds for the rest.
+HTTP_BUDGET_S = 24.0
 # Integers longer than this are read as floats (an infinity when beyond float range), so the
 # field's own range check names them; Python refuses to convert ints of 4,300 digits or more.
 MAX_INT_DIGITS = 400
@@ -55,7 +59,8 @@ ERROR_RESPONSES: dict[int, OpenAPIResponse] = {
         413: "request body too large",
         415: "the body is not JSON (send Content-Type: application/json)",
         422: "invalid request; every problem is named in details",
-        503: "market data unavailable or stale, or storage unavailable; nothing was written",
+        503: "market data unavailable or stale, storage unavailable or a table missing; "
+        "nothing was written",
     }.items()
 }
 
@@ -293,7 +298,8 @@ def handle_http(
             return to_proxy_response(refused)
         if event.get("body"):
             event = _as_json_request(event)
-        return app.resolve(event, context)
+        with time_budget(HTTP_BUDGET_S):
+            return app.resolve(event, context)
     except Exception:
         logger.exception("unhandled error answering a request")
         return to_proxy_response(

@@ -24,7 +24,15 @@ from engine.core.market import MarketData
 from engine.core.state import EvaluationResult, ExecutionState, Position, Warning
 from engine.core.strategy import STRATEGY_ID_PATTERN, Strategy, parse_strategy
 from engine.core.timeframes import TIMEFRAME_MS, bucket_start, timeframe_ms, to_ms
-from engine.errors import EngineError, InvalidRequest, StrategyNotFound
+from engine.deadline import has_time_for, in_this_context
+from engine.errors import (
+    OUT_OF_TIME,
+    STEP_RESERVE_S,
+    EngineError,
+    InvalidRequest,
+    NotDone,
+    StrategyNotFound,
+)
 from engine.marketdata import StalePolicy, load_market
 from engine.ports import MarketDataProvider, StateRepository, StrategyRepository, unique_pairs
 
@@ -235,6 +243,11 @@ class ExecutionService:
 
         def commit(item: tuple[ExecutionState, EvaluationResult]) -> EvaluationResult | _Failed:
             state, result = item
+            if not result.changes.empty and not has_time_for(STEP_RESERVE_S):
+                return _Failed(
+                    state.strategy_id,
+                    NotDone(f"strategy {state.strategy_id} was not committed: {OUT_OF_TIME}"),
+                )
 
             def write() -> EvaluationResult:
                 result.state.version = self.states.commit(state, result.changes)
@@ -247,7 +260,7 @@ class ExecutionService:
         if self.commit_workers <= 1 or writes <= 1:
             return [commit(item) for item in evaluated]
         with ThreadPoolExecutor(min(self.commit_workers, writes)) as pool:
-            return list(pool.map(commit, evaluated))
+            return list(pool.map(in_this_context(commit), evaluated))
 
     def _read_strategies(
         self, ids: Sequence[str]

@@ -29,6 +29,9 @@ def main() -> int:
     # moto applies one request at a time (engine.local.moto), as DynamoDB applies each
     # atomically: commits may run concurrently as deployed.
     os.environ.setdefault("COMMIT_WORKERS", literal_environment()["COMMIT_WORKERS"])
+    # ...but a candle Query on moto reads the whole table (0.3 s at a few thousand candles),
+    # so concurrent fetches would only queue behind each other against the read timeout.
+    os.environ.setdefault("MARKET_DATA_CONCURRENCY", "1")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")

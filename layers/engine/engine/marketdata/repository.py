@@ -17,8 +17,10 @@ class RepositoryProvider:
     MarketDataUnavailable.
     """
 
-    def __init__(self, candle_repository: CandleRepository) -> None:
+    def __init__(self, candle_repository: CandleRepository, *, concurrency: int = 8) -> None:
         self.candle_repository = candle_repository
+        # DynamoDB serves concurrent queries: load_market fetches this many pairs at once
+        self.concurrency = concurrency
 
     def fetch(self, asset: str, timeframe: str, bars: int, now_ms: int) -> Candles:
         if bars < 1:

@@ -37,7 +37,7 @@ from pynamodb.exceptions import TableError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, LocalSecondaryIndex
 from pynamodb.models import Model
 
-from engine.storage._retry import error_code
+from engine.storage._retry import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, error_code
 
 DEFAULT_REGION: Final = "us-east-1"
 PAY_PER_REQUEST: Final = "PAY_PER_REQUEST"
@@ -105,6 +105,8 @@ class _Meta:
     region = _region()
     billing_mode = PAY_PER_REQUEST
     max_retry_attempts = BOTOCORE_RETRIES
+    connect_timeout_seconds = CONNECT_TIMEOUT_S
+    read_timeout_seconds = READ_TIMEOUT_S
 
 
 # --- strategies -------------------------------------------------------------------------
