@@ -193,6 +193,7 @@ class PositionModel(Model):
     exit_reason = UnicodeAttribute(null=True)
     pnl = NumberAttribute(null=True)
     open_shard = UnicodeAttribute(null=True)  # set only while open
+    expires_at = NumberAttribute(null=True)  # epoch s for DynamoDB's TTL: closed, if configured
 
     open_positions_index = OpenPositionsIndex()
     strategy_open_positions_index = StrategyOpenPositionsIndex()
@@ -241,6 +242,7 @@ class OrderModel(Model):
     created_at = NumberAttribute()  # epoch ms of the bar that created the order
     filled_at = NumberAttribute(null=True)  # epoch ms
     open_shard = UnicodeAttribute(null=True)  # set only while status == open
+    expires_at = NumberAttribute(null=True)  # epoch s for DynamoDB's TTL: done, if configured
 
     open_orders_index = OpenOrdersIndex()
     strategy_open_orders_index = StrategyOpenOrdersIndex()
