@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import socket
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
 import pytest
 from botocore.config import Config
-from engine.local.moto import SerializedMotoServer
+from engine.local.moto import QuietMotoServer, dynamodb_requests_atomic
 
 THREADS = 32
 VERSIONS = 25
@@ -31,7 +32,7 @@ def _free_port() -> int:
 @pytest.fixture
 def dynamodb() -> Any:
     port = _free_port()
-    server = SerializedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = QuietMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     client = boto3.client(
         "dynamodb",
@@ -43,6 +44,12 @@ def dynamodb() -> Any:
     )
     yield client
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def atomic() -> Iterator[None]:
+    with dynamodb_requests_atomic():
+        yield
 
 
 def test_contended_conditional_transactions_commit_once_per_version(dynamodb: Any) -> None:

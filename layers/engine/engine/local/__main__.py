@@ -36,9 +36,16 @@ def main() -> int:
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
-    from engine.local.moto import SerializedMotoServer
+    from engine.local.moto import dynamodb_requests_atomic
 
-    moto = SerializedMotoServer(ip_address=host, port=db_port, verbose=False)
+    with dynamodb_requests_atomic():
+        return _serve(host, api_port, db_port, endpoint)
+
+
+def _serve(host: str, api_port: int, db_port: int, endpoint: str) -> int:
+    from engine.local.moto import QuietMotoServer
+
+    moto = QuietMotoServer(ip_address=host, port=db_port, verbose=False)
     moto.start()
 
     from engine.local.seed import DEMO_ASSET, DEMO_TIMEFRAME, demo_candles, demo_strategy

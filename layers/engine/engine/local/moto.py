@@ -1,16 +1,18 @@
-"""moto's DynamoDB server for the local stack, answering one request at a time.
+"""moto's DynamoDB for the local stack (and the tests), answering one request at a time.
 
-moto's backends are not thread-safe: two transactions at once (a by-id commit and a bulk
-commit, say) can both pass their conditions, or lose an item ("dictionary changed size during
-iteration"). DynamoDB itself applies each request atomically and a transaction's conditions
-together with its writes; serializing every request through one lock gives the local stack that
-same guarantee, whichever functions and threads send them.
+moto's backend is not thread-safe: a transaction snapshots the tables to restore them if it
+fails, so two at once can undo each other's writes, both pass the same condition, or fail with
+"dictionary changed size during iteration". DynamoDB applies each request atomically and a
+transaction's conditions together with its writes; running every DynamoDB request through one
+lock gives moto that same guarantee, whichever functions and threads send them. Threads still
+interleave between requests (load, evaluate, commit), where concurrent work races in AWS too.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
@@ -21,25 +23,24 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
+@contextmanager
+def dynamodb_requests_atomic() -> Iterator[None]:
+    """Within the block, moto (server or in-process) applies one DynamoDB request at a time."""
+    from moto.dynamodb.responses import DynamoHandler
 
-class Serialized:
-    """A WSGI app that lets one request at a time through `app`, its answer read whole."""
+    original = DynamoHandler.call_action
+    lock = threading.RLock()
 
-    def __init__(self, app: WsgiApp) -> None:
-        self.app = app
-        self.lock = threading.Lock()
+    def atomic_call_action(self: DynamoHandler) -> Any:
+        with lock:
+            return original(self)
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        with self.lock:
-            answer = self.app(environ, start_response)
-            try:
-                return [b"".join(answer)]
-            finally:
-                close = getattr(answer, "close", None)
-                if close is not None:
-                    close()
+    DynamoHandler.call_action = atomic_call_action  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        DynamoHandler.call_action = original  # type: ignore[method-assign]
 
 
 class _QuietHandler(MotoRequestHandler):
@@ -47,11 +48,11 @@ class _QuietHandler(MotoRequestHandler):
         pass  # one line per DynamoDB call drowns the handlers' own logs
 
 
-class SerializedMotoServer(ThreadedMotoServer):
-    """ThreadedMotoServer whose requests are applied one at a time (see the module doc)."""
+class QuietMotoServer(ThreadedMotoServer):
+    """ThreadedMotoServer without a log line per request."""
 
     def _server_entry(self) -> None:
-        app = Serialized(DomainDispatcherApplication(create_backend_app))
+        app = DomainDispatcherApplication(create_backend_app)
         self._server = make_server(
             self._ip_address, self._port, app, True, request_handler=_QuietHandler
         )
