@@ -125,8 +125,6 @@ def build_resolver() -> APIGatewayRestResolver:
         details = []
         for err in exc.errors():
             loc = tuple(err.get("loc", ()))
-            if err.get("type") == "json_invalid":
-                return error_response(400, "malformed_json", "request body is not valid JSON")
             where = loc[0] if loc else "body"
             path = format_path(clean_loc(loc[1:])) or str(where)
             details.append({"path": path, "message": error_message(err, REQUEST_KEYS)})

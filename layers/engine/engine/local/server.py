@@ -110,6 +110,7 @@ def merged_openapi(routes: list[Route]) -> dict[str, Any]:
 # What the local server answers itself, as API Gateway would, in the API's error shape.
 _REFUSALS = {
     400: ("bad_request", "the request is not valid HTTP"),
+    404: ("route_not_found", "no such route"),
     405: ("method_not_allowed", "the route does not take this method"),
     408: ("request_timeout", "the request did not arrive in time"),
     411: ("length_required", "a request body needs a Content-Length"),
@@ -232,12 +233,7 @@ def make_server(host: str, port: int) -> ThreadingHTTPServer:
                     headers={"Allow": ", ".join(allowed)},
                 )
                 return
-            error = {
-                "code": "route_not_found",
-                "message": f"no route for {method} {url.path}",
-                "details": [],
-            }
-            self._send(404, json.dumps(error).encode())
+            self._send(404, error_body(404, f"no route for {method} {url.path}"))
 
         def do_GET(self) -> None:
             self._dispatch("GET")
