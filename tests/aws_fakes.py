@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from engine.local.moto import dynamodb_requests_atomic
 from engine.storage import models as storage_models
 
 REGION = "us-east-1"
@@ -86,25 +86,5 @@ def scan_tables(client: Any) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-@contextmanager
-def moto_requests_atomic() -> Iterator[None]:
-    """Make each request to moto's in-process DynamoDB atomic, as DynamoDB's are.
-
-    moto's backend is not thread-safe: a transaction that fails restores a copy of the tables
-    taken before it started, which can undo another thread's write. Threads still interleave
-    between requests (load, evaluate, commit), where concurrent work races in AWS too.
-    """
-    from moto.dynamodb.responses import DynamoHandler
-
-    original = DynamoHandler.call_action
-    lock = threading.RLock()
-
-    def atomic_call_action(self: DynamoHandler) -> Any:
-        with lock:
-            return original(self)
-
-    DynamoHandler.call_action = atomic_call_action  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        DynamoHandler.call_action = original  # type: ignore[method-assign]
+# One mechanism for the tests' in-process moto and the local stack's moto server.
+moto_requests_atomic = dynamodb_requests_atomic

@@ -13,6 +13,8 @@ from engine.core.strategy import STRATEGY_ID_PATTERN
 from engine.observability import instrumented, record_evaluation
 
 app = build_resolver()
+# The query parameters of the route below; any other is refused (422), not ignored.
+QUERY_PARAMETERS = ("persist",)
 
 
 @app.post(
@@ -33,4 +35,4 @@ def evaluate_by_id(
 
 @instrumented(correlation_paths.API_GATEWAY_REST)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return handle_http(app, event, context)
+    return handle_http(app, event, context, query=QUERY_PARAMETERS)

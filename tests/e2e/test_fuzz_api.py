@@ -1,11 +1,13 @@
 """Schemathesis against the local stack's own OpenAPI document (DESIGN §6).
 
 Every operation of /openapi.json is fuzzed with schema-conforming and with invalid data
-(schemathesis's coverage and fuzzing phases, seeded and bounded), over real HTTP against
-`python -m engine.local`. Whatever is sent:
+(schemathesis's coverage and fuzzing phases, seeded and bounded), and sequences of them are run
+statefully (a result's strategy id fed to the next request, as schemathesis infers the links),
+over real HTTP against `python -m engine.local`. Whatever is sent:
 
 - no answer is a server error, except the documented 503 for market data that is missing
-  or stale (a draft may name any asset; only the seed's BTC/USDT 1h has candles);
+  or stale (a draft may name any asset; only the seed's BTC/USDT 1h has candles) or storage
+  that is unavailable;
 - every error answer (4xx, 503) is JSON with the error contract `{code, message, details}`;
 - status codes, content types and bodies conform to the schema where it documents them.
 
@@ -28,15 +30,23 @@ pytestmark = pytest.mark.e2e
 
 SEED = 20260601
 MAX_EXAMPLES = (
-    50  # per operation in the fuzzing phase (both modes); the coverage phase adds its own
+    25  # per operation in the fuzzing phase (both modes); the coverage phase adds its own
 )
-# The coverage phase derives ~12,000 cases from the draft's Strategy schema (one per keyword,
-# each way of breaking it); a deterministic quarter of them keeps the file near a minute.
-COVERAGE_SAMPLE = 4
+# The coverage phase derives many cases from the draft's Strategy schema (one per keyword);
+# a deterministic eighth of them run, which keeps the file near a minute and a half.
+COVERAGE_SAMPLE = 8
+# The stateful phase: this many scenarios of up to STATEFUL_STEPS requests each.
+STATEFUL_SCENARIOS = 15
+STATEFUL_STEPS = 5
 SEEDED_ASSET = "BTC/USDT"
 SEEDED_TIMEFRAME = "1h"
 # 5xx answers the API documents: no decision without market data (DESIGN §6).
-DOCUMENTED_503_CODES = {"market_data_unavailable", "market_data_stale"}
+DOCUMENTED_503_CODES = {
+    "market_data_unavailable",
+    "market_data_stale",
+    "storage_unavailable",
+    "storage_table_missing",
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +59,22 @@ def api_schema(stack: dict[str, Any]) -> schemathesis.BaseSchema:
             "generation": {"mode": "all", "max-examples": MAX_EXAMPLES, "deterministic": True},
             "phases": {
                 "examples": {"enabled": True},
-                # Methods the routes do not declare: left out of the fuzzing and covered
-                # by test_other_methods_are_answered_with_the_error_contract below.
-                "coverage": {"enabled": True, "unexpected-methods": ["get", "put", "delete"]},
+                # every method a route does not take: the local server answers JSON 405
+                "coverage": {"enabled": True},
                 "fuzzing": {"enabled": True},
-                "stateful": {"enabled": False},
+                "stateful": {"enabled": True},
             },
+            "operations": [
+                {
+                    # The coverage phase's negative cases of the draft body number ~12,000 (each
+                    # keyword of the recursive Strategy schema, each way of breaking it) and take
+                    # minutes to derive: for this operation it runs positive cases only. Its
+                    # negative side is the fuzzing phase's negative mode, the focused tests below
+                    # and tests/e2e/test_hostile_input.py.
+                    "include-path": "/api/v1/execution/evaluate",
+                    "phases": {"coverage": {"generation": {"mode": "positive"}}},
+                }
+            ],
             "checks": {
                 "enabled": False,
                 "not_a_server_error": {
@@ -153,7 +173,14 @@ def test_api_answers_within_its_contract(case: schemathesis.Case) -> None:
     if _sampled_out(case):
         return
     _steer_to_seeded_market(case)
-    response = case.call_and_validate()
+    _within_contract(case.call_and_validate(), case)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _within_contract(response: schemathesis.Response, case: schemathesis.Case) -> None:
     if response.status_code >= 400:
         try:
             assert_error_contract(response)
@@ -166,8 +193,32 @@ def test_api_answers_within_its_contract(case: schemathesis.Case) -> None:
         json.loads(response.text, parse_constant=_reject_constant)
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
+def test_stateful_sequences_answer_within_the_contract(
+    api_schema: schemathesis.BaseSchema,
+) -> None:
+    """Sequences of requests, each answer's strategy id fed to the next request (the links
+    schemathesis infers from the response schemas): by id, bulk and draft, dry and committing."""
+
+    class Workflow(api_schema.as_state_machine()):  # type: ignore[misc]
+        def before_call(self, case: schemathesis.Case) -> None:
+            _steer_to_seeded_market(case)
+
+        def validate_response(
+            self, response: schemathesis.Response, case: schemathesis.Case, **kwargs: Any
+        ) -> None:
+            super().validate_response(response, case, **kwargs)
+            _within_contract(response, case)
+
+    Workflow.run(
+        settings=settings(
+            max_examples=STATEFUL_SCENARIOS,
+            stateful_step_count=STATEFUL_STEPS,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
 
 
 # --- the error contract where generated requests do not reach ------------------------------

@@ -41,7 +41,7 @@ from engine.storage import (
     DynamoStateRepository,
     DynamoStrategyRepository,
     RetryPolicy,
-    StorageError,
+    TableMissing,
     TransactionTooLarge,
     dynamo_repositories,
     table_definitions,
@@ -904,8 +904,10 @@ def test_throttled_reads_are_retried_too(repos: DynamoRepositories, calls: Reque
 
 def test_errors_retrying_cannot_fix_are_storage_errors(repos: DynamoRepositories) -> None:
     StrategyModel.delete_table()
-    with pytest.raises(StorageError, match="ResourceNotFoundException"):
+    # a missing table is a deployment problem: 503 with its own code, not retried
+    with pytest.raises(TableMissing, match="ResourceNotFoundException") as info:
         repos.strategies.get("s1")
+    assert info.value.status == 503 and info.value.code == "storage_table_missing"
 
 
 # --- state: bulk loads ------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,3 +45,15 @@ def test_a_function_never_runs_two_invocations_at_once(monkeypatch: pytest.Monke
     assert [a.status_code for a in answers] == [200] * len(urls)
     # four requests each to two functions, all at once: each function took them one by one
     assert most == {"EvaluateByIdFunction": 1, "EvaluateByObjectFunction": 1}
+
+
+def test_a_burst_of_clients_queues_rather_than_being_reset() -> None:
+    # 50 concurrent requests saw connection resets with http.server's default backlog of 5
+    assert local_server.LocalHTTPServer.request_queue_size >= 128
+
+
+def test_query_parameters_reach_the_handler_as_api_gateway_sends_them() -> None:
+    route = Route("POST", "/x", "F", Path("."), "app.handler")
+    event = local_server.proxy_event(route, "POST", "/x", {}, "a=1&a=2&b=", "", {})
+    assert event["queryStringParameters"] == {"a": "2", "b": ""}
+    assert event["multiValueQueryStringParameters"] == {"a": ["1", "2"], "b": [""]}

@@ -180,6 +180,8 @@ def test_no_iam_statement_grants_every_resource_except_xray(template: dict[str, 
     assert statements
     for statement in statements:
         assert "NotResource" not in statement and "NotAction" not in statement, statement
+        if statement["Effect"] == "Deny":
+            continue  # denying everything (TLS-only queues) grants nothing
         resources = _as_list(statement.get("Resource", []))
         actions = _as_list(statement.get("Action", []))
         assert not any(isinstance(a, str) and a.endswith(":*") for a in actions), statement
@@ -246,9 +248,11 @@ def test_the_schedule_triggers_bulk_every_minute_with_retries_and_a_dead_letter_
     assert resources["ScheduleDeadLetterQueue"]["Type"] == "AWS::SQS::Queue"
 
     # EventBridge may write to the DLQ, only from this schedule's rule
-    (policy,) = resources_of_type(template, "AWS::SQS::QueuePolicy").values()
+    policy = resources["ScheduleDeadLetterQueuePolicy"]
     assert policy["Properties"]["Queues"] == [{"Ref": "ScheduleDeadLetterQueue"}]
-    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    (statement,) = [
+        s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"
+    ]
     assert statement["Principal"] == {"Service": "events.amazonaws.com"}
     assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == {
         "Fn::GetAtt": ["EvaluateBulkFunctionSchedule", "Arn"]
@@ -542,3 +546,77 @@ def test_api_access_logs_are_json_lines_in_a_retained_log_group_when_on(
     group = resources["ApiAccessLogGroup"]
     assert group["Condition"] == "AccessLogsOn"
     assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+# --- hardening (issue 10) -----------------------------------------------------------------
+
+
+def test_every_queue_refuses_requests_without_tls(template: dict[str, Any]) -> None:
+    queues = set(resources_of_type(template, "AWS::SQS::Queue"))
+    covered = set()
+    for policy in resources_of_type(template, "AWS::SQS::QueuePolicy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            if statement.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false":
+                assert statement["Effect"] == "Deny" and statement["Principal"] == "*"
+                assert statement["Action"] == "sqs:*"
+                covered |= {_getatt(r)[0] for r in _as_list(statement["Resource"])}  # type: ignore[index]
+    assert covered == queues
+
+
+def test_functions_have_reserved_concurrency_the_throttle_alarms_refer_to(
+    template: dict[str, Any],
+) -> None:
+    for name, function in _functions(template).items():
+        reserved = function["Properties"]["ReservedConcurrentExecutions"]
+        _condition, value, otherwise = reserved["Fn::If"]
+        assert otherwise == {"Ref": "AWS::NoValue"}, name
+        assert template["Parameters"][value["Ref"]]["Default"] > 0, name
+    bulk = template["Parameters"]["BulkReservedConcurrency"]["Default"]
+    fanout = template["Resources"]["EvaluateBulkFanoutEventSource"]["Properties"]
+    assert bulk > fanout["ScalingConfig"]["MaximumConcurrency"]  # room for the schedule and HTTP
+
+
+def test_tables_are_protected_from_deletion(template: dict[str, Any]) -> None:
+    for name in TABLES:
+        assert template["Resources"][name]["Properties"]["DeletionProtectionEnabled"] is True
+
+
+def test_history_expires_only_when_configured(template: dict[str, Any]) -> None:
+    for name in ("PositionsTable", "OrdersTable"):
+        ttl = template["Resources"][name]["Properties"]["TimeToLiveSpecification"]
+        assert ttl == {"AttributeName": "expires_at", "Enabled": True}
+    assert template["Parameters"]["HistoryRetentionDays"]["Default"] == 0  # kept unless asked
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["HISTORY_TTL_DAYS"] == {"Ref": "HistoryRetentionDays"}
+
+
+def test_bodies_are_validated_by_api_gateway_and_refusals_keep_the_error_shape(
+    template: dict[str, Any],
+) -> None:
+    api = template["Resources"]["ExecutionApi"]["Properties"]
+    models = api["Models"]
+    for function, model in (
+        ("EvaluateByObjectFunction", "EvaluateDraftRequest"),
+        ("EvaluateBulkFunction", "BulkRequest"),
+    ):
+        (event,) = _events(_functions(template)[function], "Api").values()
+        request = event["Properties"]["RequestModel"]
+        assert request == {"Model": model, "Required": True, "ValidateBody": True}
+        assert models[model]["additionalProperties"] is False
+    for response in api["GatewayResponses"].values():
+        shape = response["ResponseTemplates"]["application/json"]
+        assert '"code":' in shape and '"message":' in shape and '"details": []' in shape
+
+
+def test_write_actions_are_only_those_a_transaction_sends(template: dict[str, Any]) -> None:
+    for name in ("EvaluateByIdFunction", "EvaluateBulkFunction"):
+        writes: dict[str, set[str]] = {}
+        for statement in _statements(_functions(template)[name]["Properties"]["Policies"]):
+            for action in set(_as_list(statement["Action"])) & DYNAMODB_WRITE:
+                for resource in _as_list(statement["Resource"]):
+                    writes.setdefault(action, set()).add(_table_of(resource)[0])
+        # positions, orders and cooldowns are put; the strategy's version is updated
+        assert writes == {
+            "dynamodb:PutItem": {"PositionsTable", "OrdersTable", "CooldownsTable"},
+            "dynamodb:UpdateItem": {"StrategiesTable"},
+        }, name

@@ -24,7 +24,9 @@ def build_service(env: Mapping[str, str]) -> ExecutionService:
     candles = DynamoCandleRepository()
     return ExecutionService(
         strategies=DynamoStrategyRepository(),
-        states=DynamoStateRepository(),
+        states=DynamoStateRepository(
+            history_ttl_days=_whole_number(env, "HISTORY_TTL_DAYS", default=0)
+        ),
         market_data=provider_from_config(env, candle_repository=candles),
         stale_policy=parse_stale_policy(env.get("STALE_DATA_POLICY", "reject")),
         commit_workers=positive_int(env, "COMMIT_WORKERS", default=1),
@@ -38,6 +40,16 @@ def positive_int(env: Mapping[str, str], name: str, *, default: int) -> int:
         return default
     if not raw.isdigit() or int(raw) < 1:
         raise ValueError(f"{name} must be a whole number of at least 1, not {raw!r}")
+    return int(raw)
+
+
+def _whole_number(env: Mapping[str, str], name: str, *, default: int) -> int:
+    """A setting of 0 or more; a ValueError naming the variable otherwise."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ValueError(f"{name} must be a whole number of 0 or more, not {raw!r}")
     return int(raw)
 
 

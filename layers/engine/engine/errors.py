@@ -18,6 +18,13 @@ class InvalidRequest(EngineError):
     code = "invalid_request"
 
 
+class MalformedJson(EngineError):
+    """A request body that is not JSON; the message says where it breaks."""
+
+    status = 400
+    code = "malformed_json"
+
+
 class StrategyNotFound(EngineError):
     status = 404
     code = "strategy_not_found"
@@ -45,3 +52,20 @@ class StorageUnavailable(EngineError):
 
     status = 503
     code = "storage_unavailable"
+
+
+class NotDone(EngineError):
+    """A bulk request's time ran out before this strategy was evaluated or committed; nothing
+    was written for it, and evaluating it again is safe."""
+
+    status = 503
+    code = "not_done"
+
+
+# Time a bulk request keeps in hand before it starts a strategy's fetch or commit: one storage
+# attempt's bound (engine.storage._retry.ATTEMPT_BOUND_S), so what it starts it finishes.
+STEP_RESERVE_S = 5.0
+OUT_OF_TIME = (
+    "the request's time ran out (API Gateway answers within 29 s); nothing was written for "
+    "this strategy: evaluate it again"
+)

@@ -8,6 +8,7 @@ Failures are per strategy: one strategy's error never costs another its result.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +23,17 @@ from pydantic import BaseModel, Field
 from engine.core.evaluate import compile_strategy, evaluate
 from engine.core.market import MarketData
 from engine.core.state import EvaluationResult, ExecutionState, Position, Warning
-from engine.core.strategy import Strategy, parse_strategy
+from engine.core.strategy import STRATEGY_ID_PATTERN, Strategy, parse_strategy
 from engine.core.timeframes import bucket_start, timeframe_ms, to_datetime, to_ms
-from engine.errors import EngineError, InvalidRequest, StrategyNotFound
+from engine.deadline import has_time_for, in_this_context
+from engine.errors import (
+    OUT_OF_TIME,
+    STEP_RESERVE_S,
+    EngineError,
+    InvalidRequest,
+    NotDone,
+    StrategyNotFound,
+)
 from engine.marketdata import StalePolicy, load_market
 from engine.ports import (
     EvaluatedBar,
@@ -37,6 +46,7 @@ from engine.ports import (
 logger = logging.getLogger("engine.service")
 
 MAX_BULK_STRATEGIES = 500
+_VALID_ID = re.compile(STRATEGY_ID_PATTERN)
 # Strategies read together. DynamoDB's BatchGetItem takes 100 keys, so reading in slices of
 # 100 costs no extra request and confines a failed read to the strategies it was for.
 READ_SLICE = 100
@@ -125,11 +135,17 @@ class ExecutionService:
         """Evaluate a strategy object with optional open positions; never writes anything."""
         if not isinstance(strategy, Strategy):
             strategy = parse_strategy(strategy)
+        now = self.clock()
         for position in positions:
             if position.asset not in strategy.assets:
                 raise InvalidRequest(
                     f"position {position.position_id} is on {position.asset}, "
                     f"which the strategy does not trade"
+                )
+            if to_ms(position.entry_time) > now:
+                raise InvalidRequest(
+                    f"position {position.position_id} enters at {position.entry_time.isoformat()}, "
+                    "after now: a position's entry_time is the open time of a past bar"
                 )
         state = ExecutionState(
             strategy_id=strategy.strategy_id,
@@ -201,9 +217,7 @@ class ExecutionService:
                 continue
             item = by_id.get(strategy_id)
             if item is None:
-                error = unreadable.get(strategy_id) or StrategyNotFound(
-                    f"no strategy with id {strategy_id!r}"
-                )
+                error = unreadable.get(strategy_id) or _missing(strategy_id)
                 item = _Failed(strategy_id, error)
             results.append(item.as_failure() if isinstance(item, _Failed) else item)
         failed = sum(1 for r in results if isinstance(r, BulkFailure))
@@ -320,6 +334,9 @@ class ExecutionService:
 
         def commit(item: _Evaluated) -> EvaluationResult | _Failed:
             result = item.result
+            sid = item.strategy.strategy_id
+            if not has_time_for(STEP_RESERVE_S):
+                return _Failed(sid, NotDone(f"strategy {sid} was not committed: {OUT_OF_TIME}"))
 
             def write() -> EvaluationResult:
                 result.state.version = self.states.commit(item.state, result.changes, item.bar)
@@ -334,12 +351,16 @@ class ExecutionService:
             committed = [commit(item) for item in changing]
         else:
             with ThreadPoolExecutor(min(self.commit_workers, len(changing))) as pool:
-                committed = list(pool.map(commit, changing))
+                committed = list(pool.map(in_this_context(commit), changing))
         done: dict[str, EvaluationResult | _Failed] = {
             e.strategy.strategy_id: r for e, r in zip(changing, committed, strict=True)
         }
         quiet = [e for e in evaluated if e.result.changes.empty]
+        # out of time, a quiet bar is not recorded: the strategy stays due for the next tick
         marks = [(e.state, e.bar) for e in quiet if e.bar is not None and e.advances]
+        recorded = not marks or has_time_for(STEP_RESERVE_S)
+        if not recorded:
+            marks = []
         failures: Mapping[str, EngineError] = {}
         if marks:
             try:
@@ -351,7 +372,7 @@ class ExecutionService:
             if sid in failures:
                 done[sid] = _Failed(sid, failures[sid])
             else:
-                if e.bar is not None and e.advances:
+                if recorded and e.bar is not None and e.advances:
                     e.result.state.last_bar = e.result.bar
                 e.result.persisted = True
                 done[sid] = e.result
@@ -413,6 +434,15 @@ def bars_passed_over(
         before = max(0, (min(first, bar) - last) // step - 1) if last < first else 0
         most = max(most, max(0, between) + before)
     return most
+
+
+def _missing(strategy_id: str) -> EngineError:
+    """Why a requested id has no result: malformed (no strategy can have it), or unknown."""
+    if _VALID_ID.match(strategy_id) is None:
+        return InvalidRequest(
+            f"strategy id {strategy_id!r} is malformed: ids match {STRATEGY_ID_PATTERN}"
+        )
+    return StrategyNotFound(f"no strategy with id {strategy_id!r}")
 
 
 def _guarded(strategy_id: str, work: Callable[[], EvaluationResult]) -> EvaluationResult | _Failed:

@@ -7,8 +7,9 @@ is a hand-kept list that could drift from the library.
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import Any
@@ -94,7 +95,9 @@ def check_indicator(
 ) -> list[tuple[tuple[str | int, ...], str]]:
     """Problems with one indicator definition, each as (path below the indicator, message)."""
     if name not in function_names():
-        return [(("fn",), f"unknown TA-Lib function {name!r}")]
+        return [
+            (("fn",), f"unknown TA-Lib function {name!r}{did_you_mean(name, function_names())}")
+        ]
     info = function_info(name)
     if name in HISTORY_ANCHORED:
         return [
@@ -115,7 +118,10 @@ def check_indicator(
     for key, value in params.items():
         if key not in info.parameters:
             known = ", ".join(info.parameters) or "none"
-            problems.append((("params", key), f"unknown parameter for {name} (known: {known})"))
+            hint = did_you_mean(key, info.parameters)
+            problems.append(
+                (("params", key), f"unknown parameter for {name} (known: {known}){hint}")
+            )
         elif isinstance(value, bool) or not isinstance(value, int | float):
             problems.append((("params", key), "must be a number"))
         elif not is_finite_number(value):
@@ -130,6 +136,13 @@ def check_indicator(
         detail = str(exc).split(":", 1)[-1].strip() or "rejected by TA-Lib"
         return [(("params",), f"TA-Lib rejects these parameters for {name}: {detail}")]
     return []
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """ "; did you mean 'X'?" for the closest of `choices` (any letter case), or ""."""
+    by_key = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(word.lower(), list(by_key), n=1, cutoff=0.6)
+    return f"; did you mean {by_key[close[0]]!r}?" if close else ""
 
 
 def is_finite_number(value: int | float) -> bool:

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 OrderSide = Literal["enter_long", "exit_long"]
 OrderType = Literal["market", "stop_loss", "take_profit"]
 OrderStatus = Literal["filled", "open", "cancelled"]
 ExitReason = Literal["stop_loss", "take_profit", "signal", "time"]
+
+
+# What a position holds, as numbers JSON can carry and a price can be: finite, and true numbers
+# (strict: a boolean is not 1). A position may come from a caller (a draft's positions).
+Price = Annotated[float, Field(gt=0, le=1e15, allow_inf_nan=False, strict=True)]
+Amount = Annotated[float, Field(ge=0, le=1e15, allow_inf_nan=False, strict=True)]
+Money = Annotated[float, Field(ge=-1e18, le=1e18, allow_inf_nan=False, strict=True)]
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _after_1970(value: datetime) -> datetime:
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if aware < EARLIEST:
+        raise ValueError("must be 1970-01-01T00:00:00Z or later")
+    return value
+
+
+Time = Annotated[datetime, AfterValidator(_after_1970)]
 
 
 class _State(BaseModel):
@@ -39,17 +57,17 @@ class Position(_State):
     strategy_id: str
     asset: str
     status: Literal["open", "closed"] = "open"
-    entry_time: datetime = Field(description="open time of the entry bar")
-    entry_price: float
-    quantity: float
-    entry_fee: float = 0.0
-    stop_loss_price: float | None = None
-    take_profit_price: float | None = None
-    exit_time: datetime | None = None
-    exit_price: float | None = None
-    exit_fee: float | None = None
+    entry_time: Time = Field(description="open time of the entry bar")
+    entry_price: Price
+    quantity: Price
+    entry_fee: Amount = 0.0
+    stop_loss_price: Price | None = None
+    take_profit_price: Price | None = None
+    exit_time: Time | None = None
+    exit_price: Price | None = None
+    exit_fee: Amount | None = None
     exit_reason: ExitReason | None = None
-    pnl: float | None = None
+    pnl: Money | None = None
 
 
 class LossRecord(_State):

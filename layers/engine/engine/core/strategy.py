@@ -8,8 +8,8 @@ sound. Every problem carries its JSON path.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from functools import cached_property
+from collections.abc import Iterable, Iterator, Mapping
+from functools import cache, cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -43,6 +43,11 @@ INDICATOR_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 # is refused when it is written, not when its signal could not become an order.
 MAX_WRITES_PER_EVALUATION = 100
 
+# Limits on a strategy's conditions, checked on the raw document before anything recursive
+# (validation, references, compilation, logging) walks it.
+MAX_CONDITION_DEPTH = 32
+MAX_CONDITIONS = 500
+
 # Numbers a strategy may hold: finite, and small enough that prices and notionals computed
 # from them stay finite (JSON has no NaN or infinity; 10**400 is valid JSON but not a float).
 MAX_NUMBER = 1e15
@@ -62,7 +67,8 @@ AssetSymbol = Annotated[str, Field(pattern=ASSET_PATTERN)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # strict: JSON types as written (true is not 1, "5" is not 5, 2.0 is not an integer)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 # --- indicators -------------------------------------------------------------------------
@@ -125,7 +131,7 @@ class AnyOf(_Model):
 
 class NotOf(_Model):
     model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False, strict=True
     )
     not_: Condition = Field(alias="not")
 
@@ -238,7 +244,9 @@ class ExecutionConfig(_Model):
 class Strategy(_Model):
     """A long-only strategy evaluated bar by bar on its primary timeframe."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, title="Strategy", allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, title="Strategy", allow_inf_nan=False, strict=True
+    )
 
     strategy_id: StrategyId
     name: Annotated[str, Field(min_length=1, max_length=200)]
@@ -251,6 +259,14 @@ class Strategy(_Model):
     entry: Condition
     exit: Condition | None = None
     execution_config: ExecutionConfig = Field(default_factory=ExecutionConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _within_limits(cls, data: Any) -> Any:
+        problems = list(_limit_problems(data))
+        if problems:
+            raise _errors("Strategy", problems)
+        return data
 
     @field_validator("strategy_id")
     @classmethod
@@ -378,6 +394,44 @@ def _conditions(strategy: Strategy) -> Iterator[Any]:
             stack.extend(cond.any)
         elif isinstance(cond, NotOf):
             stack.append(cond.not_)
+
+
+def _limit_problems(data: Any) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
+    """Conditions nested deeper than MAX_CONDITION_DEPTH or more than MAX_CONDITIONS of them,
+    found on the raw document without recursion."""
+    if not isinstance(data, dict):
+        return
+    total = 0
+    for root in ("entry", "exit"):
+        stack: list[tuple[Any, int]] = [(data.get(root), 1)]
+        deepest = 0
+        while stack and deepest <= MAX_CONDITION_DEPTH and total <= MAX_CONDITIONS:
+            cond, depth = stack.pop()
+            if not isinstance(cond, dict):
+                continue
+            total += 1
+            deepest = max(deepest, depth)
+            for key in ("all", "any"):
+                if isinstance(cond.get(key), list):
+                    stack.extend((child, depth + 1) for child in cond[key])
+            if "not" in cond:
+                stack.append((cond["not"], depth + 1))
+        if deepest > MAX_CONDITION_DEPTH:
+            yield (
+                (root,),
+                "too_deep",
+                f"conditions nest more than {MAX_CONDITION_DEPTH} levels deep; "
+                f"at most {MAX_CONDITION_DEPTH} are allowed",
+            )
+            return
+        if total > MAX_CONDITIONS:
+            yield (
+                (root,),
+                "too_many_conditions",
+                f"more than {MAX_CONDITIONS} conditions; at most {MAX_CONDITIONS} "
+                "(entry and exit together) are allowed",
+            )
+            return
 
 
 def _reference_problems(data: Any) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
@@ -527,19 +581,47 @@ def problems_from(error: ValidationError) -> list[tuple[str, str]]:
         # reference problems carry the document's own path already (no union tags in it)
         path = format_path(loc if err["type"] in _REFERENCE_CODES else _clean_loc(loc))
         messages = merged.setdefault(path, [])
-        if err["msg"] not in messages:
-            messages.append(err["msg"])
+        message = error_message(err)
+        if message not in messages:
+            messages.append(message)
     return [
         (path, msgs[0] if len(msgs) == 1 else "none of the accepted forms: " + "; ".join(msgs))
         for path, msgs in merged.items()
     ]
 
 
+def error_message(err: Mapping[str, Any], keys: Iterable[str] = ()) -> str:
+    """pydantic's message for one error; an unknown key gets the closest known key (of a
+    strategy, or `keys`) as a suggestion."""
+    message = str(err.get("msg", "invalid"))
+    loc = tuple(err.get("loc", ()))
+    if err.get("type") == "extra_forbidden" and loc and isinstance(loc[-1], str):
+        message += indicators.did_you_mean(loc[-1], _field_names() | set(keys))
+    return message
+
+
+@cache
+def _field_names() -> frozenset[str]:
+    """Every key a strategy document may hold somewhere: what an unknown key is matched to."""
+    return frozenset(
+        info.alias or name
+        for model in _Model.__subclasses__()
+        for name, info in model.model_fields.items()
+    )
+
+
 _UNION_TAGS = frozenset({"compare", "int", "float", "str", "Ref"})
 _CONDITION_TAGS = frozenset({"all", "any", "not"})
 _LEVEL_TAGS = frozenset({"percent", "atr", "risk_reward"})
 _REFERENCE_CODES = frozenset(
-    {"undefined_reference", "missing_stop_loss", "reserved_name", "invalid_timeframe"}
+    {
+        "undefined_reference",
+        "missing_stop_loss",
+        "reserved_name",
+        "invalid_timeframe",
+        "too_deep",
+        "too_many_conditions",
+    }
 )
 
 
@@ -578,6 +660,8 @@ def parse_strategy(data: Any) -> Strategy:
         return Strategy.model_validate(data)
     except ValidationError as exc:
         problems = problems_from(exc)
+    if any(True for _ in _limit_problems(data)):
+        raise StrategyInvalid(problems)  # too big to walk: the limit is the problem
     # The structure failed, so the reference checks did not run: add what they find.
     reported = {path for path, _ in problems}
     for loc, _code, message in _reference_problems(data):

@@ -10,6 +10,8 @@ import os
 import sys
 import time
 
+from engine.local.template import literal_environment
+
 
 def main() -> int:
     host = "127.0.0.1"
@@ -24,15 +26,26 @@ def main() -> int:
     os.environ["DYNAMODB_ENDPOINT"] = endpoint
     os.environ.setdefault("STALE_DATA_POLICY", "warn")
     os.environ.setdefault("MARKET_DATA_PROVIDER", "dynamodb")
-    # moto's DynamoDB is not safe under concurrent transactions: commit one at a time
-    os.environ.setdefault("COMMIT_WORKERS", "1")
+    # moto applies one request at a time (engine.local.moto), as DynamoDB applies each
+    # atomically: commits may run concurrently as deployed.
+    os.environ.setdefault("COMMIT_WORKERS", literal_environment()["COMMIT_WORKERS"])
+    # ...but a candle Query on moto reads the whole table (0.3 s at a few thousand candles),
+    # so concurrent fetches would only queue behind each other against the read timeout.
+    os.environ.setdefault("MARKET_DATA_CONCURRENCY", "1")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
-    from moto.server import ThreadedMotoServer
+    from engine.local.moto import dynamodb_requests_atomic
 
-    moto = ThreadedMotoServer(ip_address=host, port=db_port)
+    with dynamodb_requests_atomic():
+        return _serve(host, api_port, db_port, endpoint)
+
+
+def _serve(host: str, api_port: int, db_port: int, endpoint: str) -> int:
+    from engine.local.moto import QuietMotoServer
+
+    moto = QuietMotoServer(ip_address=host, port=db_port, verbose=False)
     moto.start()
 
     from engine.local.seed import DEMO_ASSET, DEMO_TIMEFRAME, demo_candles, demo_strategy

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import traceback
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -42,7 +43,12 @@ def proxy_event(
     body: str,
     headers: dict[str, str],
 ) -> dict[str, Any]:
-    qs = dict(parse_qsl(query, keep_blank_values=True)) or None
+    # as API Gateway: the single-value map holds each name's last value, the multi-value map all
+    pairs = parse_qsl(query, keep_blank_values=True)
+    multi: dict[str, list[str]] = {}
+    for name, value in pairs:
+        multi.setdefault(name, []).append(value)
+    qs = {name: values[-1] for name, values in multi.items()} or None
     return {
         "resource": route.path,
         "path": path,
@@ -50,7 +56,7 @@ def proxy_event(
         "headers": headers,
         "multiValueHeaders": {k: [v] for k, v in headers.items()},
         "queryStringParameters": qs,
-        "multiValueQueryStringParameters": {k: [v] for k, v in qs.items()} if qs else None,
+        "multiValueQueryStringParameters": multi or None,
         "pathParameters": params or None,
         "stageVariables": None,
         "requestContext": {
@@ -101,6 +107,33 @@ def merged_openapi(routes: list[Route]) -> dict[str, Any]:
     }
 
 
+# What the local server answers itself, as API Gateway would, in the API's error shape.
+_REFUSALS = {
+    400: ("bad_request", "the request is not valid HTTP"),
+    404: ("route_not_found", "no such route"),
+    405: ("method_not_allowed", "the route does not take this method"),
+    408: ("request_timeout", "the request did not arrive in time"),
+    411: ("length_required", "a request body needs a Content-Length"),
+    413: ("payload_too_large", "request body too large"),
+    414: ("uri_too_long", "the request line is too long"),
+    431: ("request_header_fields_too_large", "the request headers are too large"),
+    502: ("internal_error", "the function failed; see the stack's log"),
+}
+# API Gateway refuses larger payloads itself (10 MB); the local server does not read them.
+MAX_REQUEST_BYTES = 10 * 1024 * 1024
+
+
+def error_body(status: int, message: str | None = None) -> bytes:
+    code, default = _REFUSALS.get(status, ("bad_request", "the request was refused"))
+    return json.dumps({"code": code, "message": message or default, "details": []}).encode()
+
+
+class LocalHTTPServer(ThreadingHTTPServer):
+    # a burst of concurrent clients must queue, not be reset (the default backlog is 5)
+    request_queue_size = 128
+    daemon_threads = True
+
+
 def make_server(host: str, port: int) -> ThreadingHTTPServer:
     routes = api_routes()
     handlers = {r.function: r.load_handler() for r in routes}
@@ -114,18 +147,64 @@ def make_server(host: str, port: int) -> ThreadingHTTPServer:
 
         _head_only = False
 
-        def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        def _send(
+            self,
+            status: int,
+            body: bytes,
+            content_type: str = "application/json",
+            headers: dict[str, str] | None = None,
+        ) -> None:
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if not self._head_only:
                 self.wfile.write(body)
 
+        def send_error(
+            self, code: int, message: str | None = None, explain: str | None = None
+        ) -> None:
+            """http.server's own refusals (unknown method, 414, 431, bad request line) in JSON,
+            not its HTML page."""
+            status = 405 if code == 501 else code  # an unknown method, on any route
+            try:
+                self.send_response(status, message)
+                body = error_body(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                if self.command != "HEAD" and status >= 200 and status not in (204, 304):
+                    self.wfile.write(body)
+            finally:
+                self.close_connection = True
+
+        def _body(self) -> str | None:
+            """The request body; None when it was refused (the answer is sent)."""
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                self._refuse(411, "chunked bodies are not accepted; send a Content-Length")
+                return None
+            raw = self.headers.get("Content-Length") or "0"
+            if not raw.strip().isdigit():
+                self._refuse(400, f"Content-Length {raw!r} is not a number of bytes")
+                return None
+            length = int(raw)
+            if length > MAX_REQUEST_BYTES:
+                self._refuse(413, f"request body exceeds {MAX_REQUEST_BYTES} bytes")
+                return None
+            return self.rfile.read(length).decode("utf-8", errors="replace") if length else ""
+
+        def _refuse(self, status: int, message: str) -> None:
+            self.close_connection = True
+            self._send(status, error_body(status, message))
+
         def _dispatch(self, method: str) -> None:
             url = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length).decode("utf-8", errors="replace") if length else ""
+            body = self._body()
+            if body is None:
+                return
             if method == "GET" and url.path == "/openapi.json":
                 self._send(200, openapi)
                 return
@@ -135,17 +214,26 @@ def make_server(host: str, port: int) -> ThreadingHTTPServer:
                     continue
                 headers = {k: v for k, v in self.headers.items()}
                 event = proxy_event(route, method, url.path, params, url.query, body, headers)
-                with containers[route.function]:
-                    answer = handlers[route.function](event, _Context(route.function))
+                try:
+                    with containers[route.function]:
+                        answer = handlers[route.function](event, _Context(route.function))
+                except Exception:
+                    # Lambda reports a function error; API Gateway answers 502
+                    traceback.print_exc()
+                    self._send(502, error_body(502))
+                    return
                 payload = answer.get("body") or ""
                 self._send(int(answer.get("statusCode", 500)), payload.encode())
                 return
-            error = {
-                "code": "route_not_found",
-                "message": f"no route for {method} {url.path}",
-                "details": [],
-            }
-            self._send(404, json.dumps(error).encode())
+            if any(route.pattern.match(url.path) for route in routes):
+                allowed = sorted({r.method for r in routes if r.pattern.match(url.path)})
+                self._send(
+                    405,
+                    error_body(405, f"{url.path} takes {', '.join(allowed)}, not {method}"),
+                    headers={"Allow": ", ".join(allowed)},
+                )
+                return
+            self._send(404, error_body(404, f"no route for {method} {url.path}"))
 
         def do_GET(self) -> None:
             self._dispatch("GET")
@@ -179,4 +267,4 @@ def make_server(host: str, port: int) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: Any) -> None:
             pass  # the handlers log structured JSON already
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return LocalHTTPServer((host, port), Handler)

@@ -32,7 +32,12 @@ def provider_from_config(
             raise ValueError(
                 "MARKET_DATA_PROVIDER=dynamodb needs a candle repository (the DynamoDB candle table)"
             )
-        return RepositoryProvider(candle_repository)
+        raw = (env.get("MARKET_DATA_CONCURRENCY") or "8").strip()
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(
+                f"MARKET_DATA_CONCURRENCY must be a whole number of at least 1, not {raw!r}"
+            )
+        return RepositoryProvider(candle_repository, concurrency=int(raw))
     if kind == "ccxt":
         exchange_id = (env.get("CCXT_EXCHANGE") or "").strip()
         if not exchange_id:

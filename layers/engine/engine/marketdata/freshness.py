@@ -69,8 +69,9 @@ def check_freshness(
     age_bars = age_ms // step
     message = (
         f"market data for {asset} {timeframe} is stale: the newest closed bar opened at "
-        f"{_iso(last_open)} and closed {age_bars} bars ({age_ms // 1000} s) before "
-        f"{_iso(now_ms)}; at most {MAX_AGE_BARS} bars are allowed"
+        f"{_iso(last_open)} and closed {'' if age_ms % step == 0 else 'more than '}"
+        f"{age_bars} bars ({age_ms // 1000} s) before {_iso(now_ms)}; data more than "
+        f"{MAX_AGE_BARS} bars old is stale"
     )
     if checked == "reject":
         raise MarketDataStale(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from engine.core.candles import Candles
+from engine.core.timeframes import to_datetime
 from engine.errors import MarketDataStale, MarketDataUnavailable
 from engine.ports import CandleRepository
 
@@ -16,8 +17,10 @@ class RepositoryProvider:
     MarketDataUnavailable.
     """
 
-    def __init__(self, candle_repository: CandleRepository) -> None:
+    def __init__(self, candle_repository: CandleRepository, *, concurrency: int = 8) -> None:
         self.candle_repository = candle_repository
+        # DynamoDB serves concurrent queries: load_market fetches this many pairs at once
+        self.concurrency = concurrency
 
     def fetch(self, asset: str, timeframe: str, bars: int, now_ms: int) -> Candles:
         if bars < 1:
@@ -32,4 +35,12 @@ class RepositoryProvider:
                 f"market data for {asset} {timeframe} unavailable from the candle table: "
                 f"{type(exc).__name__}: {message}"
             ) from exc
-        return candles.closed_by(timeframe, now_ms)
+        closed = candles.closed_by(timeframe, now_ms)
+        if len(closed) == 0:
+            raise MarketDataUnavailable(
+                f"the candle table has no {timeframe} candles for {asset} closed by "
+                f"{to_datetime(now_ms).isoformat().replace('+00:00', 'Z')}: import them with "
+                f"`python -m engine candles import --asset {asset} --timeframe {timeframe} FILE`",
+                details=[{"asset": asset, "timeframe": timeframe}],
+            )
+        return closed

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from engine.core.candles import Candles
-from engine.errors import EngineError, MarketDataUnavailable
+from engine.deadline import has_time_for, in_this_context
+from engine.errors import OUT_OF_TIME, STEP_RESERVE_S, EngineError, MarketDataUnavailable, NotDone
 from engine.marketdata.freshness import StalePolicy, check_freshness, parse_stale_policy
 from engine.ports import MarketDataProvider
 
@@ -64,27 +66,43 @@ def load_market(
     candles: dict[Pair, Candles] = {}
     failures: dict[Pair, EngineError] = {}
     warnings: dict[Pair, list[str]] = {}
-    fetches = 0
-    for pair in unique:
+
+    def load(pair: Pair) -> tuple[Candles | None, EngineError | None, list[str]]:
         asset, timeframe = pair
         bars = bars_by_pair if isinstance(bars_by_pair, int) else bars_by_pair[pair]
-        fetches += 1
+        if not has_time_for(STEP_RESERVE_S):  # the request's budget (engine.deadline)
+            error = NotDone(f"market data for {asset} {timeframe} was not fetched: {OUT_OF_TIME}")
+            return None, error, []
         try:
             fetched = provider.fetch(asset, timeframe, bars, now_ms)
-            found = check_freshness(fetched, timeframe, now_ms, checked, asset=asset)
+            return fetched, None, check_freshness(fetched, timeframe, now_ms, checked, asset=asset)
         except EngineError as exc:
             logger.warning("market data for %s %s failed: %s", asset, timeframe, exc.message)
-            failures[pair] = exc
-            continue
+            return None, exc, []
         except Exception as exc:  # one pair's failure must not sink the others
             logger.exception("market data provider failed for %s %s", asset, timeframe)
-            error = MarketDataUnavailable(
+            unavailable = MarketDataUnavailable(
                 f"market data for {asset} {timeframe} unavailable: {type(exc).__name__}: {exc}"
             )
-            error.__cause__ = exc
+            unavailable.__cause__ = exc
+            return None, unavailable, []
+
+    # Pairs are fetched `provider.concurrency` at a time (a draft of 50 assets waits for the
+    # slowest few round trips, not their sum); providers that do not say fetch one at a time.
+    workers = min(int(getattr(provider, "concurrency", 1)), len(unique))
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            loaded = list(pool.map(in_this_context(load), unique))
+    else:
+        loaded = [load(pair) for pair in unique]
+    fetches = 0
+    for pair, (fetched, error, found) in zip(unique, loaded, strict=True):
+        if error is not None:
             failures[pair] = error
+            fetches += not isinstance(error, NotDone)
             continue
-        candles[pair] = fetched
+        fetches += 1
+        candles[pair] = fetched  # type: ignore[assignment]
         if found:
             warnings[pair] = found
     return SharedMarketData(candles, failures, warnings, fetches)

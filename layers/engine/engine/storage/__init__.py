@@ -7,7 +7,12 @@ from dataclasses import dataclass, field
 
 from engine.storage._retry import RetryPolicy
 from engine.storage.candles import DynamoCandleRepository
-from engine.storage.errors import StorageError, StoredStrategyInvalid, TransactionTooLarge
+from engine.storage.errors import (
+    StorageError,
+    StoredStrategyInvalid,
+    TableMissing,
+    TransactionTooLarge,
+)
 from engine.storage.models import (
     ALL_MODELS,
     bind,
@@ -30,6 +35,7 @@ __all__ = [
     "StorageError",
     "StoredStrategyInvalid",
     "StrategySnapshots",
+    "TableMissing",
     "TransactionTooLarge",
     "bind",
     "create_tables",

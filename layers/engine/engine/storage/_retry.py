@@ -13,16 +13,23 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.exceptions import HTTPClientError
 from pynamodb.exceptions import PynamoDBException, TransactWriteError
 
+from engine.deadline import has_time_for
 from engine.errors import StorageUnavailable
-from engine.storage.errors import StorageError
+from engine.storage.errors import StorageError, TableMissing
 
 log = logging.getLogger(__name__)
+
+# Each attempt's bound (PynamoDB's defaults are 15 s and 30 s, past API Gateway's 29 s).
+# DynamoDB answers in milliseconds; an attempt that has not answered in seconds is a stall.
+CONNECT_TIMEOUT_S: Final = 1
+READ_TIMEOUT_S: Final = 4
+ATTEMPT_BOUND_S: Final = CONNECT_TIMEOUT_S + READ_TIMEOUT_S
 
 T = TypeVar("T")
 
@@ -129,9 +136,20 @@ class RetryPolicy:
         """
         last: PynamoDBException | None = None
         for attempt in range(self.attempts):
+            if not has_time_for(ATTEMPT_BOUND_S):  # the request's budget (engine.deadline)
+                cause = f": {describe(last)}" if last is not None else ""
+                raise StorageUnavailable(
+                    f"DynamoDB {what}: no time left in this request for another attempt "
+                    f"after {attempt}{cause}"
+                ) from last
             try:
                 return fn()
             except PynamoDBException as exc:
+                if error_code(exc) == "ResourceNotFoundException":
+                    raise TableMissing(
+                        f"DynamoDB {what}: a table does not exist ({describe(exc)}); check the "
+                        "*_TABLE settings, or create the tables (the local stack does)"
+                    ) from exc
                 if not is_transient(exc):
                     raise StorageError(f"DynamoDB {what} failed: {describe(exc)}") from exc
                 last = exc

@@ -27,3 +27,11 @@ class StoredStrategyInvalid(EngineError):
 
     status = 500
     code = "stored_strategy_invalid"
+
+
+class TableMissing(EngineError):
+    """A table (or index) the engine reads or writes does not exist: a deployment or
+    configuration problem, answered 503 with its own code rather than as a bug."""
+
+    status = 503
+    code = "storage_table_missing"

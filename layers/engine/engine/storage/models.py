@@ -38,7 +38,7 @@ from pynamodb.exceptions import TableError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, LocalSecondaryIndex
 from pynamodb.models import Model
 
-from engine.storage._retry import error_code
+from engine.storage._retry import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, error_code
 
 DEFAULT_REGION: Final = "us-east-1"
 PAY_PER_REQUEST: Final = "PAY_PER_REQUEST"
@@ -106,6 +106,8 @@ class _Meta:
     region = _region()
     billing_mode = PAY_PER_REQUEST
     max_retry_attempts = BOTOCORE_RETRIES
+    connect_timeout_seconds = CONNECT_TIMEOUT_S
+    read_timeout_seconds = READ_TIMEOUT_S
 
 
 # --- strategies -------------------------------------------------------------------------
@@ -210,6 +212,7 @@ class PositionModel(Model):
     exit_reason = UnicodeAttribute(null=True)
     pnl = NumberAttribute(null=True)
     open_shard = UnicodeAttribute(null=True)  # set only while open
+    expires_at = NumberAttribute(null=True)  # epoch s for DynamoDB's TTL: closed, if configured
 
     open_positions_index = OpenPositionsIndex()
     strategy_open_positions_index = StrategyOpenPositionsIndex()
@@ -258,6 +261,7 @@ class OrderModel(Model):
     created_at = NumberAttribute()  # epoch ms of the bar that created the order
     filled_at = NumberAttribute(null=True)  # epoch ms
     open_shard = UnicodeAttribute(null=True)  # set only while status == open
+    expires_at = NumberAttribute(null=True)  # epoch s for DynamoDB's TTL: done, if configured
 
     open_orders_index = OpenOrdersIndex()
     strategy_open_orders_index = StrategyOpenOrdersIndex()

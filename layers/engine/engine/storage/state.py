@@ -79,12 +79,16 @@ class DynamoStateRepository:
         bulk_threshold: int = DEFAULT_BULK_THRESHOLD,
         consistency_window_ms: int = DEFAULT_CONSISTENCY_WINDOW_MS,
         clock: Callable[[], int] = now_ms,
+        history_ttl_days: int = 0,
     ) -> None:
         self.snapshots = snapshots if snapshots is not None else SHARED_SNAPSHOTS
         self.retry = retry or RetryPolicy()
         self.bulk_threshold = bulk_threshold
         self.consistency_window_ms = consistency_window_ms
         self.clock = clock
+        # Closed positions and filled or cancelled orders expire (DynamoDB TTL) this many days
+        # after the commit that closed them; 0 keeps them. Open items never expire.
+        self.history_ttl_days = history_ttl_days
 
     # --- load ---------------------------------------------------------------------------
 
@@ -247,9 +251,14 @@ class DynamoStateRepository:
                 "Nothing was written; reduce assets or max_open_positions."
             )
         new_version = state.version + 1
+        # Taken once: a retry under the same token must send identical parameters, or
+        # DynamoDB refuses it with IdempotentParameterMismatchException.
+        now = now_ms()
+        ttl = self.history_ttl_days
+        expires = now // 1000 + ttl * 86_400 if ttl else None
         puts: list[PositionModel | OrderModel | CooldownModel] = [
-            *(position_item(p) for p in positions),
-            *(order_item(o) for o in orders),
+            *(position_item(p, expires) for p in positions),
+            *(order_item(o, expires) for o in orders),
             *(cooldown_item(sid, c) for c in cooldowns),
         ]
         condition = StrategyModel.state_version == state.version
@@ -261,9 +270,6 @@ class DynamoStateRepository:
         # DynamoDB's idempotency window instead of failing its own version condition. After a
         # definite cancellation (conflict, throttling) the next attempt takes a fresh token.
         token = [uuid.uuid4().hex]
-        # Taken once: a retry under the same token must send identical parameters, or
-        # DynamoDB refuses it with IdempotentParameterMismatchException.
-        now = now_ms()
 
         def attempt() -> None:
             actions: list[Any] = [
@@ -412,7 +418,8 @@ def _dt(value: float | None) -> Any:
     return None if value is None else to_datetime(int(value))
 
 
-def position_item(p: Position) -> PositionModel:
+def position_item(p: Position, expires_at: int | None = None) -> PositionModel:
+    """The item of a position; `expires_at` (epoch s) is set on a closed one only."""
     return PositionModel(
         p.strategy_id,
         p.position_id,
@@ -430,6 +437,7 @@ def position_item(p: Position) -> PositionModel:
         exit_reason=p.exit_reason,
         pnl=p.pnl,
         open_shard=open_shard(p.strategy_id) if p.status == "open" else None,
+        expires_at=expires_at if p.status == "closed" else None,
     )
 
 
@@ -455,7 +463,8 @@ def position_from_item(item: PositionModel) -> Position:
     )
 
 
-def order_item(o: Order) -> OrderModel:
+def order_item(o: Order, expires_at: int | None = None) -> OrderModel:
+    """The item of an order; `expires_at` (epoch s) is set on a filled or cancelled one."""
     return OrderModel(
         o.strategy_id,
         o.order_id,
@@ -470,6 +479,7 @@ def order_item(o: Order) -> OrderModel:
         created_at=to_ms(o.created_at),
         filled_at=_ms(o.filled_at),
         open_shard=open_shard(o.strategy_id) if o.status == "open" else None,
+        expires_at=expires_at if o.status != "open" else None,
     )
 
 
