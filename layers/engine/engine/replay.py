@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +21,16 @@ from tqdm import tqdm
 from engine.core.candles import Candles
 from engine.core.evaluate import CompiledStrategy, compile_strategy, evaluate
 from engine.core.market import MarketData
-from engine.core.state import ClosedTrade, ExecutionState, Order, Position, Warning
+from engine.core.state import (
+    ClosedTrade,
+    EvaluationResult,
+    ExecutionState,
+    Order,
+    Position,
+    Warning,
+)
 from engine.core.strategy import Strategy
-from engine.core.timeframes import timeframe_ms
+from engine.core.timeframes import timeframe_ms, to_ms
 
 # The fields of a closed trade a replay reports (DIR/trades.json), in this order.
 TRADE_FIELDS: tuple[str, ...] = (
@@ -40,12 +48,23 @@ TRADE_FIELDS: tuple[str, ...] = (
 PROGRESS_DELAY_S = 1.0
 
 
+@dataclass(frozen=True)
+class CooldownTrip:
+    """A cooldown tier tripped on `asset` at bar `bar_ms`: entries blocked there and for
+    `blocked_bars` bars after it (of the asset's candles)."""
+
+    asset: str
+    bar_ms: int
+    blocked_bars: int
+    tier: str | None
+
+
 @dataclass
 class ReplayResult:
     strategy_id: str
-    asset: str
+    asset: str  # the asset replayed; several joined by ", " for an account of several
     timeframe: str
-    bars: int
+    bars: int  # bars replayed: distinct bar times within the window, over every asset
     trades: list[ClosedTrade] = field(default_factory=list)  # in the order they closed
     orders: list[Order] = field(default_factory=list)  # each in its final status, by creation
     open_positions: list[Position] = field(default_factory=list)  # still open after the last bar
@@ -53,6 +72,17 @@ class ReplayResult:
     warning_counts: dict[str, int] = field(default_factory=dict)  # per code, over all bars
     final_state: ExecutionState | None = None
     elapsed_s: float = 0.0
+    # What a report needs besides the trades: each asset's candles up to the window's end
+    # (warm-up bars included), the first replayed bar's time, the market the strategy was
+    # evaluated on (its indicator frames) and the cooldown trips in the order they happened.
+    assets: list[str] = field(default_factory=list)
+    candles: dict[str, Candles] = field(default_factory=dict)
+    start_ms: int = 0
+    compiled: CompiledStrategy | None = None
+    market: MarketData | None = None
+    cooldown_trips: list[CooldownTrip] = field(default_factory=list)
+    # every position of the replay in its last version (closed ones keep their stop/target)
+    positions: dict[str, Position] = field(default_factory=dict)
 
     @property
     def total_pnl(self) -> float:
@@ -73,52 +103,81 @@ class ReplayResult:
 
 def replay(
     strategy: Strategy,
-    candles: Candles,
+    candles: Candles | Mapping[str, Candles],
     asset: str | None = None,
     progress: bool = True,
+    *,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
 ) -> ReplayResult:
-    """Evaluate `strategy` at every bar of `candles` (one asset's history), in time order.
+    """Evaluate `strategy` at every bar of `candles`, in time order, from an empty state.
 
-    `asset` names the asset the candles belong to; it may be omitted when the strategy has a
-    single asset. The candles must be of the strategy's timeframe (gaps are fine: a closed
-    market simply has no bars).
+    `candles` is one asset's history (`asset` names it; it may be omitted when the strategy
+    has a single asset) or a mapping asset -> history holding every asset of the strategy,
+    replayed as one account: the strategy is evaluated at the close of every bar of any
+    asset. `start_ms` and `end_ms` bound the replayed bars by open time (inclusive); bars
+    before `start_ms` still feed the indicators (warm-up), bars after `end_ms` are dropped.
+    The candles must be of the strategy's timeframe (gaps are fine: a closed market simply
+    has no bars).
     """
-    chosen = pick_asset(strategy, asset)
-    if len(candles) == 0:
-        raise ValueError("no candles to replay")
+    if isinstance(candles, Candles):
+        chosen = pick_asset(strategy, asset)
+        histories = {chosen: candles}
+        # Evaluate the chosen asset only: the history holds no other asset's candles.
+        single = (
+            strategy
+            if strategy.assets == [chosen]
+            else strategy.model_copy(update={"assets": [chosen]})
+        )
+    else:
+        missing = [a for a in strategy.assets if a not in candles]
+        if missing:
+            raise ValueError(f"no candles for {', '.join(missing)}")
+        histories = {a: candles[a] for a in strategy.assets}
+        single = strategy
     step = timeframe_ms(strategy.timeframe)
-    if len(candles) > 1:
-        spacing = int(np.diff(candles.time).min())
-        if spacing < step:
-            raise ValueError(
-                f"candles are {_duration(spacing)} apart somewhere, finer than the strategy's "
-                f"timeframe {strategy.timeframe}: replay needs {strategy.timeframe} candles"
-            )
-    # Evaluate the chosen asset only: the history holds no other asset's candles.
-    single = (
-        strategy
-        if strategy.assets == [chosen]
-        else strategy.model_copy(update={"assets": [chosen]})
-    )
+    for name, history in list(histories.items()):
+        if end_ms is not None:
+            history = history.head(int(np.searchsorted(history.time, end_ms, side="right")))
+            histories[name] = history
+        if len(history) == 0:
+            raise ValueError(f"no candles to replay{_for(name, histories)}")
+        if len(history) > 1:
+            spacing = int(np.diff(history.time).min())
+            if spacing < step:
+                raise ValueError(
+                    f"candles{_for(name, histories)} are {_duration(spacing)} apart somewhere, "
+                    f"finer than the strategy's timeframe {strategy.timeframe}: replay needs "
+                    f"{strategy.timeframe} candles"
+                )
+    times = np.unique(np.concatenate([h.time for h in histories.values()]))
+    if start_ms is not None:
+        times = times[times >= start_ms]
+    if len(times) == 0:
+        raise ValueError("no candles between --from and --to")
+
     compiled: CompiledStrategy = compile_strategy(single)
-    market = MarketData({(chosen, strategy.timeframe): candles})
+    market = MarketData({(a, strategy.timeframe): h for a, h in histories.items()})
     state = ExecutionState(strategy_id=strategy.strategy_id)
 
     trades: list[ClosedTrade] = []
     orders: dict[str, Order] = {}
     warnings: dict[tuple[str, str], Warning] = {}
     counts: dict[str, int] = {}
+    trips: list[CooldownTrip] = []
+    positions: dict[str, Position] = {}
+    label = ", ".join(histories)
     started = time.perf_counter()
-    closes = candles.time + step  # the moment each bar closes: evaluate sees it as bar t
+    closes = times + step  # the moment each bar closes: evaluate sees it as bar t
     with tqdm(
-        total=len(candles),
+        total=len(times),
         disable=not progress,
         delay=PROGRESS_DELAY_S,
         file=sys.stderr,
         unit="bar",
-        desc=f"replay {strategy.strategy_id} {chosen}",
+        desc=f"replay {strategy.strategy_id} {label}",
         mininterval=0.25,
-        leave=False,
+        leave=True,
     ) as bar:
         for now_ms in closes.tolist():
             result = evaluate(compiled, state, market, now_ms)
@@ -129,13 +188,17 @@ def replay(
             for warning in result.warnings:
                 warnings.setdefault((warning.code, warning.message), warning)
                 counts[warning.code] = counts.get(warning.code, 0) + 1
+            for position in result.changes.positions:
+                positions[position.position_id] = position
+            if result.changes.cooldowns:
+                trips.extend(_trips(result))
             bar.update()
 
     return ReplayResult(
         strategy_id=strategy.strategy_id,
-        asset=chosen,
+        asset=label,
         timeframe=strategy.timeframe,
-        bars=len(candles),
+        bars=len(times),
         trades=trades,
         orders=list(orders.values()),
         open_positions=list(state.positions),
@@ -143,7 +206,29 @@ def replay(
         warning_counts=counts,
         final_state=state,
         elapsed_s=time.perf_counter() - started,
+        assets=list(histories),
+        candles=histories,
+        start_ms=int(times[0]),
+        compiled=compiled,
+        market=market,
+        cooldown_trips=trips,
+        positions=positions,
     )
+
+
+def _trips(result: EvaluationResult) -> list[CooldownTrip]:
+    """Cooldowns this evaluation tripped: a changed cooldown whose trip is at one of its exits
+    (the same rule as the CooldownTrips metric)."""
+    exits = {(t.asset, t.exit_time) for t in result.closed_trades}
+    return [
+        CooldownTrip(c.asset, to_ms(c.tripped_at), c.blocked_bars, c.tier)
+        for c in result.changes.cooldowns
+        if c.tripped_at is not None and (c.asset, c.tripped_at) in exits
+    ]
+
+
+def _for(asset: str, histories: Mapping[str, Candles]) -> str:
+    return f" for {asset}" if len(histories) > 1 else ""
 
 
 def pick_asset(strategy: Strategy, asset: str | None) -> str:
