@@ -9,9 +9,11 @@ only up to the newest closed bar (the tests check this against growing `Candles.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +85,9 @@ class ReplayResult:
     cooldown_trips: list[CooldownTrip] = field(default_factory=list)
     # every position of the replay in its last version (closed ones keep their stop/target)
     positions: dict[str, Position] = field(default_factory=dict)
+    # log records of the engine during the replay, counted instead of emitted bar after bar
+    # (their facts also arrive as `warnings`): (logger, level, message) -> times
+    log_counts: dict[tuple[str, int, str], int] = field(default_factory=dict)
 
     @property
     def total_pnl(self) -> float:
@@ -169,16 +174,19 @@ def replay(
     label = ", ".join(histories)
     started = time.perf_counter()
     closes = times + step  # the moment each bar closes: evaluate sees it as bar t
-    with tqdm(
-        total=len(times),
-        disable=not progress,
-        delay=PROGRESS_DELAY_S,
-        file=sys.stderr,
-        unit="bar",
-        desc=f"replay {strategy.strategy_id} {label}",
-        mininterval=0.25,
-        leave=True,
-    ) as bar:
+    with (
+        _counted_logs() as log_counts,
+        tqdm(
+            total=len(times),
+            disable=not progress,
+            delay=PROGRESS_DELAY_S,
+            file=sys.stderr,
+            unit="bar",
+            desc=f"replay {strategy.strategy_id} {label}",
+            mininterval=0.25,
+            leave=True,
+        ) as bar,
+    ):
         for now_ms in closes.tolist():
             result = evaluate(compiled, state, market, now_ms)
             state = result.state
@@ -213,7 +221,34 @@ def replay(
         market=market,
         cooldown_trips=trips,
         positions=positions,
+        log_counts=log_counts,
     )
+
+
+class _CountingHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: dict[tuple[str, int, str], int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        key = (record.name, record.levelno, record.getMessage())
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+
+@contextmanager
+def _counted_logs() -> Iterator[dict[tuple[str, int, str], int]]:
+    """Count the engine's log records instead of letting each bar print its own copy (a
+    deprecation warning would otherwise appear once per bar)."""
+    logger = logging.getLogger("engine")
+    handler = _CountingHandler()
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler.counts
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _trips(result: EvaluationResult) -> list[CooldownTrip]:
