@@ -295,8 +295,8 @@ def test_cli_replay_writes_trades_and_orders(tmp_path: Path) -> None:
     done = run_cli("replay", "--strategy", strategy_file, "--candles", candles_file, "--out", out)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
-    assert len(lines) == 1
-    assert "6 bars, 1 trades, total pnl -4.40" in lines[0]
+    assert "6 bars, 1 trades, pnl -4.40" in lines[0]
+    assert "Return" in lines[1], "the stats table follows the summary line"
 
     trades = json.loads((out / "trades.json").read_text())
     assert isinstance(trades, list)
