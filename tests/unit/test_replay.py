@@ -329,7 +329,9 @@ def test_cli_replay_of_the_examples(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
-    assert f"{len(read_csv(EXAMPLE_CANDLES))} bars" in done.stdout
+    assert f"{len(read_csv(EXAMPLE_CANDLES)):,} bars" in done.stdout
+    for name in ("trades.json", "orders.json", "stats.json", "equity.csv", "report.html"):
+        assert (tmp_path / name).is_file(), name
     trades = json.loads((tmp_path / "trades.json").read_text())
     assert trades, "the example strategy should trade on the sample candles"
     assert all(list(t) == list(TRADE_FIELDS) for t in trades)

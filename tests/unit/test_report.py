@@ -149,9 +149,7 @@ def test_two_assets_in_one_account_add_up() -> None:
     eth = candles(eth_bars, start=T0 + 2 * H)  # starts later, ends later
     alone = {
         "BTC/USDT": build_report(replay(strategy, btc, progress=False), capital=1000),
-        "ETH/USDT": build_report(
-            replay(two, eth, asset="ETH/USDT", progress=False), capital=1000
-        ),
+        "ETH/USDT": build_report(replay(two, eth, asset="ETH/USDT", progress=False), capital=1000),
     }
     both = build_report(replay(two, {"BTC/USDT": btc, "ETH/USDT": eth}, progress=False), 1000)
     assert both.stats["bars"] == 10  # 00:00 .. 09:00, the union of both clocks

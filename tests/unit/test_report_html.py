@@ -1,0 +1,130 @@
+"""report.html: self-contained, and it draws in a real browser (headless Chromium).
+
+The browser test installs Debian's chromium package when it is missing (tests/browser.py) and
+checks that the page loads with the network cut off, that bokeh drew its canvases, that the
+screenshot is not blank, and that the browser logged no JavaScript error.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from engine.candles_io import read_csv
+from engine.core.candles import Candles
+from engine.core.strategy import parse_strategy
+from engine.replay import replay
+from engine.report.html import MAX_BARS, render_report_html
+from engine.report.service import build_report
+
+from tests.browser import install_chromium
+from tests.core_helpers import DESIGN_EXAMPLE, T0, H
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_CANDLES = REPO / "examples" / "candles" / "btc_1h_sample.csv"
+
+
+def example_report(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    result = replay(parse_strategy(DESIGN_EXAMPLE), read_csv(EXAMPLE_CANDLES), progress=False)
+    report = build_report(result)
+    path = tmp_path / "report.html"
+    path.write_text(render_report_html(result, report), encoding="utf-8")
+    return path, report.stats
+
+
+def test_the_report_is_one_file_that_needs_no_network(tmp_path: Path) -> None:
+    path, stats = example_report(tmp_path)
+    text = path.read_text()
+    # no script, stylesheet or image is fetched from anywhere
+    assert not re.search(r"<script[^>]+src=", text)
+    assert not re.search(r"<link[^>]+href=", text)
+    assert "cdn.bokeh.org" not in text
+    assert "Bokeh.embed" in text  # the library is inlined
+    assert "Statistics" in text and "Trades" in text
+    assert stats["trades"] > 0
+
+
+def test_a_long_history_is_drawn_in_groups_and_says_so() -> None:
+    n = 3 * MAX_BARS + 5
+    rng = np.random.default_rng(1)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = np.r_[100.0, close[:-1]]
+    history = Candles(
+        T0 + np.arange(n, dtype=np.int64) * H,
+        open_,
+        np.maximum(open_, close) * 1.002,
+        np.minimum(open_, close) * 0.998,
+        close,
+        np.ones(n),
+    )
+    strategy = parse_strategy(DESIGN_EXAMPLE)
+    result = replay(strategy, history, progress=False)
+    text = render_report_html(result, build_report(result))
+    assert f"{n:,} bars: candles, indicators and equity are drawn 4 bars at a time" in text
+    assert len(text) < 6_000_000
+
+
+@pytest.mark.slow
+def test_the_report_draws_in_headless_chromium(tmp_path: Path) -> None:
+    chromium = install_chromium()
+    from playwright.sync_api import sync_playwright
+
+    path, _ = example_report(tmp_path)
+    errors: list[str] = []
+    requests: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.route(re.compile(r"^https?://"), lambda route: route.abort())  # offline
+            page.goto(path.as_uri())
+            page.wait_for_function(
+                "document.querySelectorAll('.bk-Figure, .bk-Row, .bk-Column').length > 0 "
+                "&& Bokeh.documents.length > 0",
+                timeout=30_000,
+            )
+            page.wait_for_timeout(1500)  # let bokeh paint its canvases
+            canvases = page.evaluate(
+                """() => {
+                  const found = [];
+                  const walk = (root) => {
+                    for (const el of root.querySelectorAll('*')) {
+                      if (el.tagName === 'CANVAS') found.push([el.width, el.height]);
+                      if (el.shadowRoot) walk(el.shadowRoot);
+                    }
+                  };
+                  walk(document);
+                  return found;
+                }"""
+            )
+            shot = page.screenshot(full_page=True)
+        finally:
+            browser.close()
+
+    assert errors == [], f"the browser logged JavaScript errors: {errors}"
+    assert [u for u in requests if not u.startswith("file:")] == []
+    drawn = [c for c in canvases if c[0] > 100 and c[1] > 50]
+    assert len(drawn) >= 4, (
+        f"expected the price, oscillator, equity and drawdown canvases: {canvases}"
+    )
+    assert_not_blank(shot)
+
+
+def assert_not_blank(png: bytes) -> None:
+    """Many distinct colours over the page, not one background colour."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    colours = image.getcolors(maxcolors=1_000_000) or []
+    assert len(colours) > 50, f"the screenshot is (nearly) blank: {len(colours)} colours"
+    background = max(colours)[0] / (image.width * image.height)
+    assert background < 0.9, f"{background:.0%} of the screenshot is one colour"
