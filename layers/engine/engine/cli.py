@@ -221,23 +221,16 @@ def run_replay(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(f"{args.candles}: {exc}") from None
 
+    from engine.report.html import write_report_html
+
     out = Path(args.out)
-    html_note = ""
     try:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "trades.json", result.trade_records())
         write_json(out / "orders.json", result.order_records())
         write_stats(out / "stats.json", report.stats)
         write_equity_csv(out / "equity.csv", report.curve)
-        try:
-            from engine.report.html import write_report_html
-        except ImportError:
-            html_note = (
-                "report.html skipped: its charting library is not installed "
-                "(pip install 'execution-engine[report]')"
-            )
-        else:
-            write_report_html(out / "report.html", result, report)
+        write_report_html(out / "report.html", result, report)
     except OSError as exc:
         raise CommandError(f"{out}: cannot write: {exc.strerror or exc}") from None
 
@@ -250,8 +243,6 @@ def run_replay(args: argparse.Namespace) -> int:
         count = result.warning_counts.get(warning.code, 1)
         times = f" ({count:,} times in this replay)" if count > 1 else ""
         print(f"warning: [{warning.code}] {warning.message}{times}", file=sys.stderr)
-    if html_note:
-        print(f"note: {html_note}", file=sys.stderr)
     stats = report.stats
     print(
         f"replay {result.strategy_id} {result.asset} {result.timeframe}: "

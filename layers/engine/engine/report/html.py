@@ -1,64 +1,56 @@
-"""report.html: one self-contained file (bokeh, its JavaScript inlined) that opens offline.
+"""report.html: one self-contained file that opens offline, drawn with TradingView's
+Lightweight Charts (5.2.1, Apache 2.0; its 200 KB script is inlined from `assets/`).
 
-Per asset: candlesticks with the strategy's price-scale indicators (TA-Lib's "Overlap Studies"
-group: SMA, EMA, BBANDS, SAR, ...) drawn over them, every other indicator (RSI, MACD, ATR,
-volume and pattern functions) in its own pane below; entry markers, exit markers coloured by
-exit reason, and each trade's stop and target as levels from its entry to its exit. Below:
-equity and drawdown, the stats table and the sortable trades list. All x-axes are linked;
-the mouse wheel zooms time and the price axis follows the visible bars.
+Per asset, one chart of stacked panes on one time axis: candlesticks with the strategy's
+price-scale indicators over them (TA-Lib's "Overlap Studies" group: SMA, EMA, BBANDS, SAR,
+...), every other indicator (RSI, MACD, ATR, volume and pattern functions) in a pane of its
+own below; an arrow at each entry, one at each exit coloured by exit reason, and each
+trade's stop and target drawn as dashed levels from its entry to its exit. Then the account:
+equity and drawdown panes. Then the stats table and the trades list (click a heading to
+sort). The mouse wheel zooms, dragging pans, every chart follows the others' time range,
+and the price axis fits the bars in view.
 
-Long histories: up to MAX_BARS bars every candle is drawn (a year of hourly bars is 8,760).
-Beyond that the candles are aggregated k bars at a time (open of the first, high max, low
-min, close of the last; k = ceil(bars / MAX_BARS)), the indicators and equity take each
-group's last value and the drawdown its deepest, so the file stays a few MB and the browser
-responsive; markers and levels keep their exact times and prices. The report says when it
-did so.
+Long histories: up to MAX_BARS bars every candle is drawn (a year of hourly bars is 8,760,
+which the library handles without effort). Beyond that the candles are aggregated k bars at
+a time (open of the first, high max, low min, close of the last; k = ceil(bars / MAX_BARS)),
+indicators and equity take each group's last value and the drawdown its deepest, so the file
+stays a few MB; markers and levels keep their exact prices at their group's time. The report
+says when it did so.
 
-An adapter: imported only when a report is rendered, and bokeh is never in the Lambda layer.
+Writing it is string work over the replay's arrays (no charting library in Python), so the
+report costs little next to the replay it describes.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import json
 import math
+from functools import cache
+from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import talib.abstract
-from bokeh.embed import file_html
-from bokeh.layouts import column, gridplot
-from bokeh.models import (
-    ColumnDataSource,
-    CustomJS,
-    DatetimeTickFormatter,
-    HoverTool,
-    Range1d,
-    TabPanel,
-    Tabs,
-)
-from bokeh.models.annotations import Span
-from bokeh.models.widgets import DataTable, Div, NumberFormatter, TableColumn
-from bokeh.plotting import figure
-from bokeh.resources import INLINE
 
-from engine.core.candles import Candles, FloatArray
-from engine.core.timeframes import timeframe_ms, to_ms
+from engine.core.candles import FloatArray, IntArray
+from engine.core.timeframes import to_ms
 from engine.replay import ReplayResult
 from engine.report.service import Report
 
 MAX_BARS = 10_000
+LIGHTWEIGHT_CHARTS = "lightweight-charts.standalone.production.js"  # 5.2.1
 REASON_COLOURS = {
     "stop_loss": "#d62728",
     "take_profit": "#2ca02c",
     "signal": "#1f77b4",
     "time": "#ff7f0e",
-    "open": "#7f7f7f",
 }
-UP, DOWN = "#26a69a", "#ef5350"
+REASON_LABELS = {"stop_loss": "SL", "take_profit": "TP", "signal": "signal", "time": "time"}
+STOP_COLOUR, TARGET_COLOUR = "#e53935", "#2e7d32"
 PALETTE = ("#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
-TOOLS = "xpan,xwheel_zoom,box_zoom,reset,save"
-WIDTH_MODE: Final = "stretch_width"
 
 
 def write_report_html(path: Path, result: ReplayResult, report: Report) -> None:
@@ -68,89 +60,53 @@ def write_report_html(path: Path, result: ReplayResult, report: Report) -> None:
 def render_report_html(result: ReplayResult, report: Report) -> str:
     assert result.compiled is not None
     strategy = result.compiled.strategy
-    step = timeframe_ms(strategy.timeframe)
-    times = report.curve.time
-    factor = max(1, math.ceil(len(times) / MAX_BARS))
-    x_range = Range1d(start=float(times[0]) - step, end=float(times[-1]) + step * factor)
-
-    panels = []
-    for asset, history in result.candles.items():
-        panels.append((asset, _asset_charts(result, report, asset, history, x_range, factor)))
-    equity, drawdown = _account_charts(report, x_range, factor)
-    charts: Any = (
-        _grid([*panels[0][1], equity, drawdown])
-        if len(panels) == 1
-        else column(
-            Tabs(
-                tabs=[TabPanel(child=_grid(figs), title=asset) for asset, figs in panels],
-                sizing_mode=WIDTH_MODE,
-            ),
-            _grid([equity, drawdown]),
-            sizing_mode=WIDTH_MODE,
-        )
-    )
     stats = report.stats
+    factor = max(1, math.ceil(len(report.curve.time) / MAX_BARS))
+    charts = [_asset_chart(result, report, asset, factor) for asset in result.candles]
+    curve = report.curve
+    account = {
+        "time": _seconds(_group(curve.time, factor, "first")),
+        "equity": _values(_group(curve.equity, factor, "last")),
+        "drawdown": _values(-_group(curve.drawdown, factor, "max") * 100),
+        "capital": stats["capital"],
+    }
     notes = [
-        f"{html.escape(strategy.name)} ({html.escape(strategy.strategy_id)}), "
-        f"{html.escape(', '.join(result.candles))} {strategy.timeframe}: "
-        f"{stats['start']} .. {stats['end']}, {stats['bars']:,} bars, "
+        f"{strategy.name} ({strategy.strategy_id}), {', '.join(result.candles)} "
+        f"{strategy.timeframe}: {stats['start']} .. {stats['end']}, {stats['bars']:,} bars, "
         f"capital {stats['capital']:,.2f}"
     ]
     if factor > 1:
         notes.append(
-            f"{len(times):,} bars: candles, indicators and equity are drawn {factor} bars "
+            f"{len(curve.time):,} bars: candles, indicators and equity are drawn {factor} bars "
             "at a time (each group's open, high, low and close); markers and levels are exact"
         )
-    header = Div(
-        text=f"<h2 style='margin:4px 0'>Replay report</h2><p>{'<br>'.join(notes)}</p>",
-        sizing_mode=WIDTH_MODE,
-    )
-    layout = column(
-        header,
-        charts,
-        Div(text=_stats_html(stats), sizing_mode=WIDTH_MODE),
-        Div(text="<h3>Trades</h3>"),
-        _trades_table(result, report),
-        sizing_mode=WIDTH_MODE,
-    )
-    return file_html(layout, resources=INLINE, title=f"Replay report: {strategy.strategy_id}")
-
-
-# --- charts --------------------------------------------------------------------------------
-
-
-def _grid(figs: list[Any]) -> Any:
-    """Figures stacked with one shared toolbar."""
-    return gridplot(
-        children=[[f] for f in figs],
-        merge_tools=True,
-        toolbar_location="right",
-        sizing_mode=WIDTH_MODE,
+    payload = {"charts": charts, "account": account}
+    data = json.dumps(payload, allow_nan=False, separators=(",", ":")).replace("</", "<\\/")
+    title = f"Replay report: {strategy.strategy_id}"
+    return _PAGE.format(
+        title=html.escape(title),
+        notes="<br>".join(html.escape(n) for n in notes),
+        stats=_stats_html(stats),
+        trades=_trades_html(result),
+        library=_library(),
+        data=data,
+        script=_SCRIPT,
+        style=_STYLE,
     )
 
 
-def _figure(height: int, x_range: Range1d, title: str | None = None) -> Any:
-    fig = figure(
-        height=height,
-        x_axis_type="datetime",
-        x_range=x_range,
-        tools=TOOLS,
-        active_scroll="xwheel_zoom",
-        active_drag="xpan",
-        sizing_mode=WIDTH_MODE,
-        title=title,
-        output_backend="canvas",
-    )
-    fig.xaxis.formatter = DatetimeTickFormatter(
-        hours="%d %b %H:%M", days="%d %b", months="%b %Y", years="%Y"
-    )
-    fig.min_border_left = 60
-    return fig
+@cache
+def _library() -> str:
+    text = (resources.files("engine.report") / "assets" / LIGHTWEIGHT_CHARTS).read_text("utf-8")
+    return text.replace("</script", "<\\/script")
+
+
+# --- data ----------------------------------------------------------------------------------
 
 
 def _group(values: np.ndarray[Any, Any], factor: int, how: str) -> np.ndarray[Any, Any]:
     """Aggregate consecutive groups of `factor` values (the last group may be shorter)."""
-    if factor == 1:
+    if factor == 1 or len(values) == 0:
         return values
     starts = np.arange(0, len(values), factor)
     if how == "first":
@@ -162,253 +118,116 @@ def _group(values: np.ndarray[Any, Any], factor: int, how: str) -> np.ndarray[An
     return np.asarray(np.minimum.reduceat(values, starts))
 
 
-def _asset_charts(
-    result: ReplayResult,
-    report: Report,
-    asset: str,
-    history: Candles,
-    x_range: Range1d,
-    factor: int,
-) -> list[Any]:
+def _seconds(times: IntArray) -> str:
+    """Bar times as the chart takes them (UTC seconds), packed like `_values`."""
+    return _values((np.asarray(times) // 1000).astype(np.float64))
+
+
+def _values(values: FloatArray) -> str:
+    """A series packed as base64 of little-endian float64 (NaN where undefined): exact, and
+    an order of magnitude quicker to write than JSON numbers; the page unpacks it."""
+    return base64.b64encode(np.ascontiguousarray(values, dtype="<f8").tobytes()).decode("ascii")
+
+
+def _asset_chart(result: ReplayResult, report: Report, asset: str, factor: int) -> dict[str, Any]:
     assert result.compiled is not None
     strategy = result.compiled.strategy
-    step = timeframe_ms(strategy.timeframe)
-    first = report.first_bar[asset]
-    window = slice(first, None)
-    time = _group(history.time[window], factor, "first").astype(np.float64)
-    open_ = _group(history.open[window], factor, "first")
-    high = _group(history.high[window], factor, "max")
-    low = _group(history.low[window], factor, "min")
-    close = _group(history.close[window], factor, "last")
-    rising = close >= open_
-    candles = ColumnDataSource(
-        {
-            "time": time,
-            "open": open_,
-            "high": high,
-            "low": low,
-            "close": close,
-            "top": np.maximum(open_, close),
-            "bottom": np.minimum(open_, close),
-            "colour": np.where(rising, UP, DOWN),
-        }
-    )
-    price = _figure(420, x_range, title=f"{asset} {strategy.timeframe}")
-    price.segment("time", "high", "time", "low", source=candles, color="colour")
-    bars = price.vbar(
-        "time",
-        step * factor * 0.7,
-        "top",
-        "bottom",
-        source=candles,
-        fill_color="colour",
-        line_color="colour",
-    )
-    price.add_tools(
-        HoverTool(
-            renderers=[bars],
-            tooltips=[
-                ("time", "@time{%F %H:%M}"),
-                ("open", "@open{0,0.[0000]}"),
-                ("high", "@high{0,0.[0000]}"),
-                ("low", "@low{0,0.[0000]}"),
-                ("close", "@close{0,0.[0000]}"),
-            ],
-            formatters={"@time": "datetime"},
-        )
-    )
-    price.y_range = Range1d(start=float(np.nanmin(low)), end=float(np.nanmax(high)))
-
-    panes: dict[str, list[tuple[str, FloatArray]]] = {}
-    colour = 0
+    history = result.candles[asset]
+    window = slice(report.first_bar[asset], None)
+    times = _group(history.time[window], factor, "first")
+    overlays: list[dict[str, Any]] = []
+    panes: dict[str, dict[str, Any]] = {}
     for key, values in report.indicators[asset].items():
         name = key.split(".")[0]
         ind = strategy.indicators[name]
-        series = _group(values[window], factor, "last")
-        group = talib.abstract.Function(ind.fn).info["group"]
-        if group == "Overlap Studies":
-            price.line(
-                time,
-                series,
-                color=PALETTE[colour % len(PALETTE)],
-                line_width=1.4,
-                legend_label=key,
-            )
-            colour += 1
+        line = {"name": key, "values": _values(_group(values[window], factor, "last"))}
+        if talib.abstract.Function(ind.fn).info["group"] == "Overlap Studies":
+            line["colour"] = PALETTE[len(overlays) % len(PALETTE)]
+            overlays.append(line)
         else:
-            panes.setdefault(name, []).append((key, series))
+            pane = panes.setdefault(
+                name, {"title": f"{name}: {ind.fn} {_params(ind.params)}", "lines": []}
+            )
+            line["colour"] = PALETTE[len(pane["lines"]) % len(PALETTE)]
+            pane["lines"].append(line)
 
-    _trade_marks(price, result, asset)
-    if price.legend:
-        price.legend.location = "top_left"
-        price.legend.click_policy = "hide"
-        price.legend.background_fill_alpha = 0.6
-        price.legend.label_text_font_size = "9pt"
-    _follow_visible_prices(price, candles)
+    def at(ms: int) -> int:
+        """The (grouped) bar time a moment falls in, in seconds."""
+        k = int(np.searchsorted(times, ms, side="right")) - 1
+        return int(times[max(k, 0)]) // 1000
 
-    figs = [price]
-    for name, lines in panes.items():
-        ind = strategy.indicators[name]
-        pane = _figure(130, x_range, title=f"{name}: {ind.fn} {dict(ind.params) or ''}".strip())
-        for k, (key, series) in enumerate(lines):
-            pane.line(time, series, color=PALETTE[k % len(PALETTE)], legend_label=key)
-        pane.legend.location = "top_left"
-        pane.legend.orientation = "horizontal"
-        pane.legend.label_text_font_size = "8pt"
-        pane.legend.padding = 2
-        pane.legend.background_fill_alpha = 0.6
-        figs.append(pane)
-    return figs
-
-
-def _trade_marks(price: Any, result: ReplayResult, asset: str) -> None:
-    """Entries, exits by reason, each trade's stop and target from its entry to its exit."""
-    trades = [t for t in result.trades if t.asset == asset]
-    opens = [p for p in result.open_positions if p.asset == asset]
-    history = result.candles[asset]
-    last = float(history.time[-1])
-    entry_rows: dict[str, list[Any]] = {"time": [], "price": [], "quantity": []}
-    exit_rows: dict[str, list[Any]] = {
-        "time": [],
-        "price": [],
-        "reason": [],
-        "pnl": [],
-        "colour": [],
-    }
-    levels: dict[str, list[Any]] = {"x0": [], "x1": [], "y": [], "colour": [], "kind": []}
-    links: dict[str, list[Any]] = {"x0": [], "x1": [], "y0": [], "y1": [], "colour": []}
-    spans: list[tuple[str, float, float, float, float, str]] = []
-    for t in trades:
-        position = result.positions.get(t.position_id)
-        spans.append(
-            (
-                t.position_id,
-                float(to_ms(t.entry_time)),
-                t.entry_price,
-                float(to_ms(t.exit_time)),
+    markers: list[dict[str, Any]] = []
+    spans: list[tuple[int, int, float | None, float | None]] = []
+    for t in (t for t in result.trades if t.asset == asset):
+        entry, exit_ = at(to_ms(t.entry_time)), at(to_ms(t.exit_time))
+        markers.append(_marker(entry, "entry", t.entry_price, "#1565c0", ""))
+        markers.append(
+            _marker(
+                exit_,
+                "exit",
                 t.exit_price,
-                t.exit_reason,
+                REASON_COLOURS.get(t.exit_reason, "#000000"),
+                REASON_LABELS.get(t.exit_reason, t.exit_reason),
             )
         )
-        exit_rows["time"].append(float(to_ms(t.exit_time)))
-        exit_rows["price"].append(t.exit_price)
-        exit_rows["reason"].append(t.exit_reason)
-        exit_rows["pnl"].append(t.pnl)
-        exit_rows["colour"].append(REASON_COLOURS.get(t.exit_reason, "#000000"))
-        links["x0"].append(float(to_ms(t.entry_time)))
-        links["x1"].append(float(to_ms(t.exit_time)))
-        links["y0"].append(t.entry_price)
-        links["y1"].append(t.exit_price)
-        links["colour"].append(UP if t.pnl > 0 else DOWN)
+        position = result.positions.get(t.position_id)
         if position is not None:
-            _levels(levels, position.stop_loss_price, position.take_profit_price, spans[-1])
-    for p in opens:
-        span = (p.position_id, float(to_ms(p.entry_time)), p.entry_price, last, p.entry_price, "")
-        spans.append(span)
-        _levels(levels, p.stop_loss_price, p.take_profit_price, span)
-    for _, entry_ms, entry_price, *_rest in spans:
-        entry_rows["time"].append(entry_ms)
-        entry_rows["price"].append(entry_price)
-    entry_rows["quantity"] = [
-        *(t.quantity for t in trades),
-        *(p.quantity for p in opens),
-    ]
-
-    price.segment(
-        "x0", "y", "x1", "y", source=ColumnDataSource(levels), color="colour",
-        line_dash="dashed", line_width=1.2, legend_label="stop / target",
-    )  # fmt: skip
-    price.segment(
-        "x0", "y0", "x1", "y1", source=ColumnDataSource(links), color="colour",
-        line_dash="dotted", line_width=1.5,
-    )  # fmt: skip
-    entries = price.scatter(
-        "time", "price", source=ColumnDataSource(entry_rows), marker="triangle", size=11,
-        fill_color="#1565c0", line_color="white", legend_label="entry",
-    )  # fmt: skip
-    exits = price.scatter(
-        "time", "price", source=ColumnDataSource(exit_rows), marker="inverted_triangle",
-        size=11, fill_color="colour", line_color="white", legend_field="reason",
-    )  # fmt: skip
-    price.add_tools(
-        HoverTool(
-            renderers=[entries],
-            tooltips=[("entry", "@time{%F %H:%M}"), ("price", "@price"), ("qty", "@quantity")],
-            formatters={"@time": "datetime"},
-        ),
-        HoverTool(
-            renderers=[exits],
-            tooltips=[
-                ("exit", "@time{%F %H:%M}"),
-                ("reason", "@reason"),
-                ("price", "@price"),
-                ("pnl", "@pnl{0,0.00}"),
-            ],
-            formatters={"@time": "datetime"},
-        ),
-    )
+            spans.append((entry, exit_, position.stop_loss_price, position.take_profit_price))
+    last = int(times[-1]) // 1000
+    for p in (p for p in result.open_positions if p.asset == asset):
+        entry = at(to_ms(p.entry_time))
+        markers.append(_marker(entry, "entry", p.entry_price, "#1565c0", "open"))
+        spans.append((entry, last, p.stop_loss_price, p.take_profit_price))
+    markers.sort(key=lambda m: (m["time"], m["kind"] == "entry"))
+    return {
+        "asset": asset,
+        "timeframe": strategy.timeframe,
+        "time": _seconds(times),
+        "open": _values(_group(history.open[window], factor, "first")),
+        "high": _values(_group(history.high[window], factor, "max")),
+        "low": _values(_group(history.low[window], factor, "min")),
+        "close": _values(_group(history.close[window], factor, "last")),
+        "overlays": overlays,
+        "panes": list(panes.values()),
+        "markers": markers,
+        "levels": _level_slots(spans),
+    }
 
 
-def _levels(
-    levels: dict[str, list[Any]],
-    stop: float | None,
-    target: float | None,
-    span: tuple[str, float, float, float, float, str],
-) -> None:
-    _, entry_ms, _, exit_ms, _, _ = span
-    for level, colour, kind in ((stop, DOWN, "stop"), (target, UP, "target")):
-        if level is None:
-            continue
-        levels["x0"].append(entry_ms)
-        levels["x1"].append(exit_ms)
-        levels["y"].append(level)
-        levels["colour"].append(colour)
-        levels["kind"].append(kind)
+def _params(params: Any) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in dict(params).items())
 
 
-def _follow_visible_prices(price: Any, candles: ColumnDataSource) -> None:
-    """Fit the price axis to the bars in view whenever the time axis moves."""
-    price.x_range.js_on_change(
-        "end",
-        CustomJS(
-            args={"source": candles, "y": price.y_range},
-            code="""
-const t = source.data.time, lo = source.data.low, hi = source.data.high;
-const x0 = cb_obj.start, x1 = cb_obj.end;
-let min = Infinity, max = -Infinity;
-for (let i = 0; i < t.length; i++) {
-  if (t[i] < x0 || t[i] > x1) continue;
-  if (lo[i] < min) min = lo[i];
-  if (hi[i] > max) max = hi[i];
-}
-if (isFinite(min) && isFinite(max) && max > min) {
-  const pad = (max - min) * 0.05;
-  y.start = min - pad;
-  y.end = max + pad;
-}
-""",
-        ),
-    )
+def _marker(time: int, kind: str, price: float, colour: str, text: str) -> dict[str, Any]:
+    return {"time": time, "kind": kind, "price": price, "colour": colour, "text": text}
 
 
-def _account_charts(report: Report, x_range: Range1d, factor: int) -> tuple[Any, Any]:
-    curve = report.curve
-    time = _group(curve.time, factor, "first").astype(np.float64)
-    equity = _group(curve.equity, factor, "last")
-    drawdown = -_group(curve.drawdown, factor, "max") * 100
-    capital = float(report.stats["capital"])
-    eq = _figure(170, x_range, title="Equity (marked to market at each close)")
-    eq.line(time, equity, color="#1f77b4", line_width=1.5)
-    eq.add_layout(Span(location=capital, dimension="width", line_dash="dashed", line_alpha=0.5))
-    eq.y_range = Range1d(
-        start=float(min(equity.min(), capital)) * 0.999,
-        end=float(max(equity.max(), capital)) * 1.001,
-    )
-    dd = _figure(120, x_range, title="Drawdown %")
-    dd.varea(x=time, y1=drawdown, y2=np.zeros_like(drawdown), fill_color=DOWN, fill_alpha=0.4)
-    low = float(drawdown.min()) if len(drawdown) else 0.0
-    dd.y_range = Range1d(start=min(low * 1.1, -0.01), end=0.0)
-    return eq, dd
+def _level_slots(
+    spans: list[tuple[int, int, float | None, float | None]],
+) -> list[dict[str, list[Any]]]:
+    """Stop and target levels as line data, one slot per set of trades that do not overlap.
+
+    A line series joins consecutive points (a point without value does not break it) and
+    colours each segment as its first point: the entry point carries the level's colour, the
+    exit point a transparent one, so nothing is drawn from one trade's exit to the next entry.
+    """
+    colours = {"stop": STOP_COLOUR, "target": TARGET_COLOUR}
+    slots: list[dict[str, Any]] = []
+    for entry, exit_, stop, target in sorted(spans):
+        slot = next((s for s in slots if s["end"] < entry), None)
+        if slot is None:
+            slot = {"end": -1, "stop": [], "target": []}
+            slots.append(slot)
+        for key, level in (("stop", stop), ("target", target)):
+            if level is None:
+                slot[key] += [{"time": entry}, {"time": exit_}]
+            else:
+                slot[key] += [
+                    {"time": entry, "value": level, "color": colours[key]},
+                    {"time": exit_, "value": level, "color": "rgba(0,0,0,0)"},
+                ]
+        slot["end"] = exit_
+    return [{"stop": s["stop"], "target": s["target"]} for s in slots]
 
 
 # --- tables --------------------------------------------------------------------------------
@@ -429,12 +248,13 @@ def _stats_html(stats: dict[str, Any]) -> str:
     half = (len(simple) + 1) // 2
     rows = []
     for i in range(half):
-        cells = []
-        for k, v in simple[i::half][:2]:
-            cells.append(f"<th>{html.escape(k)}</th><td>{_fmt(v)}</td>")
-        rows.append(f"<tr>{''.join(cells)}</tr>")
+        cells = "".join(
+            f"<th>{html.escape(k)}</th><td>{_fmt(v)}</td>" for k, v in simple[i::half][:2]
+        )
+        rows.append(f"<tr>{cells}</tr>")
     reasons = "".join(
-        f"<tr><th>{html.escape(r)}</th><td>{e['trades']:,}</td><td>{e['pnl']:,.2f}</td></tr>"
+        f"<tr><th><span class='dot' style='background:{REASON_COLOURS.get(r, '#000')}'></span>"
+        f"{html.escape(r)}</th><td>{e['trades']:,}</td><td>{e['pnl']:,.2f}</td></tr>"
         for r, e in stats["by_exit_reason"].items()
     )
     assets = "".join(
@@ -449,58 +269,248 @@ def _stats_html(stats: dict[str, Any]) -> str:
         f"<td>{p['unrealized_pnl']:,.2f}</td></tr>"
         for p in stats["open_positions"]
     )
-    style = (
-        "<style>.rs table{border-collapse:collapse;margin:6px 24px 12px 0;font:13px sans-serif}"
-        ".rs th{text-align:left;padding:2px 10px;color:#444;font-weight:600}"
-        ".rs td{text-align:right;padding:2px 10px;font-variant-numeric:tabular-nums}"
-        ".rs tr:nth-child(even){background:#f4f6f8}.rs .box{display:inline-block;"
-        "vertical-align:top}</style>"
+    open_table = (
+        "<table><tr><th>open at the end</th><th>entry</th><th>entry price</th><th>mark</th>"
+        f"<th>unrealized pnl</th></tr>{opens}</table>"
+        if opens
+        else ""
     )
     return (
-        f"{style}<div class='rs'><h3>Statistics</h3><div class='box'><table>{''.join(rows)}"
-        "</table></div><div class='box'><table><tr><th>exit reason</th><th>trades</th>"
-        f"<th>pnl</th></tr>{reasons}</table><table><tr><th>asset</th><th>trades</th>"
-        "<th>pnl</th><th>win rate %</th><th>cooldown trips</th><th>entries blocked</th></tr>"
-        f"{assets}</table>"
-        + (
-            "<table><tr><th>open at the end</th><th>entry</th><th>entry price</th>"
-            f"<th>mark</th><th>unrealized pnl</th></tr>{opens}</table>"
-            if opens
-            else ""
+        f"<div class='box'><table>{''.join(rows)}</table></div><div class='box'>"
+        "<table><tr><th>exit reason</th><th>trades</th><th>pnl</th></tr>"
+        f"{reasons}</table><table><tr><th>asset</th><th>trades</th><th>pnl</th>"
+        "<th>win rate %</th><th>cooldown trips</th><th>entries blocked</th></tr>"
+        f"{assets}</table>{open_table}</div>"
+    )
+
+
+def _trades_html(result: ReplayResult) -> str:
+    head = (
+        "<tr><th>#</th><th>asset</th><th>entry (UTC)</th><th>exit (UTC)</th><th>entry price</th>"
+        "<th>exit price</th><th>quantity</th><th>pnl</th><th>%</th><th>exit reason</th></tr>"
+    )
+    rows = []
+    for k, t in enumerate(result.trades, 1):
+        pct = t.pnl / (t.entry_price * t.quantity) * 100
+        colour = REASON_COLOURS.get(t.exit_reason, "#000")
+        rows.append(
+            f"<tr><td>{k}</td><td class='l'>{html.escape(t.asset)}</td>"
+            f"<td class='l'>{t.entry_time:%Y-%m-%d %H:%M}</td>"
+            f"<td class='l'>{t.exit_time:%Y-%m-%d %H:%M}</td>"
+            f"<td data-v='{t.entry_price!r}'>{t.entry_price:,.4f}</td>"
+            f"<td data-v='{t.exit_price!r}'>{t.exit_price:,.4f}</td>"
+            f"<td data-v='{t.quantity!r}'>{t.quantity:,.6g}</td>"
+            f"<td data-v='{t.pnl!r}' class='{'up' if t.pnl > 0 else 'down'}'>{t.pnl:,.2f}</td>"
+            f"<td data-v='{pct!r}'>{pct:,.2f}</td>"
+            f"<td class='l'><span class='dot' style='background:{colour}'></span>"
+            f"{html.escape(t.exit_reason)}</td></tr>"
         )
-        + "</div></div>"
-    )
+    return f"<table id='trades'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _trades_table(result: ReplayResult, report: Report) -> DataTable:
-    trades = result.trades
-    data = {
-        "asset": [t.asset for t in trades],
-        "entry_time": [t.entry_time.strftime("%Y-%m-%d %H:%M") for t in trades],
-        "exit_time": [t.exit_time.strftime("%Y-%m-%d %H:%M") for t in trades],
-        "entry_price": [t.entry_price for t in trades],
-        "exit_price": [t.exit_price for t in trades],
-        "quantity": [t.quantity for t in trades],
-        "pnl": [t.pnl for t in trades],
-        "return_pct": [t.pnl / (t.entry_price * t.quantity) * 100 for t in trades],
-        "exit_reason": [t.exit_reason for t in trades],
+_STYLE = """
+body{font:13px -apple-system,'Segoe UI',Roboto,sans-serif;margin:12px 18px;color:#222}
+h1{font-size:20px;margin:4px 0}h2{font-size:16px;margin:18px 0 6px}
+.note{color:#555;margin:0 0 8px}.legend{font-size:12px;margin:6px 0 2px;color:#333}
+.legend span{margin-right:12px;white-space:nowrap}.chart{width:100%;position:relative}
+table{border-collapse:collapse;margin:4px 24px 12px 0}
+th{text-align:left;padding:2px 10px;color:#444;font-weight:600}
+td{text-align:right;padding:2px 10px;font-variant-numeric:tabular-nums}
+td.l{text-align:left}tr:nth-child(even){background:#f4f6f8}.box{display:inline-block;
+vertical-align:top}.dot{display:inline-block;width:9px;height:9px;border-radius:50%;
+margin-right:5px}.up{color:#138a72}.down{color:#c62828}#trades th{cursor:pointer}
+.scroll{max-height:480px;overflow:auto;display:inline-block}
+"""
+
+_SCRIPT = """
+(function () {
+  const data = JSON.parse(document.getElementById('report-data').textContent);
+  const LC = LightweightCharts;
+  const unpack = (text) => {  // base64 of little-endian float64 values
+    const bin = atob(text);
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    return new Float64Array(bytes.buffer);
+  };
+  const charts = [];
+  const base = {
+    autoSize: true,
+    layout: {background: {color: '#ffffff'}, textColor: '#333', fontSize: 11,
+             panes: {separatorColor: '#d0d4da'}},
+    grid: {vertLines: {color: '#f0f2f5'}, horzLines: {color: '#f0f2f5'}},
+    timeScale: {timeVisible: true, secondsVisible: false, rightOffset: 3},
+    rightPriceScale: {borderColor: '#d0d4da'},
+    crosshair: {mode: LC.CrosshairMode.Normal},
+  };
+  const points = (time, values) => {
+    const out = [];
+    for (let i = 0; i < time.length; i++) {
+      out.push(Number.isNaN(values[i]) ? {time: time[i]} : {time: time[i], value: values[i]});
     }
-    number = NumberFormatter(format="0,0.[0000]")
-    columns = [
-        TableColumn(field="asset", title="asset"),
-        TableColumn(field="entry_time", title="entry (UTC)"),
-        TableColumn(field="exit_time", title="exit (UTC)"),
-        TableColumn(field="entry_price", title="entry price", formatter=number),
-        TableColumn(field="exit_price", title="exit price", formatter=number),
-        TableColumn(field="quantity", title="quantity", formatter=number),
-        TableColumn(field="pnl", title="pnl", formatter=NumberFormatter(format="0,0.00")),
-        TableColumn(field="return_pct", title="%", formatter=NumberFormatter(format="0.00")),
-        TableColumn(field="exit_reason", title="exit reason"),
-    ]
-    return DataTable(
-        source=ColumnDataSource(data),
-        columns=columns,
-        height=min(400, 28 + 25 * max(len(trades), 1)),
-        sizing_mode=WIDTH_MODE,
-        index_position=None,
-    )
+    return out;
+  };
+  const quiet = {lastValueVisible: false, priceLineVisible: false};
+  const legendItem = (legend, name, colour) => {
+    const span = document.createElement('span');
+    span.innerHTML = '<b style="color:' + colour + '">&#9632;</b> ' + name;
+    legend.appendChild(span);
+    return span;
+  };
+
+  function assetChart(spec) {
+    const box = document.getElementById('chart-' + spec.asset);
+    const legend = box.previousElementSibling;
+    const chart = LC.createChart(box, base);
+    const candles = chart.addSeries(LC.CandlestickSeries, {
+      upColor: '#26a69a', downColor: '#ef5350', borderVisible: false,
+      wickUpColor: '#26a69a', wickDownColor: '#ef5350', priceLineVisible: false});
+    const time = unpack(spec.time), open = unpack(spec.open), high = unpack(spec.high);
+    const low = unpack(spec.low), close = unpack(spec.close);
+    const bars = [];
+    for (let i = 0; i < time.length; i++) {
+      bars.push({time: time[i], open: open[i], high: high[i], low: low[i], close: close[i]});
+    }
+    candles.setData(bars);
+    const ohlc = legendItem(legend, spec.asset + ' ' + spec.timeframe, '#26a69a');
+    for (const line of spec.overlays) {
+      const s = chart.addSeries(LC.LineSeries, Object.assign(
+        {color: line.colour, lineWidth: 1.5, crosshairMarkerVisible: false}, quiet));
+      s.setData(points(time, unpack(line.values)));
+      legendItem(legend, line.name, line.colour);
+    }
+    for (const slot of spec.levels) {
+      for (const [key, colour] of [['stop', '#e53935'], ['target', '#2e7d32']]) {
+        const s = chart.addSeries(LC.LineSeries, Object.assign({color: colour, lineWidth: 1,
+          lineStyle: LC.LineStyle.Dashed, crosshairMarkerVisible: false}, quiet));
+        s.setData(slot[key]);
+      }
+    }
+    if (spec.levels.length) {
+      legendItem(legend, 'stop', '#e53935');
+      legendItem(legend, 'target', '#2e7d32');
+    }
+    LC.createSeriesMarkers(candles, spec.markers.map((m) => (m.kind === 'entry'
+      ? {time: m.time, position: 'atPriceBottom', price: m.price, shape: 'arrowUp',
+         color: m.colour, text: m.text}
+      : {time: m.time, position: 'atPriceTop', price: m.price, shape: 'arrowDown',
+         color: m.colour, text: m.text})));
+    spec.panes.forEach((pane, k) => {
+      for (const line of pane.lines) {
+        const s = chart.addSeries(LC.LineSeries, Object.assign(
+          {color: line.colour, lineWidth: 1.2, title: line.name}, quiet), k + 1);
+        s.setData(points(time, unpack(line.values)));
+      }
+    });
+    const panes = chart.panes();
+    panes[0].setStretchFactor(3);
+    for (let k = 1; k < panes.length; k++) panes[k].setStretchFactor(1);
+    chart.subscribeCrosshairMove((param) => {
+      const bar = param.seriesData ? param.seriesData.get(candles) : undefined;
+      ohlc.innerHTML = '<b style="color:#26a69a">&#9632;</b> ' + spec.asset + ' ' +
+        spec.timeframe + (bar ? '  O ' + bar.open + '  H ' + bar.high + '  L ' + bar.low +
+        '  C ' + bar.close : '');
+    });
+    return chart;
+  }
+
+  function accountChart(spec) {
+    const box = document.getElementById('chart-account');
+    const chart = LC.createChart(box, base);
+    const equity = chart.addSeries(LC.LineSeries, Object.assign(
+      {color: '#1f77b4', lineWidth: 1.5, title: 'equity'}, quiet));
+    const time = unpack(spec.time);
+    equity.setData(points(time, unpack(spec.equity)));
+    equity.createPriceLine({price: spec.capital, color: '#888', lineWidth: 1,
+      lineStyle: LC.LineStyle.Dotted, axisLabelVisible: true, title: 'capital'});
+    const drawdown = chart.addSeries(LC.BaselineSeries, Object.assign({
+      baseValue: {type: 'price', price: 0}, topLineColor: 'rgba(0,0,0,0)',
+      topFillColor1: 'rgba(0,0,0,0)', topFillColor2: 'rgba(0,0,0,0)',
+      bottomLineColor: '#ef5350', bottomFillColor1: 'rgba(239,83,80,0.35)',
+      bottomFillColor2: 'rgba(239,83,80,0.35)', lineWidth: 1, title: 'drawdown %'}, quiet), 1);
+    drawdown.setData(points(time, unpack(spec.drawdown)));
+    const panes = chart.panes();
+    panes[0].setStretchFactor(2);
+    panes[1].setStretchFactor(1);
+    return chart;
+  }
+
+  for (const spec of data.charts) charts.push(assetChart(spec));
+  charts.push(accountChart(data.account));
+  // every chart follows the time range of the one being zoomed or panned
+  let syncing = false;
+  for (const source of charts) {
+    source.timeScale().subscribeVisibleTimeRangeChange((range) => {
+      if (syncing || range === null) return;
+      syncing = true;
+      for (const other of charts) {
+        if (other !== source) {
+          try { other.timeScale().setVisibleRange(range); } catch (e) { /* no data there */ }
+        }
+      }
+      syncing = false;
+    });
+  }
+  for (const chart of charts) chart.timeScale().fitContent();
+
+  // the trades list sorts by the clicked column
+  const table = document.getElementById('trades');
+  table.querySelectorAll('th').forEach((th, column) => {
+    let ascending = true;
+    th.addEventListener('click', () => {
+      const body = table.tBodies[0];
+      const rows = Array.from(body.rows);
+      const key = (row) => {
+        const cell = row.cells[column];
+        const v = cell.dataset.v !== undefined ? cell.dataset.v : cell.textContent;
+        const n = Number(v);
+        return Number.isNaN(n) ? v : n;
+      };
+      rows.sort((a, b) => (key(a) > key(b) ? 1 : key(a) < key(b) ? -1 : 0) * (ascending ? 1 : -1));
+      ascending = !ascending;
+      rows.forEach((row) => body.appendChild(row));
+    });
+  });
+})();
+"""
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{title}</title>
+<style>{style}</style>
+<script>{library}</script>
+</head>
+<body>
+<h1>{title}</h1>
+<p class="note">{notes}</p>
+<div id="charts"></div>
+<h2>Account</h2>
+<div class="legend"><span><b style="color:#1f77b4">&#9632;</b> equity (marked to market at
+each close)</span><span><b style="color:#ef5350">&#9632;</b> drawdown %</span></div>
+<div class="chart" id="chart-account" style="height:300px"></div>
+<h2>Statistics</h2>
+{stats}
+<h2>Trades</h2>
+<div class="scroll">{trades}</div>
+<script type="application/json" id="report-data">{data}</script>
+<script>
+(function () {{
+  const data = JSON.parse(document.getElementById('report-data').textContent);
+  const holder = document.getElementById('charts');
+  for (const spec of data.charts) {{
+    const legend = document.createElement('div');
+    legend.className = 'legend';
+    const box = document.createElement('div');
+    box.className = 'chart';
+    box.id = 'chart-' + spec.asset;
+    box.style.height = (430 + 130 * spec.panes.length) + 'px';
+    holder.appendChild(legend);
+    holder.appendChild(box);
+  }}
+}})();
+</script>
+<script>{script}</script>
+</body>
+</html>
+"""

@@ -126,8 +126,13 @@ def build_report(result: ReplayResult, capital: float = DEFAULT_CAPITAL) -> Repo
 
 
 def _replayed_times(result: ReplayResult) -> IntArray:
-    times: IntArray = np.unique(np.concatenate([h.time for h in result.candles.values()]))
-    return times[times >= result.start_ms]
+    histories = list(result.candles.values())
+    times: IntArray = (
+        histories[0].time
+        if len(histories) == 1
+        else np.unique(np.concatenate([h.time for h in histories]))
+    )
+    return times[int(np.searchsorted(times, result.start_ms, side="left")) :]
 
 
 def _open_position(position: Position, history: Candles) -> dict[str, Any]:
