@@ -9,6 +9,8 @@
   (moto in-process; market data from memory so that only storage traffic is counted), and of
   a scheduled minute tick that finds none of them due;
 - peak memory of the 10,000 run (tracemalloc);
+- a replay of 100,000 hourly bars, and what its report (stats, stats.json, equity.csv,
+  report.html) adds to it, as a ratio (`replay_100k_report_overhead_ratio`);
 - each handler module's import time, and its cold start up to the first network call, in the
   environment Lambda gives it (bench/lambda_env.py).
 """

@@ -27,7 +27,7 @@ def main() -> None:
                 sys.executable, "-m", "engine", "replay",
                 "--strategy", str(ROOT / "examples/strategies/rsi_meanrev.json"),
                 "--candles", str(ROOT / "examples/candles/btc_1h_sample.csv"),
-                "--from", "2024-05-20", "--out", out, "--no-progress",
+                "--from", "2024-06-14", "--out", out, "--no-progress",
             ],
             check=True,
             cwd=ROOT,

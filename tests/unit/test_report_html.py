@@ -8,6 +8,7 @@ screenshot is not blank, and that the browser logged no JavaScript error.
 from __future__ import annotations
 
 import io
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -68,12 +69,34 @@ def test_a_long_history_is_drawn_in_groups_and_says_so() -> None:
     assert len(text) < 6_000_000
 
 
+def two_asset_report(tmp_path: Path) -> Path:
+    """Two assets in one account, on clocks that differ (ETH starts later, has gaps)."""
+    doc = json.loads(json.dumps(DESIGN_EXAMPLE))
+    doc["assets"] = ["BTC/USDT", "ETH/USDT"]
+    doc["indicators"]["sma"]["params"]["timeperiod"] = 20
+    history = read_csv(EXAMPLE_CANDLES)
+    eth = history.tail(3000)
+    keep = np.ones(len(eth), dtype=bool)
+    keep[100:110] = False
+    eth = Candles(*(getattr(eth, f)[keep] * (0.05 if f in PRICES else 1) for f in FIELDS))
+    eth = Candles(eth.time.astype(np.int64), eth.open, eth.high, eth.low, eth.close, eth.volume)
+    result = replay(parse_strategy(doc), {"BTC/USDT": history, "ETH/USDT": eth}, progress=False)
+    path = tmp_path / "two.html"
+    path.write_text(render_report_html(result, build_report(result)), encoding="utf-8")
+    return path
+
+
+PRICES = ("open", "high", "low", "close")
+FIELDS = ("time", "open", "high", "low", "close", "volume")
+
+
 @pytest.mark.slow
-def test_the_report_draws_in_headless_chromium(tmp_path: Path) -> None:
+@pytest.mark.parametrize("which", ["example", "two assets"])
+def test_the_report_draws_in_headless_chromium(tmp_path: Path, which: str) -> None:
     chromium = install_chromium()
     from playwright.sync_api import sync_playwright
 
-    path, _ = example_report(tmp_path)
+    path = example_report(tmp_path)[0] if which == "example" else two_asset_report(tmp_path)
     errors: list[str] = []
     requests: list[str] = []
     with sync_playwright() as pw:

@@ -451,6 +451,8 @@ _SCRIPT = """
     });
   }
   for (const chart of charts) chart.timeScale().fitContent();
+  // then the account's whole span (every asset's bars), which the others follow
+  setTimeout(() => charts[charts.length - 1].timeScale().fitContent(), 0);
 
   // the trades list sorts by the clicked column
   const table = document.getElementById('trades');
