@@ -46,7 +46,7 @@ soak: $(STAMP)
 	$(BIN)/python bench/soak.py --trials $(SOAK_TRIALS) --seconds $(SOAK_SECONDS)
 
 clean:
-	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-yardstick .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
 ## make sam-validate / sam-build: the SAM CLI in its own virtualenv, .venv-sam, made from a
 ## Python 3.12: sam build checks that the functions' runtime (python3.12) is on PATH, and the

@@ -10,22 +10,21 @@ backtesting.py charges the fee of a fill at the close one bar late in its equity
 "on close" orders in the next bar's loop, after recording that bar's equity), so with fees the
 equity-based figures are compared with backtesting.py's `compute_stats` on the replay's own
 equity and backtesting.py's trades; the trade figures still come from its full run.
+
+backtesting.py runs in its own virtual environment (tests/yardstick: pandas must not be
+importable next to the engine's TA-Lib), which the first run makes.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import warnings
+import subprocess
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
-from backtesting import Backtest
-from backtesting import Strategy as BtStrategy
-from backtesting._stats import compute_stats
 from engine.candles_io import read_csv
 from engine.core.candles import Candles
 from engine.core.strategy import Strategy, parse_strategy
@@ -34,9 +33,7 @@ from engine.replay import ReplayResult, replay
 from engine.report.service import build_report
 
 from tests.core_helpers import DESIGN_EXAMPLE, T0, H
-
-# backtesting.py 0.6.6 on pandas 3 warns about its own use of DatetimeIndex.dayofweek
-pytestmark = pytest.mark.filterwarnings("ignore:DatetimeIndex.dayofweek is deprecated")
+from tests.yardstick.venv import yardstick_python
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_CANDLES = REPO / "examples" / "candles" / "btc_1h_sample.csv"
@@ -143,52 +140,32 @@ def example_doc(fee_rate: float) -> dict[str, Any]:
     return doc
 
 
-class Follow(BtStrategy):
-    """Takes the engine's decisions; backtesting.py's broker does the rest."""
-
-    entries: ClassVar[dict[int, list[tuple[int, float | None, float | None]]]] = {}
-    exits: ClassVar[dict[int, list[int]]] = {}  # bar -> entry bars of trades closed at its close
-    series: ClassVar[list[np.ndarray]] = []
-
-    def init(self) -> None:
-        for k, values in enumerate(self.series):  # attributes: how backtesting.py finds them
-            setattr(self, f"ind{k}", self.I(lambda v=values: v, name=f"ind{k}"))
-
-    def next(self) -> None:
-        i = len(self.data) - 1
-        for entry_bar in self.exits.get(i, []):
-            (trade,) = [t for t in self.trades if t.entry_bar == entry_bar]
-            trade.close()
-        for size, stop, target in self.entries.get(i, []):
-            self.buy(size=size, sl=stop, tp=target)
+RUNNER = Path(__file__).resolve().parents[1] / "yardstick" / "run_backtesting.py"
 
 
 def backtest(
-    result: ReplayResult, candles: Candles, start: int, fee_rate: float, capital: float
-) -> tuple[pd.Series, pd.DataFrame]:
-    """backtesting.py over the replayed bars, taking the replay's decisions."""
+    result: ReplayResult,
+    candles: Candles,
+    start: int,
+    fee_rate: float,
+    capital: float,
+    equity: np.ndarray | None,
+    tmp_path: Path,
+) -> dict[str, Any]:
+    """backtesting.py over the replayed bars, taking the replay's decisions (and, given an
+    equity curve, its stats on that curve with its own trades)."""
     window = slice(start, None)
     times = candles.time[window]
-    data = pd.DataFrame(
-        {
-            "Open": candles.open[window],
-            "High": candles.high[window],
-            "Low": candles.low[window],
-            "Close": candles.close[window],
-            "Volume": candles.volume[window],
-        },
-        index=pd.to_datetime(times, unit="ms"),
-    )
 
     def bar(value: Any) -> int:
         return int(np.searchsorted(times, to_ms(value)))
 
-    entries: dict[int, list[tuple[int, float | None, float | None]]] = {}
+    entries: dict[int, list[list[Any]]] = {}
     for position in result.positions.values():
         size = position.quantity
         assert size == int(size), "backtesting.py trades whole units"
         entries.setdefault(bar(position.entry_time), []).append(
-            (int(size), position.stop_loss_price, position.take_profit_price)
+            [int(size), position.stop_loss_price, position.take_profit_price]
         )
     assert 0 not in entries, "backtesting.py cannot enter on its first bar: pick another window"
     exits: dict[int, list[int]] = {}
@@ -197,86 +174,114 @@ def backtest(
             exits.setdefault(bar(trade.exit_time), []).append(bar(trade.entry_time))
     assert result.compiled is not None and result.market is not None
     frame = result.market.frame(result.compiled.strategy, "BTC/USDT")
-    names = [n for n in frame if n not in ("open", "high", "low", "close", "volume")]
-    Follow.entries, Follow.exits = entries, exits
-    Follow.series = [frame[n][window] for n in names if "." in n]  # each output once
-    run = Backtest(data, Follow, cash=capital, commission=fee_rate, trade_on_close=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "some trades remain open": reported apart by us too
-        stats = run.run()
-    return stats, data
+    spec = {
+        "time": times.tolist(),
+        **{f: getattr(candles, f)[window].tolist() for f in ("open", "high", "low", "close")},
+        "volume": candles.volume[window].tolist(),
+        # each indicator output once, NaN in warm-up (JSON NaN: both sides are Python)
+        "series": [frame[n][window].tolist() for n in frame if "." in n],
+        "entries": entries,
+        "exits": exits,
+        "cash": capital,
+        "commission": fee_rate,
+        "equity": None if equity is None else equity.tolist(),
+    }
+    given = tmp_path / "backtest.json"
+    given.write_text(json.dumps(spec))
+    done = subprocess.run(
+        [str(yardstick_python()), str(RUNNER), str(given)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
 
 
-def assert_same_trades(result: ReplayResult, trades: pd.DataFrame) -> None:
+def assert_same_trades(result: ReplayResult, trades: list[dict[str, Any]]) -> None:
     assert len(trades) == len(result.trades)
     ours = sorted(result.trades, key=lambda t: (t.entry_time, t.exit_time))
-    theirs = trades.sort_values(["EntryTime", "ExitTime"])
-    for mine, row in zip(ours, theirs.itertuples(), strict=True):
-        assert to_ms(mine.entry_time) == row.EntryTime.value // 1_000_000
-        assert to_ms(mine.exit_time) == row.ExitTime.value // 1_000_000
-        assert mine.entry_price == pytest.approx(row.EntryPrice, rel=1e-12)
-        assert mine.exit_price == pytest.approx(row.ExitPrice, rel=1e-12)
-        assert mine.pnl == pytest.approx(row.PnL, rel=1e-9, abs=1e-9)
-        assert mine.fees == pytest.approx(row.Commission, rel=1e-9, abs=1e-12)
+    theirs = sorted(trades, key=lambda t: (t["entry_ms"], t["exit_ms"]))
+    for mine, row in zip(ours, theirs, strict=True):
+        assert to_ms(mine.entry_time) == row["entry_ms"]
+        assert to_ms(mine.exit_time) == row["exit_ms"]
+        assert mine.entry_price == pytest.approx(row["entry_price"], rel=1e-12)
+        assert mine.exit_price == pytest.approx(row["exit_price"], rel=1e-12)
+        assert mine.pnl == pytest.approx(row["pnl"], rel=1e-9, abs=1e-9)
+        assert mine.fees == pytest.approx(row["commission"], rel=1e-9, abs=1e-12)
         assert mine.pnl / (mine.entry_price * mine.quantity) == pytest.approx(
-            row.ReturnPct, rel=1e-9, abs=1e-12
+            row["return"], rel=1e-9, abs=1e-12
         )
 
 
-def assert_figures(ours: dict[str, Any], theirs: pd.Series, keys: set[str]) -> list[str]:
+def assert_figures(ours: dict[str, Any], theirs: dict[str, Any], keys: set[str]) -> list[str]:
     """Every figure in `keys` equal; returns lines "key ours theirs" for the record."""
     lines = []
     for key, (name, rel) in FIGURES.items():
         if key not in keys:
             continue
-        value, expected = ours[key], float(theirs[name])
+        value, expected = ours[key], theirs[name]
         lines.append(f"{key:26} {value!r:>24} {expected!r:>24}")
-        if not math.isfinite(expected):
+        if expected is None or not math.isfinite(expected):
             assert value is None, f"{key}: {value} where backtesting.py has {expected}"
         else:
             assert value == pytest.approx(expected, rel=rel, abs=1e-12), key
     for key, name in DURATIONS.items():
         if key not in keys:
             continue
-        expected = theirs[name]
-        lines.append(f"{key:26} {ours[key]!r:>24} {expected!s:>24}")
-        if pd.isna(expected):
+        expected = theirs[name]  # seconds, None for NaT
+        lines.append(f"{key:26} {ours[key]!r:>24} {expected!r:>24}")
+        if expected is None or (isinstance(expected, float) and math.isnan(expected)):
             assert ours[key] is None, key
         else:
-            assert pd.Timedelta(ours[key]) == expected, key
+            assert iso_seconds(ours[key]) == expected, key
     return lines
 
 
+def iso_seconds(duration: str) -> float:
+    """Seconds of an ISO 8601 duration as stats.json writes them (PnDTnHnMnS)."""
+    import re
+
+    match = re.fullmatch(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:([\d.]+)S)?)?", duration)
+    assert match, duration
+    days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+    return days * 86_400 + hours * 3600 + minutes * 60 + seconds
+
+
 def check(
-    strategy: Strategy, candles: Candles, start_bar: int, capital: float
+    strategy: Strategy, candles: Candles, start_bar: int, capital: float, tmp_path: Path
 ) -> tuple[dict[str, Any], list[str]]:
     start_ms = int(candles.time[start_bar]) if start_bar else None
     result = replay(strategy, candles, progress=False, start_ms=start_ms)
     report = build_report(result, capital=capital)
     ours = report.stats
     fee_rate = strategy.execution_config.fee_rate
-    theirs, data = backtest(result, candles, start_bar, fee_rate, capital)
-    assert_same_trades(result, theirs["_trades"])
-    assert ours["start"] == theirs["Start"].isoformat() + "Z"
-    assert ours["end"] == theirs["End"].isoformat() + "Z"
-    assert ours["bars"] == len(data)
-    assert ours["fees"] == pytest.approx(float(theirs.get("Commissions [$]", 0.0)), rel=1e-9)
+    answer = backtest(
+        result,
+        candles,
+        start_bar,
+        fee_rate,
+        capital,
+        report.curve.equity if fee_rate else None,
+        tmp_path,
+    )
+    theirs = answer["stats"]
+    assert_same_trades(result, answer["trades"])
+    assert ours["start"] == theirs["Start"] + "Z"
+    assert ours["end"] == theirs["End"] + "Z"
+    assert ours["bars"] == len(answer["equity"])
+    assert ours["fees"] == pytest.approx(theirs.get("Commissions [$]") or 0.0, rel=1e-9)
     everything = set(FIGURES) | set(DURATIONS)
     if fee_rate == 0:
-        np.testing.assert_allclose(
-            report.curve.equity, theirs["_equity_curve"]["Equity"].to_numpy(), rtol=1e-12
-        )
+        np.testing.assert_allclose(report.curve.equity, answer["equity"], rtol=1e-12)
         return ours, assert_figures(ours, theirs, everything)
     # with fees: trade figures from the run, the rest from backtesting.py on our equity
     lines = assert_figures(ours, theirs, TRADE_FIGURES | {"buy_and_hold_return_pct"})
-    same_equity = compute_stats(
-        trades=theirs["_trades"],
-        equity=report.curve.equity,
-        ohlc_data=data,
-        strategy_instance=None,
-    )
     lines += assert_figures(
-        ours, same_equity, everything - TRADE_FIGURES - {"buy_and_hold_return_pct"}
+        ours,
+        answer["stats_on_equity"],
+        everything - TRADE_FIGURES - {"buy_and_hold_return_pct"},
     )
     return ours, lines
 
@@ -307,11 +312,11 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_stats_equal_backtesting_py(case: str) -> None:
+def test_stats_equal_backtesting_py(case: str, tmp_path: Path) -> None:
     make_strategy, make_candles, start_bar = CASES[case]
     strategy = make_strategy()
     capital = 10_000.0 if strategy.strategy_id == "busy" else 1_000_000.0
-    ours, lines = check(strategy, make_candles(), start_bar, capital)
+    ours, lines = check(strategy, make_candles(), start_bar, capital, tmp_path)
     print(f"\n{case}: figure, ours, backtesting.py\n" + "\n".join(lines))
     assert ours["trades"] >= 5, "the case should exercise several trades"
     if "open at the end" in case:
