@@ -54,7 +54,7 @@ mutants: $(STAMP)
 	$(BIN)/python bench/mutants.py $(if $(MUTANTS),--only $(MUTANTS))
 
 clean:
-	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-yardstick .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
 ## make sam-validate / sam-build: the SAM CLI in its own virtualenv, .venv-sam, made from a
 ## Python 3.12: sam build checks that the functions' runtime (python3.12) is on PATH, and the

@@ -10,6 +10,8 @@
   in-process; market data from memory so that only storage traffic is counted), and of a
   scheduled minute tick that finds none of them due;
 - peak memory of the 10,000 run (tracemalloc);
+- a replay of 100,000 hourly bars, and what its report (stats, stats.json, equity.csv,
+  report.html) adds to it, as a ratio (`replay_100k_report_overhead_ratio`);
 - each handler module's import time, and its cold start up to the first network call, in the
   environment Lambda gives it (bench/lambda_env.py).
 """
@@ -363,6 +365,55 @@ def import_times() -> dict[str, dict[str, float]]:
 
 ALL_CANDLES = markets()
 
+REPLAY_BARS = 100_000
+
+
+def replay_report_overhead(bars: int = REPLAY_BARS) -> dict[str, float]:
+    """Seconds of a replay of `bars` hourly bars (DESIGN's example strategy on a random walk)
+    and of its report (stats, stats.json, equity.csv, report.html, bokeh's import included),
+    and their ratio: what the report adds to the replay (issue 11: at most 0.2)."""
+    from engine.replay import replay
+
+    rng = np.random.default_rng(42)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.006, bars)))
+    open_ = np.r_[100.0, close[:-1]]
+    spread = np.abs(rng.normal(0, 0.003, bars)) * close
+    history = Candles(
+        time=np.arange(bars, dtype=np.int64) * H,
+        open=open_,
+        high=np.maximum(open_, close) + spread,
+        low=np.minimum(open_, close) - spread,
+        close=close,
+        volume=rng.uniform(1, 100, bars),
+    )
+    strategy = parse_strategy(
+        json.loads((ROOT / "examples" / "strategies" / "rsi_meanrev.json").read_text())
+    )
+    started = time.perf_counter()
+    result = replay(strategy, history, progress=False)
+    replay_s = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        started = time.perf_counter()
+        from engine.report.html import write_report_html
+        from engine.report.service import build_report, write_equity_csv, write_stats
+
+        report = build_report(result)
+        write_stats(out / "stats.json", report.stats)
+        write_equity_csv(out / "equity.csv", report.curve)
+        write_report_html(out / "report.html", result, report)
+        report_s = time.perf_counter() - started
+        size_mb = (out / "report.html").stat().st_size / 2**20
+    print(
+        f"replay of {bars:,} bars: {replay_s:.2f}s ({len(result.trades)} trades); its report "
+        f"{report_s:.2f}s (report.html {size_mb:.1f} MiB) -> +{report_s / replay_s:.1%}"
+    )
+    return {
+        "replay_s": round(replay_s, 2),
+        "report_s": round(report_s, 2),
+        "report_html_mib": round(size_mb, 1),
+    } | {"ratio": round(report_s / replay_s, 3)}
+
 
 def main() -> None:
     figures: dict[str, Any] = {}
@@ -410,6 +461,10 @@ def main() -> None:
         "bulk of 500 strategies that all act, 20 ms per commit (simulated): "
         f"{commits['workers_1']} s one at a time, {commits['workers_8']} s with 8 workers"
     )
+    overhead = replay_report_overhead()
+    figures["replay_100k_s"] = overhead["replay_s"]
+    figures["replay_100k_report_s"] = overhead["report_s"]
+    figures["replay_100k_report_overhead_ratio"] = overhead["ratio"]
     handlers = import_times()
     figures["handler_import_s"] = {name: t["import"] for name, t in handlers.items()}
     figures["handler_cold_start_s"] = {name: t["cold_start"] for name, t in handlers.items()}

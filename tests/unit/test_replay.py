@@ -304,8 +304,8 @@ def test_cli_replay_writes_trades_and_orders(tmp_path: Path) -> None:
     done = run_cli("replay", "--strategy", strategy_file, "--candles", candles_file, "--out", out)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
-    assert len(lines) == 1
-    assert "6 bars, 1 trades, total pnl -4.40" in lines[0]
+    assert "6 bars, 1 trades, pnl -4.40" in lines[0]
+    assert "Return" in lines[1], "the stats table follows the summary line"
 
     trades = json.loads((out / "trades.json").read_text())
     assert isinstance(trades, list)
@@ -338,7 +338,9 @@ def test_cli_replay_of_the_examples(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
-    assert f"{len(read_csv(EXAMPLE_CANDLES))} bars" in done.stdout
+    assert f"{len(read_csv(EXAMPLE_CANDLES)):,} bars" in done.stdout
+    for name in ("trades.json", "orders.json", "stats.json", "equity.csv", "report.html"):
+        assert (tmp_path / name).is_file(), name
     trades = json.loads((tmp_path / "trades.json").read_text())
     assert trades, "the example strategy should trade on the sample candles"
     assert all(list(t) == list(TRADE_FIELDS) for t in trades)

@@ -9,8 +9,11 @@ only up to the newest closed bar (the tests check this against growing `Candles.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +23,16 @@ from tqdm import tqdm
 from engine.core.candles import Candles
 from engine.core.evaluate import CompiledStrategy, compile_strategy, evaluate
 from engine.core.market import MarketData
-from engine.core.state import ClosedTrade, ExecutionState, Order, Position, Warning
+from engine.core.state import (
+    ClosedTrade,
+    EvaluationResult,
+    ExecutionState,
+    Order,
+    Position,
+    Warning,
+)
 from engine.core.strategy import Strategy
-from engine.core.timeframes import open_offset_ms, timeframe_ms, to_datetime
+from engine.core.timeframes import open_offset_ms, timeframe_ms, to_datetime, to_ms
 
 # The fields of a closed trade a replay reports (DIR/trades.json), in this order.
 TRADE_FIELDS: tuple[str, ...] = (
@@ -40,12 +50,23 @@ TRADE_FIELDS: tuple[str, ...] = (
 PROGRESS_DELAY_S = 1.0
 
 
+@dataclass(frozen=True)
+class CooldownTrip:
+    """A cooldown tier tripped on `asset` at bar `bar_ms`: entries blocked there and for
+    `blocked_bars` bars after it (of the asset's candles)."""
+
+    asset: str
+    bar_ms: int
+    blocked_bars: int
+    tier: str | None
+
+
 @dataclass
 class ReplayResult:
     strategy_id: str
-    asset: str
+    asset: str  # the asset replayed; several joined by ", " for an account of several
     timeframe: str
-    bars: int
+    bars: int  # bars replayed: distinct bar times within the window, over every asset
     trades: list[ClosedTrade] = field(default_factory=list)  # in the order they closed
     orders: list[Order] = field(default_factory=list)  # each in its final status, by creation
     open_positions: list[Position] = field(default_factory=list)  # still open after the last bar
@@ -53,6 +74,20 @@ class ReplayResult:
     warning_counts: dict[str, int] = field(default_factory=dict)  # per code, over all bars
     final_state: ExecutionState | None = None
     elapsed_s: float = 0.0
+    # What a report needs besides the trades: each asset's candles up to the window's end
+    # (warm-up bars included), the first replayed bar's time, the market the strategy was
+    # evaluated on (its indicator frames) and the cooldown trips in the order they happened.
+    assets: list[str] = field(default_factory=list)
+    candles: dict[str, Candles] = field(default_factory=dict)
+    start_ms: int = 0
+    compiled: CompiledStrategy | None = None
+    market: MarketData | None = None
+    cooldown_trips: list[CooldownTrip] = field(default_factory=list)
+    # every position of the replay in its last version (closed ones keep their stop/target)
+    positions: dict[str, Position] = field(default_factory=dict)
+    # log records of the engine during the replay, counted instead of emitted bar after bar
+    # (their facts also arrive as `warnings`): (logger, level, message) -> times
+    log_counts: dict[tuple[str, int, str], int] = field(default_factory=dict)
 
     @property
     def total_pnl(self) -> float:
@@ -73,64 +108,78 @@ class ReplayResult:
 
 def replay(
     strategy: Strategy,
-    candles: Candles,
+    candles: Candles | Mapping[str, Candles],
     asset: str | None = None,
     progress: bool = True,
+    *,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
 ) -> ReplayResult:
-    """Evaluate `strategy` at every bar of `candles` (one asset's history), in time order.
+    """Evaluate `strategy` at every bar of `candles`, in time order, from an empty state.
 
-    `asset` names the asset the candles belong to; it may be omitted when the strategy has a
-    single asset. The candles must be of the strategy's timeframe (gaps are fine: a closed
-    market simply has no bars).
+    `candles` is one asset's history (`asset` names it; it may be omitted when the strategy
+    has a single asset) or a mapping asset -> history holding every asset of the strategy,
+    replayed as one account: the strategy is evaluated at the close of every bar of any
+    asset. `start_ms` and `end_ms` bound the replayed bars by open time (inclusive); bars
+    before `start_ms` still feed the indicators (warm-up), bars after `end_ms` are dropped.
+    The candles must be of the strategy's timeframe (gaps are fine: a closed market simply
+    has no bars).
     """
-    chosen = pick_asset(strategy, asset)
-    if len(candles) == 0:
-        raise ValueError("no candles to replay")
-    step = timeframe_ms(strategy.timeframe)
-    misaligned = (candles.time - open_offset_ms(strategy.timeframe)) % step != 0
-    if misaligned.any():
-        when = to_datetime(int(candles.time[int(np.argmax(misaligned))])).isoformat()
-        raise ValueError(
-            f"a candle opens at {when}, which is not the open of a {strategy.timeframe} bar: "
-            f"replay needs {strategy.timeframe} candles"
+    if isinstance(candles, Candles):
+        chosen = pick_asset(strategy, asset)
+        histories = {chosen: candles}
+        # Evaluate the chosen asset only: the history holds no other asset's candles.
+        single = (
+            strategy
+            if strategy.assets == [chosen]
+            else strategy.model_copy(update={"assets": [chosen]})
         )
-    if len(candles) > 1:
-        spacing = int(np.diff(candles.time).min())
-        if spacing != step:
-            # finer: bars would overlap; coarser: every bar-counted rule (max_hold_bars,
-            # cooldown windows) would silently stretch by the ratio
-            kind = "finer" if spacing < step else "coarser"
-            raise ValueError(
-                f"candles are {_duration(spacing)} apart {'somewhere' if kind == 'finer' else 'at the closest'}, "
-                f"{kind} than the strategy's timeframe {strategy.timeframe}: replay needs "
-                f"{strategy.timeframe} candles"
-            )
-    # Evaluate the chosen asset only: the history holds no other asset's candles.
-    single = (
-        strategy
-        if strategy.assets == [chosen]
-        else strategy.model_copy(update={"assets": [chosen]})
-    )
+    else:
+        missing = [a for a in strategy.assets if a not in candles]
+        if missing:
+            raise ValueError(f"no candles for {', '.join(missing)}")
+        histories = {a: candles[a] for a in strategy.assets}
+        single = strategy
+    step = timeframe_ms(strategy.timeframe)
+    for name, history in list(histories.items()):
+        if end_ms is not None:
+            history = history.head(int(np.searchsorted(history.time, end_ms, side="right")))
+            histories[name] = history
+        if len(history) == 0:
+            raise ValueError(f"no candles to replay{_for(name, histories)}")
+        _check_spacing(history, strategy.timeframe, _for(name, histories))
+    times = np.unique(np.concatenate([h.time for h in histories.values()]))
+    if start_ms is not None:
+        times = times[times >= start_ms]
+    if len(times) == 0:
+        raise ValueError("no candles between --from and --to")
+
     compiled: CompiledStrategy = compile_strategy(single)
-    market = MarketData({(chosen, strategy.timeframe): candles})
+    market = MarketData({(a, strategy.timeframe): h for a, h in histories.items()})
     state = ExecutionState(strategy_id=strategy.strategy_id)
 
     trades: list[ClosedTrade] = []
     orders: dict[str, Order] = {}
     warnings: dict[tuple[str, str], Warning] = {}
     counts: dict[str, int] = {}
+    trips: list[CooldownTrip] = []
+    positions: dict[str, Position] = {}
+    label = ", ".join(histories)
     started = time.perf_counter()
-    closes = candles.time + step  # the moment each bar closes: evaluate sees it as bar t
-    with tqdm(
-        total=len(candles),
-        disable=not progress,
-        delay=PROGRESS_DELAY_S,
-        file=sys.stderr,
-        unit="bar",
-        desc=f"replay {strategy.strategy_id} {chosen}",
-        mininterval=0.25,
-        leave=False,
-    ) as bar:
+    closes = times + step  # the moment each bar closes: evaluate sees it as bar t
+    with (
+        _counted_logs() as log_counts,
+        tqdm(
+            total=len(times),
+            disable=not progress,
+            delay=PROGRESS_DELAY_S,
+            file=sys.stderr,
+            unit="bar",
+            desc=f"replay {strategy.strategy_id} {label}",
+            mininterval=0.25,
+            leave=True,
+        ) as bar,
+    ):
         for now_ms in closes.tolist():
             result = evaluate(compiled, state, market, now_ms)
             state = result.state
@@ -140,13 +189,17 @@ def replay(
             for warning in result.warnings:
                 warnings.setdefault((warning.code, warning.message), warning)
                 counts[warning.code] = counts.get(warning.code, 0) + 1
+            for position in result.changes.positions:
+                positions[position.position_id] = position
+            if result.changes.cooldowns:
+                trips.extend(_trips(result))
             bar.update()
 
     return ReplayResult(
         strategy_id=strategy.strategy_id,
-        asset=chosen,
+        asset=label,
         timeframe=strategy.timeframe,
-        bars=len(candles),
+        bars=len(times),
         trades=trades,
         orders=list(orders.values()),
         open_positions=list(state.positions),
@@ -154,7 +207,56 @@ def replay(
         warning_counts=counts,
         final_state=state,
         elapsed_s=time.perf_counter() - started,
+        assets=list(histories),
+        candles=histories,
+        start_ms=int(times[0]),
+        compiled=compiled,
+        market=market,
+        cooldown_trips=trips,
+        positions=positions,
+        log_counts=log_counts,
     )
+
+
+class _CountingHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: dict[tuple[str, int, str], int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        key = (record.name, record.levelno, record.getMessage())
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+
+@contextmanager
+def _counted_logs() -> Iterator[dict[tuple[str, int, str], int]]:
+    """Count the engine's log records instead of letting each bar print its own copy (a
+    deprecation warning would otherwise appear once per bar)."""
+    logger = logging.getLogger("engine")
+    handler = _CountingHandler()
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler.counts
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _trips(result: EvaluationResult) -> list[CooldownTrip]:
+    """Cooldowns this evaluation tripped: a changed cooldown whose trip is at one of its exits
+    (the same rule as the CooldownTrips metric)."""
+    exits = {(t.asset, t.exit_time) for t in result.closed_trades}
+    return [
+        CooldownTrip(c.asset, to_ms(c.tripped_at), c.blocked_bars, c.tier)
+        for c in result.changes.cooldowns
+        if c.tripped_at is not None and (c.asset, c.tripped_at) in exits
+    ]
+
+
+def _for(asset: str, histories: Mapping[str, Candles]) -> str:
+    return f" for {asset}" if len(histories) > 1 else ""
 
 
 def pick_asset(strategy: Strategy, asset: str | None) -> str:
@@ -179,3 +281,27 @@ def _duration(ms: int) -> str:
         if ms >= size and ms % size == 0:
             return f"{ms // size}{unit}"
     return f"{ms}ms"
+
+
+def _check_spacing(history: Candles, timeframe: str, where: str) -> None:
+    """Candles of exactly the strategy's timeframe: every time opens one of its bars, and the
+    closest two are one bar apart. Finer bars would overlap; coarser ones would silently
+    stretch every bar-counted rule (max_hold_bars, cooldown windows) by the ratio."""
+    step = timeframe_ms(timeframe)
+    misaligned = (history.time - open_offset_ms(timeframe)) % step != 0
+    if misaligned.any():
+        when = to_datetime(int(history.time[int(np.argmax(misaligned))])).isoformat()
+        raise ValueError(
+            f"a candle{where} opens at {when}, which is not the open of a {timeframe} bar: "
+            f"replay needs {timeframe} candles"
+        )
+    if len(history) > 1:
+        spacing = int(np.diff(history.time).min())
+        if spacing != step:
+            kind, place = (
+                ("finer", "somewhere") if spacing < step else ("coarser", "at the closest")
+            )
+            raise ValueError(
+                f"candles{where} are {_duration(spacing)} apart {place}, {kind} than the "
+                f"strategy's timeframe {timeframe}: replay needs {timeframe} candles"
+            )
