@@ -6,7 +6,6 @@ the service, and return its model. Errors always answer JSON `{code, message, de
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Collection
@@ -18,6 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from engine.core.indicators import did_you_mean
 from engine.core.state import Position
 from engine.core.strategy import (
     STRATEGY_ID_PATTERN,
@@ -263,8 +263,7 @@ def unknown_query(event: dict[str, Any], allowed: Collection[str]) -> Response[s
     details = []
     for name in sorted(set(single) | set(multi)):
         if name not in allowed:
-            close = difflib.get_close_matches(name.lower().strip("[]"), list(allowed), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(name.strip("[]"), allowed)
             takes = ", ".join(sorted(allowed)) if allowed else "none"
             details.append(
                 {

@@ -7,7 +7,6 @@ is a hand-kept list that could drift from the library.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -140,6 +139,8 @@ def check_indicator(
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """ "; did you mean 'X'?" for the closest of `choices` (any letter case), or ""."""
+    import difflib  # only when a name is unknown: kept off the cold start
+
     by_key = {choice.lower(): choice for choice in choices}
     close = difflib.get_close_matches(word.lower(), list(by_key), n=1, cutoff=0.6)
     return f"; did you mean {by_key[close[0]]!r}?" if close else ""
