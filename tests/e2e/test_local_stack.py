@@ -231,8 +231,12 @@ def test_openapi_document_lists_the_three_routes(stack: dict[str, Any]) -> None:
 def test_malformed_json_is_400(stack: dict[str, Any]) -> None:
     answer = requests.post(f"{stack['base']}/evaluate", data="{not json", timeout=30)
     assert answer.status_code == 400
+    problem = (
+        "request body is not valid JSON: Expecting property name enclosed in double quotes "
+        "at line 1 column 2"
+    )
     assert answer.json() == {
         "code": "malformed_json",
-        "message": "request body is not valid JSON",
-        "details": [],
+        "message": problem,
+        "details": [{"path": "body", "message": problem}],
     }

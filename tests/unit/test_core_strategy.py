@@ -501,3 +501,10 @@ def test_thirty_assets_entering_at_once_are_refused_with_how_many_fit() -> None:
     )
     doc["assets"] = doc["assets"][:11]
     assert parse_strategy(doc).max_writes_per_evaluation == 100
+
+
+def test_positions_that_can_never_close_count_only_their_entry() -> None:
+    # No stop, target, signal or time exit: nothing ever closes, so 100 open positions per
+    # asset cost only the entry's position and market order (2 items) and the state version.
+    doc = strategy_doc(execution_config={"max_open_positions": 100})
+    assert parse_strategy(doc).max_writes_per_evaluation == 3

@@ -196,7 +196,7 @@ def test_stale_data_is_rejected_or_warned_by_policy() -> None:
     message = (
         "market data for BTC/USDT 1h is stale: the newest closed bar opened at "
         "1970-01-13T11:00:00Z and closed 5 bars (18000 s) before 1970-01-13T17:00:00Z; "
-        "at most 2 bars are allowed"
+        "data more than 2 bars old is stale"
     )
     with pytest.raises(MarketDataStale) as info:
         svc.evaluate_by_id("a", persist=False)

@@ -293,8 +293,8 @@ class Strategy(_Model):
         """Items one evaluation may write at worst, the state version included.
 
         Per asset: each of `max_open_positions` positions closes (the position, its resting
-        orders filled or cancelled, a market exit order when signal or time exits exist),
-        then one entry (position, market order, resting orders), and its cooldown state.
+        orders filled or cancelled, a market exit order when signal or time exits exist;
+        nothing when it has no way to close), then one entry (position, market order, resting orders), and its cooldown state.
         """
         config = self.execution_config
         resting = (config.stop_loss is not None) + (config.take_profit is not None)
@@ -308,9 +308,9 @@ class Strategy(_Model):
                 for key in ("cooldown_bars", "daily_momentum_limit", "weekly_momentum_limit")
             )
         )
-        per_asset = (
-            config.max_open_positions * (1 + resting + market_exit) + (2 + resting) + cooldown
-        )
+        # a position with no stop, target, signal or time exit never closes
+        closing = 1 + resting + market_exit if resting or market_exit else 0
+        per_asset = config.max_open_positions * closing + (2 + resting) + cooldown
         return len(self.assets) * per_asset + 1
 
     @cached_property
