@@ -261,11 +261,7 @@ class DynamoStateRepository:
             *(order_item(o, expires) for o in orders),
             *(cooldown_item(sid, c) for c in cooldowns),
         ]
-        condition = StrategyModel.state_version == state.version
-        if state.version == 0:  # an item written before versions existed
-            condition = condition | (
-                StrategyModel.strategy_id.exists() & StrategyModel.state_version.does_not_exist()
-            )
+        condition = version_condition(state.version)
         # One token per logical commit: a retry after a lost response is then answered from
         # DynamoDB's idempotency window instead of failing its own version condition. After a
         # definite cancellation (conflict, throttling) the next attempt takes a fresh token.
@@ -359,16 +355,22 @@ class _BarsLost(Exception):
         self.indexes = indexes
 
 
+def version_condition(version: int) -> Any:
+    """The strategy item still holds the state version an evaluation read: what makes two
+    concurrent evaluations of one strategy unable to both commit."""
+    condition = StrategyModel.state_version == version
+    if version == 0:  # an item written before versions existed
+        condition = condition | (
+            StrategyModel.strategy_id.exists() & StrategyModel.state_version.does_not_exist()
+        )
+    return condition
+
+
 def _record_bars_once(marks: Sequence[tuple[ExecutionState, EvaluatedBar]]) -> None:
     try:
         with TransactWrite(connection=StrategyModel._get_connection().connection) as tx:
             for state, bar in marks:
-                condition = StrategyModel.state_version == state.version
-                if state.version == 0:  # an item written before versions existed
-                    condition = condition | (
-                        StrategyModel.strategy_id.exists()
-                        & StrategyModel.state_version.does_not_exist()
-                    )
+                condition = version_condition(state.version)
                 newer = StrategyModel.last_bar_ms.does_not_exist() | (
                     StrategyModel.last_bar_ms < bar.bar_ms
                 )
