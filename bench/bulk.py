@@ -10,6 +10,12 @@
   in-process; market data from memory so that only storage traffic is counted), and of a
   scheduled minute tick that finds none of them due;
 - peak memory of the 10,000 run (tracemalloc);
+- strategies/s of one whole bulk call over 10,000 strategies stored as JSON: parsing,
+  compiling, evaluating and answering all count (ExecutionService, dry run, market data from
+  memory);
+- one evaluation by id against moto's DynamoDB server over HTTP, as a ratio to one GetItem
+  round trip in the same run (a strategy needing 1,100+ bars of warm-up from the packed
+  candle table), and those 1,122 candles read packed vs. as rows of one item per bar;
 - each handler module's import time, and its cold start up to the first network call, in the
   environment Lambda gives it (bench/lambda_env.py).
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import statistics
@@ -71,6 +78,11 @@ def markets() -> dict[tuple[str, str], Candles]:
 
 def make_strategies(n: int, seed: int = 1) -> list[Strategy]:
     """Realistic two-to-three indicator strategies drawn from common parameter choices."""
+    return [parse_strategy(d) for d in strategy_documents(n, seed)]
+
+
+def strategy_documents(n: int, seed: int = 1) -> list[dict[str, Any]]:
+    """make_strategies' strategies as the JSON documents a client sends."""
     rnd = random.Random(seed)
     out = []
     for i in range(n):
@@ -92,23 +104,21 @@ def make_strategies(n: int, seed: int = 1) -> list[Strategy]:
             indicators["atr"] = {"fn": "ATR", "params": {"timeperiod": 14}}
             config["stop_loss"] = {"type": "atr", "indicator": "atr", "multiplier": 2}
         out.append(
-            parse_strategy(
-                {
-                    "strategy_id": f"bench-{i:05d}",
-                    "name": f"bench {i}",
-                    "assets": [asset],
-                    "timeframe": "1h",
-                    "indicators": indicators,
-                    "entry": {
-                        "all": [
-                            {"left": "rsi", "op": "<", "right": rnd.choice([25, 30, 35])},
-                            {"left": "close", "op": ">", "right": "sma"},
-                        ]
-                    },
-                    "exit": {"left": "rsi", "op": "crosses_above", "right": 70},
-                    "execution_config": config,
-                }
-            )
+            {
+                "strategy_id": f"bench-{i:05d}",
+                "name": f"bench {i}",
+                "assets": [asset],
+                "timeframe": "1h",
+                "indicators": indicators,
+                "entry": {
+                    "all": [
+                        {"left": "rsi", "op": "<", "right": rnd.choice([25, 30, 35])},
+                        {"left": "close", "op": ">", "right": "sma"},
+                    ]
+                },
+                "exit": {"left": "rsi", "op": "crosses_above", "right": 70},
+                "execution_config": config,
+            }
         )
     return out
 
@@ -301,6 +311,213 @@ def commit_concurrency(n: int = 500, latency_s: float = 0.02) -> dict[str, float
     return out
 
 
+def bulk_whole(n: int) -> float:
+    """Strategies/s of one whole bulk call (ExecutionService.evaluate_bulk, dry run) over n
+    strategies stored as JSON definitions, the way the strategies table holds them: parsing,
+    compiling, fetching (from memory), evaluating and building the answer all count."""
+    from engine.service import ExecutionService
+
+    from tests.fakes import MemoryMarket, MemoryStates, MemoryStrategies
+
+    class StoredAsJson(MemoryStrategies):
+        """Parses each definition on every read, as DynamoStrategyRepository does."""
+
+        def __init__(self, documents: list[dict[str, Any]]) -> None:
+            super().__init__()
+            self.definitions = {d["strategy_id"]: json.dumps(d) for d in documents}
+
+        def get_many(self, strategy_ids: Any) -> dict[str, Strategy]:
+            return {
+                i: parse_strategy(json.loads(self.definitions[i]))
+                for i in strategy_ids
+                if i in self.definitions
+            }
+
+    documents = strategy_documents(n, seed=5)
+    service = ExecutionService(
+        StoredAsJson(documents),
+        MemoryStates(),
+        MemoryMarket(ALL_CANDLES),
+        stale_policy="warn",
+        clock=lambda: NOW,
+        max_bulk=n,
+    )
+    ids = [d["strategy_id"] for d in documents]
+    service.evaluate_bulk(ids[:50], persist=False)  # imports and caches outside the timing
+    start = time.perf_counter()
+    result = service.evaluate_bulk(ids, persist=False)
+    elapsed = time.perf_counter() - start
+    assert result.summary.succeeded == n, result.summary
+    return n / elapsed
+
+
+BY_ID_RUNS = 30
+
+
+def evaluate_by_id_on_moto() -> dict[str, float]:
+    """One evaluation by id against moto's DynamoDB server over HTTP (as the local stack
+    runs it), median of BY_ID_RUNS, and one GetItem round trip of the same strategy item in
+    the same run; the strategy (RSI 14 and MACD 12/26/9) needs over 1,100 hourly bars of
+    warm-up, read from the packed candle table. Also the same 1,122 bars read as the rows
+    of one item per bar that the table held before packing (a paginated Query)."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "x",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+    from engine.marketdata import RepositoryProvider
+    from engine.service import ExecutionService
+    from engine.storage import (
+        DynamoCandleRepository,
+        DynamoStateRepository,
+        DynamoStrategyRepository,
+        bind,
+        create_tables,
+    )
+    from engine.storage.models import CandleModel, StrategyModel
+
+    try:
+        bind(host=endpoint, region="us-east-1")
+        create_tables()
+        bars = 2_000
+        history = make_long_candles(bars)
+        candles = DynamoCandleRepository()
+        candles.put("BYID/USDT", "1h", history)
+        strategies = DynamoStrategyRepository()
+        strategy = parse_strategy(
+            {
+                "strategy_id": "by-id",
+                "name": "RSI and MACD",
+                "assets": ["BYID/USDT"],
+                "timeframe": "1h",
+                "indicators": {
+                    "rsi": {"fn": "RSI", "params": {"timeperiod": 14}},
+                    "macd": {
+                        "fn": "MACD",
+                        "params": {"fastperiod": 12, "slowperiod": 26, "signalperiod": 9},
+                    },
+                },
+                "entry": {"left": "macd.macd", "op": ">", "right": "macd.macdsignal"},
+                "exit": {"left": "rsi", "op": ">", "right": 70},
+                "execution_config": {
+                    "stop_loss": {"type": "percent", "value": 0.02},
+                    "take_profit": {"type": "risk_reward", "ratio": 2},
+                },
+            }
+        )
+        strategies.put(strategy)
+        now = int(history.time[-1]) + H + 60_000
+        service = ExecutionService(
+            strategies,
+            DynamoStateRepository(),
+            RepositoryProvider(candles),
+            stale_policy="warn",
+            clock=lambda: now,
+        )
+        first = service.evaluate_by_id("by-id")  # commits what it decides, records the bar
+        evaluations = []
+        for _ in range(BY_ID_RUNS):
+            start = time.perf_counter()
+            service.evaluate_by_id("by-id")
+            evaluations.append(time.perf_counter() - start)
+        gets = []
+        for _ in range(BY_ID_RUNS):
+            start = time.perf_counter()
+            StrategyModel.get("by-id", consistent_read=True)
+            gets.append(time.perf_counter() - start)
+        packed = []
+        for _ in range(BY_ID_RUNS):
+            start = time.perf_counter()
+            got = candles.latest("BYID/USDT", "1h", 1_122, closed_by_ms=now)
+            packed.append(time.perf_counter() - start)
+        assert len(got) == 1_122
+        # the same bars as rows, one item per bar (the layout before packing)
+        client = CandleModel._get_connection().connection.client
+        table = CandleModel.Meta.table_name
+        for lo in range(0, bars, 25):
+            client.batch_write_item(
+                RequestItems={
+                    table: [
+                        {
+                            "PutRequest": {
+                                "Item": {
+                                    "market": {"S": "BYID/USDT#1h"},
+                                    "open_time": {"N": str(int(history.time[i]))},
+                                    **{
+                                        name: {"N": repr(float(history.field(name)[i]))}
+                                        for name in ("open", "high", "low", "close", "volume")
+                                    },
+                                }
+                            }
+                        }
+                        for i in range(lo, min(lo + 25, bars))
+                    ]
+                }
+            )
+        rows = []
+        for _ in range(BY_ID_RUNS // 3):
+            start = time.perf_counter()
+            items: list[Any] = []
+            kwargs: dict[str, Any] = {
+                "TableName": table,
+                "KeyConditionExpression": "market = :m",
+                "ExpressionAttributeValues": {":m": {"S": "BYID/USDT#1h"}},
+                "ScanIndexForward": False,
+                "Limit": 1_122,
+            }
+            while len(items) < 1_122:
+                page = client.query(**kwargs)
+                items += page["Items"]
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+                kwargs["Limit"] = 1_122 - len(items)
+            rows.append(time.perf_counter() - start)
+        assert len(items) == 1_122
+        assert first.bar is not None
+    finally:
+        bind(host=None, region="us-east-1")
+        server.stop()
+    by_id, get_item = statistics.median(evaluations), statistics.median(gets)
+    return {
+        "evaluate_by_id_ms": round(by_id * 1000, 2),
+        "getitem_ms": round(get_item * 1000, 2),
+        "evaluate_by_id_vs_getitem": round(by_id / get_item, 1),
+        "candles_1122_packed_ms": round(statistics.median(packed) * 1000, 2),
+        "candles_1122_rows_ms": round(statistics.median(rows) * 1000, 2),
+    }
+
+
+def make_long_candles(n: int) -> Candles:
+    rng = np.random.default_rng(42)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = np.r_[close[0], close[:-1]]
+    spread = np.abs(rng.normal(0, 0.003, n)) * close
+    start = 1_735_689_600_000  # 2025-01-01
+    return Candles(
+        time=start + np.arange(n, dtype=np.int64) * H,
+        open=open_,
+        high=np.maximum(open_, close) + spread,
+        low=np.minimum(open_, close) - spread,
+        close=close,
+        volume=rng.uniform(1, 100, n),
+    )
+
+
 IMPORT_RUNS = 5
 
 # Import the handler, then do what the first invocation does before its first network
@@ -404,6 +621,16 @@ def main() -> None:
             figures["dynamodb_requests_quiet_tick_1000"],
             figures["dynamodb_requests_new_bar_1000"],
         ) = quiet
+    whole = bulk_whole(10_000)
+    figures["bulk_whole_10000_per_s"] = round(whole)
+    print(f"whole bulk call, 10000 strategies from JSON (parse, compile, evaluate): {whole:,.0f}/s")
+    by_id = evaluate_by_id_on_moto()
+    figures.update(by_id)
+    print(
+        f"evaluation by id on moto's server: {by_id['evaluate_by_id_ms']} ms, GetItem "
+        f"{by_id['getitem_ms']} ms -> {by_id['evaluate_by_id_vs_getitem']}x; 1,122 candles "
+        f"packed {by_id['candles_1122_packed_ms']} ms, as rows {by_id['candles_1122_rows_ms']} ms"
+    )
     commits = commit_concurrency()
     figures["bulk_500_acting_commit_20ms_s"] = commits
     print(
