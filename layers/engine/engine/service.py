@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, Field
 
-from engine.core.evaluate import compile_strategy, evaluate
+from engine.core.evaluate import evaluate
 from engine.core.market import MarketData
 from engine.core.state import EvaluationResult, ExecutionState, Position, Warning
 from engine.core.strategy import Strategy, parse_strategy
@@ -33,6 +33,7 @@ from engine.ports import (
     StrategyRepository,
     unique_pairs,
 )
+from engine.strategy_cache import STRATEGY_CACHE, StrategyCache
 
 logger = logging.getLogger("engine.service")
 
@@ -110,6 +111,8 @@ class ExecutionService:
     max_bulk: int = MAX_BULK_STRATEGIES
     read_slice: int = READ_SLICE
     commit_workers: int = 1
+    # compiled strategies kept by the warm container (engine.strategy_cache)
+    strategy_cache: StrategyCache = STRATEGY_CACHE
 
     # --- single evaluations ---------------------------------------------------------------
 
@@ -150,7 +153,8 @@ class ExecutionService:
     # --- bulk -----------------------------------------------------------------------------
 
     def evaluate_bulk(self, strategy_ids: Sequence[str], *, persist: bool = True) -> BulkResult:
-        result = self._bulk(strategy_ids, persist=persist, scheduled_ms=None)
+        with self.strategy_cache.loading():
+            result = self._bulk(strategy_ids, persist=persist, scheduled_ms=None)
         return BulkResult(results=result.results, summary=result.summary)
 
     def evaluate_scheduled(
@@ -164,7 +168,8 @@ class ExecutionService:
         chunk, the due index lagging), is skipped and reported, not evaluated. With the tick's
         `scheduled_ms`, an evaluation at a newer bar than the tick's is reported as late.
         """
-        return self._bulk(strategy_ids, persist=True, scheduled_ms=scheduled_ms, scheduled=True)
+        with self.strategy_cache.loading():
+            return self._bulk(strategy_ids, persist=True, scheduled_ms=scheduled_ms, scheduled=True)
 
     def _bulk(
         self,
@@ -272,7 +277,8 @@ class ExecutionService:
             }
             skipped = [s.strategy_id for s in strategies if s.strategy_id in up_to_date]
             strategies = [s for s in strategies if s.strategy_id not in up_to_date]
-        compiled = {s.strategy_id: compile_strategy(s) for s in strategies}
+        compiled = {s.strategy_id: self.strategy_cache.compile(s) for s in strategies}
+        self.strategy_cache.settle()
         bars: dict[tuple[str, str], int] = {}
         for strategy in strategies:
             need = compiled[strategy.strategy_id].history_needed(
