@@ -99,7 +99,8 @@ def test_bulk_calls_compile_each_strategy_once_and_decide_the_same() -> None:
 
     cache = StrategyCache()
     warm = run(cache, 3)
-    assert cache.stats["compile_misses"] == 4 and cache.stats["compile_hits"] == 8
+    # looked up twice a call (the early market fetch, the evaluation), compiled once
+    assert cache.stats["compile_misses"] == 4 and cache.stats["compile_hits"] == 20
     assert cache.stats["parse_misses"] == 4
     cold = run(StrategyCache(), 1)
     assert warm == [cold[0]] * 3
@@ -145,3 +146,46 @@ def test_a_bulk_call_pauses_the_collector_and_gives_it_back() -> None:
         assert not gc.isenabled()  # left as it was found
     finally:
         gc.enable()
+
+
+class Recording:
+    """Candles closed by the clock, the newest `bars`; logs what was asked."""
+
+    def __init__(self, candles: Any) -> None:
+        self.candles = candles
+        self.asked: list[tuple[str, int]] = []
+
+    def fetch(self, asset: str, timeframe: str, bars: int, now_ms: int) -> Any:
+        self.asked.append((asset, bars))
+        return self.candles.closed_by(timeframe, now_ms).tail(bars)
+
+
+def test_market_data_is_fetched_while_states_load_and_again_only_when_they_need_more() -> None:
+    from tests.unit.test_service import H, strategy
+
+    history = candles(4, bars=1_500, spike_at=100)
+    spiky = strategy("pos", period=14)  # enters on the volume spike, a 50 % stop holds it
+    strategies = MemoryStrategies([spiky])
+    states = MemoryStates(strategies)
+    provider = Recording({("BTC/USDT", "1h"): history}[("BTC/USDT", "1h")])
+    clock = {"now": 101 * H}
+    svc = ExecutionService(
+        strategies, states, provider, stale_policy="reject", clock=lambda: clock["now"]
+    )
+    warmup = StrategyCache().compile(spiky).history_needed(None, clock["now"])
+    entered = svc.evaluate_by_id("pos")
+    assert len(entered.positions) == 1
+    assert provider.asked == [("BTC/USDT", warmup)]  # no position yet: one fetch, early
+
+    clock["now"] = 1_500 * H  # 1,400 bars after the entry: catch-up needs more than warm-up
+    provider.asked.clear()
+    later = svc.evaluate_by_id("pos", persist=False)
+    state = states.load([spiky])["pos"]
+    need = StrategyCache().compile(spiky).history_needed(state, clock["now"])
+    assert need > warmup
+    assert provider.asked == [("BTC/USDT", warmup), ("BTC/USDT", need)]
+    # the same decisions as an evaluation handed the state (no early fetch at all)
+    provider.asked.clear()
+    direct = svc._evaluate_one(spiky, persist=False, state=state)
+    assert provider.asked == [("BTC/USDT", need)]
+    assert later.model_dump() == direct.model_dump()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -26,6 +26,7 @@ from engine.core.strategy import Strategy, parse_strategy
 from engine.core.timeframes import bucket_start, timeframe_ms, to_datetime, to_ms
 from engine.errors import EngineError, InvalidRequest, StrategyNotFound
 from engine.marketdata import StalePolicy, load_market
+from engine.marketdata.shared import SharedMarketData
 from engine.ports import (
     EvaluatedBar,
     MarketDataProvider,
@@ -45,6 +46,11 @@ READ_SLICE = 100
 Clock = Callable[[], int]
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+# One long-lived thread fetches market data while states load (ExecutionService._fetch_early):
+# long-lived so that its DynamoDB client (one per thread) is made once per container.
+_EARLY_FETCHES = ThreadPoolExecutor(max_workers=1, thread_name_prefix="market-data")
 
 
 def wall_clock_ms() -> int:
@@ -266,7 +272,10 @@ class ExecutionService:
     ) -> _Outcome:
         now = self.clock()
         results: list[EvaluationResult | _Failed] = []
+        early: tuple[dict[tuple[str, str], int], Future[SharedMarketData]] | None = None
         if states is None:
+            if not only_due:
+                early = self._fetch_early(strategies, now)
             states, unloaded = self._load_states(strategies)
             results.extend(_Failed(sid, exc) for sid, exc in unloaded.items())
             strategies = [s for s in strategies if s.strategy_id not in unloaded]
@@ -286,7 +295,10 @@ class ExecutionService:
             )
             for pair in unique_pairs([strategy]):
                 bars[pair] = max(bars.get(pair, 0), need)
-        loaded = load_market(list(bars), self.market_data, bars, now, self.stale_policy)
+        if early is None:
+            loaded = load_market(list(bars), self.market_data, bars, now, self.stale_policy)
+        else:
+            loaded = _with_early(early, bars, self.market_data, now, self.stale_policy)
         market = MarketData(loaded.candles)
         evaluated: list[_Evaluated] = []
         for strategy in strategies:
@@ -314,6 +326,23 @@ class ExecutionService:
         else:
             results.extend(e.result for e in evaluated)
         return _Outcome(results, len(bars), loaded.fetches, market.cache.computations, skipped)
+
+    def _fetch_early(
+        self, strategies: Sequence[Strategy], now: int
+    ) -> tuple[dict[tuple[str, str], int], Future[SharedMarketData]]:
+        """Start fetching market data while the states load: as many bars as the strategies
+        need without open positions (`history_needed(None, now)`). The states can only ask
+        for more (an open position's catch-up); when they do not, this fetch is the very one
+        the evaluation would make after them, one round trip sooner."""
+        bars: dict[tuple[str, str], int] = {}
+        for strategy in strategies:
+            need = self.strategy_cache.compile(strategy).history_needed(None, now)
+            for pair in unique_pairs([strategy]):
+                bars[pair] = max(bars.get(pair, 0), need)
+        future = _EARLY_FETCHES.submit(
+            load_market, list(bars), self.market_data, bars, now, self.stale_policy
+        )
+        return bars, future
 
     def _commit_all(self, evaluated: Sequence[_Evaluated]) -> list[EvaluationResult | _Failed]:
         """Commit each result's changes with its bar (one transaction per strategy), and
@@ -386,6 +415,32 @@ class ExecutionService:
         return _read_in_slices(
             strategies, self.read_slice, self.states.load, lambda s: s.strategy_id
         )
+
+
+def _with_early(
+    early: tuple[dict[tuple[str, str], int], Future[SharedMarketData]],
+    bars: dict[tuple[str, str], int],
+    provider: MarketDataProvider,
+    now: int,
+    policy: StalePolicy,
+) -> SharedMarketData:
+    """The early fetch's answer for each pair it asked exactly as many bars of as the states
+    need; the other pairs (an open position's catch-up needs more) fetched again."""
+    asked, future = early
+    first = future.result()
+    again = {p: n for p, n in bars.items() if asked.get(p) != n}
+    second = load_market(list(again), provider, again, now, policy) if again else None
+    candles, failures, warnings = {}, {}, {}
+    for pair in bars:
+        source = first if second is None or pair not in again else second
+        if pair in source.candles:
+            candles[pair] = source.candles[pair]
+        if pair in source.failures:
+            failures[pair] = source.failures[pair]
+        if pair in source.warnings:
+            warnings[pair] = source.warnings[pair]
+    fetches = first.fetches + (second.fetches if second is not None else 0)
+    return SharedMarketData(candles, failures, warnings, fetches)
 
 
 def _due(strategy: Strategy, state: ExecutionState | None, now_ms: int) -> bool:
