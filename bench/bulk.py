@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import logging
 import os
 import random
 import statistics
@@ -362,21 +361,32 @@ BY_ID_RUNS = 30
 
 
 def evaluate_by_id_on_moto() -> dict[str, float]:
-    """One evaluation by id against moto's DynamoDB server over HTTP (as the local stack
-    runs it), median of BY_ID_RUNS, and one GetItem round trip of the same strategy item in
+    """One evaluation by id against moto's DynamoDB server over HTTP (in a process of its
+    own), median of BY_ID_RUNS, and one GetItem round trip of the same strategy item in
     the same run; the strategy (RSI 14 and MACD 12/26/9) needs over 1,100 hourly bars of
     warm-up, read from the packed candle table. Also the same 1,122 bars read as the rows
     of one item per bar that the table held before packing (a paginated Query)."""
     import socket
 
-    from moto.server import ThreadedMotoServer
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    # a process of its own, as DynamoDB is: in this one it would share the interpreter lock
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("moto's server did not start") from None
+            time.sleep(0.1)
     endpoint = f"http://127.0.0.1:{port}"
     os.environ.update(
         {
@@ -498,7 +508,8 @@ def evaluate_by_id_on_moto() -> dict[str, float]:
         assert first.bar is not None
     finally:
         bind(host=None, region="us-east-1")
-        server.stop()
+        server.terminate()
+        server.wait(timeout=10)
     by_id, get_item = statistics.median(evaluations), statistics.median(gets)
     return {
         "evaluate_by_id_ms": round(by_id * 1000, 2),
