@@ -274,7 +274,7 @@ class ExecutionService:
         results: list[EvaluationResult | _Failed] = []
         early: tuple[dict[tuple[str, str], int], Future[SharedMarketData]] | None = None
         if states is None:
-            if not only_due:
+            if len(strategies) == 1 and not only_due:  # by id: a bulk run fetches once a pair
                 early = self._fetch_early(strategies, now)
             states, unloaded = self._load_states(strategies)
             results.extend(_Failed(sid, exc) for sid, exc in unloaded.items())
@@ -330,8 +330,9 @@ class ExecutionService:
     def _fetch_early(
         self, strategies: Sequence[Strategy], now: int
     ) -> tuple[dict[tuple[str, str], int], Future[SharedMarketData]]:
-        """Start fetching market data while the states load: as many bars as the strategies
-        need without open positions (`history_needed(None, now)`). The states can only ask
+        """Start fetching market data while the state loads (one strategy: an evaluation by
+        id; a bulk run waits for its states, so that it fetches each pair once): as many bars
+        as the strategies need without open positions (`history_needed(None, now)`). The states can only ask
         for more (an open position's catch-up); when they do not, this fetch is the very one
         the evaluation would make after them, one round trip sooner."""
         bars: dict[tuple[str, str], int] = {}
