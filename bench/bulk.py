@@ -12,6 +12,12 @@
 - peak memory of the 10,000 run (tracemalloc);
 - a replay of 100,000 hourly bars, and what its report (stats, stats.json, equity.csv,
   report.html) adds to it, as a ratio (`replay_100k_report_overhead_ratio`);
+- strategies/s of one whole bulk call over 10,000 strategies stored as JSON: parsing,
+  compiling, evaluating and answering all count (ExecutionService, dry run, market data from
+  memory);
+- one evaluation by id against moto's DynamoDB server over HTTP, as a ratio to one GetItem
+  round trip in the same run (a strategy needing 1,100+ bars of warm-up from the packed
+  candle table), and those 1,122 candles read packed vs. as rows of one item per bar;
 - each handler module's import time, and its cold start up to the first network call, in the
   environment Lambda gives it (bench/lambda_env.py).
 """
@@ -19,6 +25,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import random
@@ -73,6 +80,11 @@ def markets() -> dict[tuple[str, str], Candles]:
 
 def make_strategies(n: int, seed: int = 1) -> list[Strategy]:
     """Realistic two-to-three indicator strategies drawn from common parameter choices."""
+    return [parse_strategy(d) for d in strategy_documents(n, seed)]
+
+
+def strategy_documents(n: int, seed: int = 1) -> list[dict[str, Any]]:
+    """make_strategies' strategies as the JSON documents a client sends."""
     rnd = random.Random(seed)
     out = []
     for i in range(n):
@@ -94,23 +106,21 @@ def make_strategies(n: int, seed: int = 1) -> list[Strategy]:
             indicators["atr"] = {"fn": "ATR", "params": {"timeperiod": 14}}
             config["stop_loss"] = {"type": "atr", "indicator": "atr", "multiplier": 2}
         out.append(
-            parse_strategy(
-                {
-                    "strategy_id": f"bench-{i:05d}",
-                    "name": f"bench {i}",
-                    "assets": [asset],
-                    "timeframe": "1h",
-                    "indicators": indicators,
-                    "entry": {
-                        "all": [
-                            {"left": "rsi", "op": "<", "right": rnd.choice([25, 30, 35])},
-                            {"left": "close", "op": ">", "right": "sma"},
-                        ]
-                    },
-                    "exit": {"left": "rsi", "op": "crosses_above", "right": 70},
-                    "execution_config": config,
-                }
-            )
+            {
+                "strategy_id": f"bench-{i:05d}",
+                "name": f"bench {i}",
+                "assets": [asset],
+                "timeframe": "1h",
+                "indicators": indicators,
+                "entry": {
+                    "all": [
+                        {"left": "rsi", "op": "<", "right": rnd.choice([25, 30, 35])},
+                        {"left": "close", "op": ">", "right": "sma"},
+                    ]
+                },
+                "exit": {"left": "rsi", "op": "crosses_above", "right": 70},
+                "execution_config": config,
+            }
         )
     return out
 
@@ -303,6 +313,231 @@ def commit_concurrency(n: int = 500, latency_s: float = 0.02) -> dict[str, float
     return out
 
 
+def bulk_whole(n: int) -> tuple[float, float]:
+    """Strategies/s of one whole bulk call (ExecutionService.evaluate_bulk, dry run) over n
+    strategies stored as JSON definitions, the way the strategies table holds them: parsing,
+    compiling, fetching (from memory), evaluating and building the answer all count. First
+    in a fresh container (every definition parsed and compiled), then the same call again in
+    the warm container (engine.strategy_cache: parsed and compiled strategies kept)."""
+    from engine.service import ExecutionService
+    from engine.strategy_cache import StrategyCache
+
+    from tests.fakes import MemoryMarket, MemoryStates, MemoryStrategies
+
+    cache = StrategyCache()
+
+    class StoredAsJson(MemoryStrategies):
+        """Parses each definition on every read, as DynamoStrategyRepository does."""
+
+        def __init__(self, documents: list[dict[str, Any]]) -> None:
+            super().__init__()
+            self.definitions = {d["strategy_id"]: json.dumps(d) for d in documents}
+
+        def get_many(self, strategy_ids: Any) -> dict[str, Strategy]:
+            return {
+                i: cache.parse(self.definitions[i]) for i in strategy_ids if i in self.definitions
+            }
+
+    documents = strategy_documents(n, seed=5)
+    service = ExecutionService(
+        StoredAsJson(documents),
+        MemoryStates(),
+        MemoryMarket(ALL_CANDLES),
+        stale_policy="warn",
+        clock=lambda: NOW,
+        max_bulk=n,
+        strategy_cache=cache,
+    )
+    ids = [d["strategy_id"] for d in documents]
+    rates = []
+    for _ in range(2):
+        start = time.perf_counter()
+        result = service.evaluate_bulk(ids, persist=False)
+        rates.append(n / (time.perf_counter() - start))
+        assert result.summary.succeeded == n, result.summary
+    gc.unfreeze()  # leave the rest of the benchmark as it found the collector
+    return rates[0], rates[1]
+
+
+BY_ID_RUNS = 30
+
+
+def evaluate_by_id_on_moto() -> dict[str, float]:
+    """One evaluation by id against moto's DynamoDB server over HTTP (in a process of its
+    own), median of BY_ID_RUNS, and one GetItem round trip of the same strategy item in
+    the same run; the strategy (RSI 14 and MACD 12/26/9) needs over 1,100 hourly bars of
+    warm-up, read from the packed candle table. Also the same 1,122 bars read as the rows
+    of one item per bar that the table held before packing (a paginated Query)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # a process of its own, as DynamoDB is: in this one it would share the interpreter lock
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("moto's server did not start") from None
+            time.sleep(0.1)
+    endpoint = f"http://127.0.0.1:{port}"
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "x",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+    from engine.marketdata import RepositoryProvider
+    from engine.service import ExecutionService
+    from engine.storage import (
+        DynamoCandleRepository,
+        DynamoStateRepository,
+        DynamoStrategyRepository,
+        bind,
+        create_tables,
+    )
+    from engine.storage.models import CandleModel, StrategyModel
+
+    try:
+        bind(host=endpoint, region="us-east-1")
+        create_tables()
+        bars = 2_000
+        history = make_long_candles(bars)
+        candles = DynamoCandleRepository()
+        candles.put("BYID/USDT", "1h", history)
+        strategies = DynamoStrategyRepository()
+        strategy = parse_strategy(
+            {
+                "strategy_id": "by-id",
+                "name": "RSI and MACD",
+                "assets": ["BYID/USDT"],
+                "timeframe": "1h",
+                "indicators": {
+                    "rsi": {"fn": "RSI", "params": {"timeperiod": 14}},
+                    "macd": {
+                        "fn": "MACD",
+                        "params": {"fastperiod": 12, "slowperiod": 26, "signalperiod": 9},
+                    },
+                },
+                "entry": {"left": "macd.macd", "op": ">", "right": "macd.macdsignal"},
+                "exit": {"left": "rsi", "op": ">", "right": 70},
+                "execution_config": {
+                    "stop_loss": {"type": "percent", "value": 0.02},
+                    "take_profit": {"type": "risk_reward", "ratio": 2},
+                },
+            }
+        )
+        strategies.put(strategy)
+        now = int(history.time[-1]) + H + 60_000
+        service = ExecutionService(
+            strategies,
+            DynamoStateRepository(),
+            RepositoryProvider(candles),
+            stale_policy="warn",
+            clock=lambda: now,
+        )
+        first = service.evaluate_by_id("by-id")  # commits what it decides, records the bar
+        evaluations = []
+        for _ in range(BY_ID_RUNS):
+            start = time.perf_counter()
+            service.evaluate_by_id("by-id")
+            evaluations.append(time.perf_counter() - start)
+        gets = []
+        for _ in range(BY_ID_RUNS):
+            start = time.perf_counter()
+            StrategyModel.get("by-id", consistent_read=True)
+            gets.append(time.perf_counter() - start)
+        packed = []
+        for _ in range(BY_ID_RUNS):
+            start = time.perf_counter()
+            got = candles.latest("BYID/USDT", "1h", 1_122, closed_by_ms=now)
+            packed.append(time.perf_counter() - start)
+        assert len(got) == 1_122
+        # the same bars as rows, one item per bar (the layout before packing)
+        client = CandleModel._get_connection().connection.client
+        table = CandleModel.Meta.table_name
+        for lo in range(0, bars, 25):
+            client.batch_write_item(
+                RequestItems={
+                    table: [
+                        {
+                            "PutRequest": {
+                                "Item": {
+                                    "market": {"S": "BYID/USDT#1h"},
+                                    "open_time": {"N": str(int(history.time[i]))},
+                                    **{
+                                        name: {"N": repr(float(history.field(name)[i]))}
+                                        for name in ("open", "high", "low", "close", "volume")
+                                    },
+                                }
+                            }
+                        }
+                        for i in range(lo, min(lo + 25, bars))
+                    ]
+                }
+            )
+        rows = []
+        for _ in range(BY_ID_RUNS // 3):
+            start = time.perf_counter()
+            items: list[Any] = []
+            kwargs: dict[str, Any] = {
+                "TableName": table,
+                "KeyConditionExpression": "market = :m",
+                "ExpressionAttributeValues": {":m": {"S": "BYID/USDT#1h"}},
+                "ScanIndexForward": False,
+                "Limit": 1_122,
+            }
+            while len(items) < 1_122:
+                page = client.query(**kwargs)
+                items += page["Items"]
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+                kwargs["Limit"] = 1_122 - len(items)
+            rows.append(time.perf_counter() - start)
+        assert len(items) == 1_122
+        assert first.bar is not None
+    finally:
+        bind(host=None, region="us-east-1")
+        server.terminate()
+        server.wait(timeout=10)
+    by_id, get_item = statistics.median(evaluations), statistics.median(gets)
+    return {
+        "evaluate_by_id_ms": round(by_id * 1000, 2),
+        "getitem_ms": round(get_item * 1000, 2),
+        "evaluate_by_id_vs_getitem": round(by_id / get_item, 1),
+        "candles_1122_packed_ms": round(statistics.median(packed) * 1000, 2),
+        "candles_1122_rows_ms": round(statistics.median(rows) * 1000, 2),
+    }
+
+
+def make_long_candles(n: int) -> Candles:
+    rng = np.random.default_rng(42)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = np.r_[close[0], close[:-1]]
+    spread = np.abs(rng.normal(0, 0.003, n)) * close
+    start = 1_735_689_600_000  # 2025-01-01
+    return Candles(
+        time=start + np.arange(n, dtype=np.int64) * H,
+        open=open_,
+        high=np.maximum(open_, close) + spread,
+        low=np.minimum(open_, close) - spread,
+        close=close,
+        volume=rng.uniform(1, 100, n),
+    )
+
+
 IMPORT_RUNS = 5
 
 # Import the handler, then do what the first invocation does before its first network
@@ -455,6 +690,20 @@ def main() -> None:
             figures["dynamodb_requests_quiet_tick_1000"],
             figures["dynamodb_requests_new_bar_1000"],
         ) = quiet
+    whole, warm = bulk_whole(10_000)
+    figures["bulk_whole_10000_per_s"] = round(whole)
+    figures["bulk_whole_10000_warm_per_s"] = round(warm)
+    print(
+        f"whole bulk call, 10000 strategies from JSON (parse, compile, evaluate): {whole:,.0f}/s "
+        f"in a fresh container, {warm:,.0f}/s again in the warm one"
+    )
+    by_id = evaluate_by_id_on_moto()
+    figures.update(by_id)
+    print(
+        f"evaluation by id on moto's server: {by_id['evaluate_by_id_ms']} ms, GetItem "
+        f"{by_id['getitem_ms']} ms -> {by_id['evaluate_by_id_vs_getitem']}x; 1,122 candles "
+        f"packed {by_id['candles_1122_packed_ms']} ms, as rows {by_id['candles_1122_rows_ms']} ms"
+    )
     commits = commit_concurrency()
     figures["bulk_500_acting_commit_20ms_s"] = commits
     print(

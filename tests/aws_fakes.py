@@ -82,7 +82,9 @@ def scan_tables(client: Any) -> dict[str, list[dict[str, Any]]]:
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        out[model.Meta.table_name] = sorted(items, key=lambda i: json.dumps(i, sort_keys=True))
+        out[model.Meta.table_name] = sorted(
+            items, key=lambda i: json.dumps(i, sort_keys=True, default=repr)
+        )
     return out
 
 

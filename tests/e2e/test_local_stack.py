@@ -50,7 +50,7 @@ def scan_all(endpoint: str) -> dict[str, list[dict[str, Any]]]:
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        out[name] = sorted(items, key=lambda i: json.dumps(i, sort_keys=True))
+        out[name] = sorted(items, key=lambda i: json.dumps(i, sort_keys=True, default=repr))
     return out
 
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -1132,12 +1133,17 @@ def assert_candles_equal(a: Candles, b: Candles) -> None:
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
 
 
+H_MS = 3_600_000
+PERIOD_H_MS = 500 * H_MS  # a 1h item holds the 500 hours from a multiple of this
+
+
 def test_candles_round_trip(repos: DynamoRepositories, calls: Requests) -> None:
-    start = 1_704_067_200_000
-    candles = _candles(start, 60)
+    start = 1_704_067_200_000  # 2024-01-01, 352 hours into a 500-hour period
+    assert (start % PERIOD_H_MS) // H_MS == 352
+    candles = _candles(start, 200)  # 148 bars in one period, 52 in the next
     calls.reset()
-    assert repos.candles.put("BTC/USDT", "1h", candles) == 60
-    assert calls.operations == ["BatchWriteItem"] * 3  # 25 + 25 + 10
+    assert repos.candles.put("BTC/USDT", "1h", candles) == 200
+    assert calls.operations == ["BatchGetItem", "PutItem", "PutItem"]
 
     calls.reset()
     latest = repos.candles.latest("BTC/USDT", "1h", 10)
@@ -1145,15 +1151,59 @@ def test_candles_round_trip(repos: DynamoRepositories, calls: Requests) -> None:
     assert calls.log[0][1]["ScanIndexForward"] is False
     assert_candles_equal(latest, candles.tail(10))
     assert latest.time.dtype == np.int64
+    assert latest.close.dtype == np.float64
 
+    calls.reset()
+    assert_candles_equal(repos.candles.latest("BTC/USDT", "1h", 100), candles.tail(100))
+    assert calls.operations == ["Query"]  # spans both items, one request
     assert_candles_equal(repos.candles.latest("BTC/USDT", "1h", 500), candles)
     assert len(repos.candles.latest("BTC/USDT", "4h", 10)) == 0
     assert len(repos.candles.latest("ETH/USDT", "1h", 10)) == 0
     assert len(repos.candles.latest("BTC/USDT", "1h", 0)) == 0
 
-    window = repos.candles.range("BTC/USDT", "1h", start + 5 * 3_600_000, start + 9 * 3_600_000)
-    assert window.time.tolist() == [start + i * 3_600_000 for i in range(5, 10)]
+    window = repos.candles.range("BTC/USDT", "1h", start + 5 * H_MS, start + 9 * H_MS)
+    assert window.time.tolist() == [start + i * H_MS for i in range(5, 10)]
+    across = repos.candles.range("BTC/USDT", "1h", start + 150 * H_MS, start + 160 * H_MS)
+    assert across.time.tolist() == [start + i * H_MS for i in range(150, 161)]
     assert len(repos.candles.range("BTC/USDT", "1h", start + 1, start + 2)) == 0
+
+
+def test_candles_are_packed_500_bars_per_item(repos: DynamoRepositories) -> None:
+    """1,200 hours from a period's start: items of 500, 500 and 200 bars, keyed by the
+    period's start under the packed partition, each far below DynamoDB's 400 KB."""
+    start = 3_000 * PERIOD_H_MS
+    repos.candles.put("BTC/USDT", "1h", _candles(start, 1_200))
+    items = boto3.client("dynamodb", region_name=REGION).query(
+        TableName=storage_models.CandleModel.Meta.table_name,
+        KeyConditionExpression="market = :m",
+        ExpressionAttributeValues={":m": {"S": "BTC/USDT#1h#p500"}},
+    )["Items"]
+    assert [(int(i["open_time"]["N"]), int(i["bars"]["N"])) for i in items] == [
+        (start, 500),
+        (start + PERIOD_H_MS, 500),
+        (start + 2 * PERIOD_H_MS, 200),
+    ]
+    assert [len(i["data"]["B"]) for i in items] == [24_000, 24_000, 9_600]  # 48 bytes a bar
+    # the first bar's open time, then its open, as little-endian int64 / float64
+    data = items[0]["data"]["B"]
+    assert int.from_bytes(data[:8], "little") == start
+    assert np.frombuffer(data[500 * 8 : 500 * 8 + 8], "<f8")[0] == 100.0
+
+
+def test_a_1100_bar_fetch_is_one_request(repos: DynamoRepositories, calls: Requests) -> None:
+    start = 1_704_067_200_000
+    candles = _candles(start, 3_000)
+    repos.candles.put("BTC/USDT", "1h", candles)
+    calls.reset()
+    assert_candles_equal(repos.candles.latest("BTC/USDT", "1h", 1_100), candles.tail(1_100))
+    assert calls.operations == ["Query"]
+    assert calls.log[0][1]["Limit"] == 4  # 1,100 bars span at most four 500-bar items
+    # as of a past time, cut inside an item
+    as_of = start + 2_000 * H_MS + 60_000  # the bar opening at 1,999 h has closed
+    calls.reset()
+    found = repos.candles.latest("BTC/USDT", "1h", 1_100, closed_by_ms=as_of)
+    assert_candles_equal(found, candles.head(2_000).tail(1_100))
+    assert calls.operations == ["Query"]
 
 
 def test_candles_closed_by_a_time_are_read_by_key_condition(
@@ -1162,26 +1212,75 @@ def test_candles_closed_by_a_time_are_read_by_key_condition(
     """An evaluation as of a past time (or with the forming bar stored) gets the newest
     candles closed by then, however many later ones the table holds."""
     start = 1_704_067_200_000
-    candles = _candles(start, 48)
+    candles = _candles(start, 480)  # 148 bars in one period, then 332 in the next
     repos.candles.put("BTC/USDT", "1h", candles)
-    as_of = start + 30 * 3_600_000 + 60_000  # 30:01: the 29:00 bar closed at 30:00
+    as_of = start + 30 * H_MS + 60_000  # 30:01: the 29:00 bar closed at 30:00
     calls.reset()
     found = repos.candles.latest("BTC/USDT", "1h", 12, closed_by_ms=as_of)
     assert_candles_equal(found, candles.head(30).tail(12))
     assert calls.operations == ["Query"]
     assert "KeyConditionExpression" in calls.log[0][1] and "FilterExpression" not in calls.log[0][1]
+    # the later period is never read: the key condition stops at the period of the cut
+    assert calls.log[0][1]["ExpressionAttributeValues"] == {
+        ":0": {"S": "BTC/USDT#1h#p500"},
+        ":1": {"N": str(start - 352 * H_MS)},
+    }
     # the provider over the table answers the same
     provider = RepositoryProvider(repos.candles)
     assert_candles_equal(provider.fetch("BTC/USDT", "1h", 12, as_of), found)
+    # a cut in the second period: bars of both, none after the cut
+    as_of = start + 200 * H_MS  # the bar opening at 199 h closes just then
+    found = repos.candles.latest("BTC/USDT", "1h", 100, closed_by_ms=as_of)
+    assert_candles_equal(found, candles.head(200).tail(100))
+    found = repos.candles.latest("BTC/USDT", "1h", 100, closed_by_ms=as_of - 1)
+    assert_candles_equal(found, candles.head(199).tail(100))
 
 
 def test_candles_put_upserts_by_open_time(repos: DynamoRepositories) -> None:
     start = 1_704_067_200_000
     repos.candles.put("BTC/USDT", "1h", _candles(start, 5))
-    repos.candles.put("BTC/USDT", "1h", _candles(start + 3 * 3_600_000, 4, base=200.0))
+    repos.candles.put("BTC/USDT", "1h", _candles(start + 3 * H_MS, 4, base=200.0))
     stored = repos.candles.latest("BTC/USDT", "1h", 100)
     assert len(stored) == 7
     assert stored.open.tolist() == [100.0, 101.0, 102.0, 200.0, 201.0, 202.0, 203.0]
+
+
+def test_candles_put_upserts_across_period_boundaries(repos: DynamoRepositories) -> None:
+    """Bars 144..151 of the import straddle the boundary at 148; a second import over
+    146..153 replaces two bars on one side and four on the other, adds two, and keeps the
+    rest."""
+    start = 1_704_067_200_000
+    repos.candles.put("BTC/USDT", "1h", _candles(start + 144 * H_MS, 8, base=144.0))
+    repos.candles.put("BTC/USDT", "1h", _candles(start + 146 * H_MS, 8, base=500.0))
+    stored = repos.candles.latest("BTC/USDT", "1h", 100)
+    assert stored.time.tolist() == [start + i * H_MS for i in range(144, 154)]
+    assert stored.open.tolist() == [144.0, 145.0, *(500.0 + i for i in range(8))]
+    # older bars in an earlier period: merged in without touching the later ones
+    repos.candles.put("BTC/USDT", "1h", _candles(start, 2, base=1.0))
+    assert repos.candles.latest("BTC/USDT", "1h", 100).open.tolist() == [
+        1.0,
+        2.0,
+        144.0,
+        145.0,
+        *(500.0 + i for i in range(8)),
+    ]
+
+
+def test_a_put_that_read_a_stale_item_merges_again(repos: DynamoRepositories) -> None:
+    """Two imports into one period: the one that read the item before the other wrote it
+    fails its condition, reads again and merges, so neither loses its bars."""
+    from engine.storage.models import CandleModel
+
+    start = 1_704_067_200_000
+    repos.candles.put("BTC/USDT", "1h", _candles(start, 2))
+    stale = CandleModel.get("BTC/USDT#1h#p500", start - 352 * H_MS)
+    repos.candles.put("BTC/USDT", "1h", _candles(start + 2 * H_MS, 2, base=102.0))
+    repos.candles._merge_into(
+        "BTC/USDT#1h#p500", int(stale.open_time), _candles(start + 4 * H_MS, 1, base=104.0), stale
+    )
+    stored = repos.candles.latest("BTC/USDT", "1h", 10)
+    assert stored.open.tolist() == [100.0, 101.0, 102.0, 103.0, 104.0]
+    assert CandleModel.get("BTC/USDT#1h#p500", start - 352 * H_MS).revision == 2
 
 
 def test_candles_with_non_finite_values_are_refused(repos: DynamoRepositories) -> None:
@@ -1194,6 +1293,74 @@ def test_candle_repository_alone(aws: None) -> None:
     repo = DynamoCandleRepository()
     assert repo.put("EUR-USD", "1d", _candles(0, 3, step_ms=86_400_000)) == 3
     assert len(repo.latest("EUR-USD", "1d", 2)) == 2
+
+
+def test_weekly_candle_items_start_on_a_monday(repos: DynamoRepositories) -> None:
+    from engine.storage.candles import period_start
+
+    monday = 4 * 86_400_000  # 1970-01-05
+    week = 7 * 86_400_000
+    assert period_start(monday + 499 * week, "1w") == monday
+    assert period_start(monday + 500 * week, "1w") == monday + 500 * week
+    assert period_start(monday - week, "1w") == monday - 500 * week
+    candles = _candles(monday + 498 * week, 4, step_ms=week)
+    repos.candles.put("BTC/USDT", "1w", candles)
+    assert_candles_equal(repos.candles.latest("BTC/USDT", "1w", 10), candles)
+
+
+def _put_rows(candles: Candles, market: str) -> None:
+    """Rows the way the engine stored candles before packing: one item per bar."""
+    client = boto3.client("dynamodb", region_name=REGION)
+    table = storage_models.CandleModel.Meta.table_name
+    for i in range(len(candles)):
+        item = {"market": {"S": market}, "open_time": {"N": str(int(candles.time[i]))}}
+        for name in ("open", "high", "low", "close", "volume"):
+            item[name] = {"N": repr(float(candles.field(name)[i]))}
+        client.put_item(TableName=table, Item=item)
+
+
+def test_rows_stored_one_per_bar_are_packed_by_the_migration(
+    repos: DynamoRepositories, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    start = 1_704_067_200_000
+    btc, eth = _candles(start, 700), _candles(0, 3, step_ms=86_400_000, base=1.5)
+    _put_rows(btc, "BTC/USDT#1h")
+    _put_rows(eth, "ETH/USDT#1d")
+    # bars packed already (an import after the deploy) are kept; the rows fill in the rest
+    newer = _candles(start + 700 * H_MS, 5, base=900.0)
+    repos.candles.put("BTC/USDT", "1h", newer)
+    assert len(repos.candles.latest("ETH/USDT", "1d", 10)) == 0  # rows are not read
+
+    assert repos.candles.migrate_rows() == {"BTC/USDT#1h": 700, "ETH/USDT#1d": 3}
+    assert_candles_equal(repos.candles.latest("BTC/USDT", "1h", 1_000).head(700), btc)
+    assert repos.candles.latest("BTC/USDT", "1h", 1_000).open.tolist()[700:] == [
+        900.0 + i for i in range(5)
+    ]
+    assert_candles_equal(repos.candles.latest("ETH/USDT", "1d", 10), eth)
+    assert repos.candles.migrate_rows() == {"BTC/USDT#1h": 700, "ETH/USDT#1d": 3}  # again
+
+    script_path = Path(__file__).resolve().parents[2] / "scripts" / "pack_candles.py"
+    spec = importlib.util.spec_from_file_location("pack_candles", script_path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--delete"]) == 0
+    assert "703 rows in 2 markets" in capsys.readouterr().out
+    assert repos.candles.migrate_rows() == {}  # the rows are gone
+    items = boto3.client("dynamodb", region_name=REGION).scan(
+        TableName=storage_models.CandleModel.Meta.table_name
+    )["Items"]
+    # 700 rows from 352 h into a period: 148 + 500 + 52, and the 5 packed bars after them
+    assert sorted((i["market"]["S"], int(i["bars"]["N"])) for i in items) == [
+        ("BTC/USDT#1h#p500", 57),
+        ("BTC/USDT#1h#p500", 148),
+        ("BTC/USDT#1h#p500", 500),
+        ("ETH/USDT#1d#p500", 3),
+    ]
+    assert_candles_equal(repos.candles.latest("ETH/USDT", "1d", 10), eth)
+    assert len(repos.candles.latest("BTC/USDT", "1h", 1_000)) == 705
 
 
 # --- every accepted strategy can commit (one trading truth) -------------------------------

@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, Field
 
-from engine.core.evaluate import compile_strategy, evaluate
+from engine.core.evaluate import evaluate
 from engine.core.market import MarketData
 from engine.core.state import EvaluationResult, ExecutionState, Position, Warning
 from engine.core.strategy import STRATEGY_ID_PATTERN, Strategy, parse_strategy
@@ -35,6 +35,7 @@ from engine.errors import (
     StrategyNotFound,
 )
 from engine.marketdata import StalePolicy, load_market
+from engine.marketdata.shared import SharedMarketData
 from engine.ports import (
     EvaluatedBar,
     MarketDataProvider,
@@ -42,6 +43,7 @@ from engine.ports import (
     StrategyRepository,
     unique_pairs,
 )
+from engine.strategy_cache import STRATEGY_CACHE, StrategyCache
 
 logger = logging.getLogger("engine.service")
 
@@ -54,6 +56,11 @@ READ_SLICE = 100
 Clock = Callable[[], int]
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+# One long-lived thread fetches market data while states load (ExecutionService._fetch_early):
+# long-lived so that its DynamoDB client (one per thread) is made once per container.
+_EARLY_FETCHES = ThreadPoolExecutor(max_workers=1, thread_name_prefix="market-data")
 
 
 def wall_clock_ms() -> int:
@@ -120,6 +127,8 @@ class ExecutionService:
     max_bulk: int = MAX_BULK_STRATEGIES
     read_slice: int = READ_SLICE
     commit_workers: int = 1
+    # compiled strategies kept by the warm container (engine.strategy_cache)
+    strategy_cache: StrategyCache = STRATEGY_CACHE
 
     # --- single evaluations ---------------------------------------------------------------
 
@@ -166,7 +175,8 @@ class ExecutionService:
     # --- bulk -----------------------------------------------------------------------------
 
     def evaluate_bulk(self, strategy_ids: Sequence[str], *, persist: bool = True) -> BulkResult:
-        result = self._bulk(strategy_ids, persist=persist, scheduled_ms=None)
+        with self.strategy_cache.loading():
+            result = self._bulk(strategy_ids, persist=persist, scheduled_ms=None)
         return BulkResult(results=result.results, summary=result.summary)
 
     def evaluate_scheduled(
@@ -180,7 +190,8 @@ class ExecutionService:
         chunk, the due index lagging), is skipped and reported, not evaluated. With the tick's
         `scheduled_ms`, an evaluation at a newer bar than the tick's is reported as late.
         """
-        return self._bulk(strategy_ids, persist=True, scheduled_ms=scheduled_ms, scheduled=True)
+        with self.strategy_cache.loading():
+            return self._bulk(strategy_ids, persist=True, scheduled_ms=scheduled_ms, scheduled=True)
 
     def _bulk(
         self,
@@ -275,7 +286,10 @@ class ExecutionService:
     ) -> _Outcome:
         now = self.clock()
         results: list[EvaluationResult | _Failed] = []
+        early: tuple[dict[tuple[str, str], int], Future[SharedMarketData]] | None = None
         if states is None:
+            if len(strategies) == 1 and not only_due:  # by id: a bulk run fetches once a pair
+                early = self._fetch_early(strategies, now)
             states, unloaded = self._load_states(strategies)
             results.extend(_Failed(sid, exc) for sid, exc in unloaded.items())
             strategies = [s for s in strategies if s.strategy_id not in unloaded]
@@ -286,7 +300,8 @@ class ExecutionService:
             }
             skipped = [s.strategy_id for s in strategies if s.strategy_id in up_to_date]
             strategies = [s for s in strategies if s.strategy_id not in up_to_date]
-        compiled = {s.strategy_id: compile_strategy(s) for s in strategies}
+        compiled = {s.strategy_id: self.strategy_cache.compile(s) for s in strategies}
+        self.strategy_cache.settle()
         bars: dict[tuple[str, str], int] = {}
         for strategy in strategies:
             need = compiled[strategy.strategy_id].history_needed(
@@ -294,7 +309,10 @@ class ExecutionService:
             )
             for pair in unique_pairs([strategy]):
                 bars[pair] = max(bars.get(pair, 0), need)
-        loaded = load_market(list(bars), self.market_data, bars, now, self.stale_policy)
+        if early is None:
+            loaded = load_market(list(bars), self.market_data, bars, now, self.stale_policy)
+        else:
+            loaded = _with_early(early, bars, self.market_data, now, self.stale_policy)
         market = MarketData(loaded.candles)
         evaluated: list[_Evaluated] = []
         for strategy in strategies:
@@ -322,6 +340,24 @@ class ExecutionService:
         else:
             results.extend(e.result for e in evaluated)
         return _Outcome(results, len(bars), loaded.fetches, market.cache.computations, skipped)
+
+    def _fetch_early(
+        self, strategies: Sequence[Strategy], now: int
+    ) -> tuple[dict[tuple[str, str], int], Future[SharedMarketData]]:
+        """Start fetching market data while the state loads (one strategy: an evaluation by
+        id; a bulk run waits for its states, so that it fetches each pair once): as many bars
+        as the strategies need without open positions (`history_needed(None, now)`). The states can only ask
+        for more (an open position's catch-up); when they do not, this fetch is the very one
+        the evaluation would make after them, one round trip sooner."""
+        bars: dict[tuple[str, str], int] = {}
+        for strategy in strategies:
+            need = self.strategy_cache.compile(strategy).history_needed(None, now)
+            for pair in unique_pairs([strategy]):
+                bars[pair] = max(bars.get(pair, 0), need)
+        future = _EARLY_FETCHES.submit(
+            load_market, list(bars), self.market_data, bars, now, self.stale_policy
+        )
+        return bars, future
 
     def _commit_all(self, evaluated: Sequence[_Evaluated]) -> list[EvaluationResult | _Failed]:
         """Commit each result's changes with its bar (one transaction per strategy), and
@@ -401,6 +437,32 @@ class ExecutionService:
         return _read_in_slices(
             strategies, self.read_slice, self.states.load, lambda s: s.strategy_id
         )
+
+
+def _with_early(
+    early: tuple[dict[tuple[str, str], int], Future[SharedMarketData]],
+    bars: dict[tuple[str, str], int],
+    provider: MarketDataProvider,
+    now: int,
+    policy: StalePolicy,
+) -> SharedMarketData:
+    """The early fetch's answer for each pair it asked exactly as many bars of as the states
+    need; the other pairs (an open position's catch-up needs more) fetched again."""
+    asked, future = early
+    first = future.result()
+    again = {p: n for p, n in bars.items() if asked.get(p) != n}
+    second = load_market(list(again), provider, again, now, policy) if again else None
+    candles, failures, warnings = {}, {}, {}
+    for pair in bars:
+        source = first if second is None or pair not in again else second
+        if pair in source.candles:
+            candles[pair] = source.candles[pair]
+        if pair in source.failures:
+            failures[pair] = source.failures[pair]
+        if pair in source.warnings:
+            warnings[pair] = source.warnings[pair]
+    fetches = first.fetches + (second.fetches if second is not None else 0)
+    return SharedMarketData(candles, failures, warnings, fetches)
 
 
 def _due(strategy: Strategy, state: ExecutionState | None, now_ms: int) -> bool:

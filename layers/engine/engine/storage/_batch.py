@@ -94,3 +94,27 @@ def batch_put(model: type[M], items: Sequence[M], retry: RetryPolicy) -> int:
                     raise retry.exhausted("BatchWriteItem", len(pending))
                 retry.pause(rounds - 1)
     return len(items)
+
+
+def batch_delete(model: type[M], keys: Sequence[Key], retry: RetryPolicy) -> int:
+    """Delete the items at `keys` (distinct), 25 per request; returns how many keys."""
+    connection = model._get_connection()
+    table = model.Meta.table_name
+    unique = list(dict.fromkeys(keys))
+    for chunk in chunks(unique, BATCH_WRITE_LIMIT):
+        pending: list[dict[str, Any]] = [_raw_key(model, key) for key in chunk]
+        rounds = 0
+        while pending:
+
+            def request(deletes: list[dict[str, Any]] = pending) -> dict[str, Any]:
+                return connection.batch_write_item(delete_items=deletes)
+
+            data = retry.call("BatchWriteItem", request)
+            unprocessed = data.get("UnprocessedItems", {}).get(table, [])
+            pending = [entry["DeleteRequest"]["Key"] for entry in unprocessed]
+            if pending:
+                rounds += 1
+                if rounds >= retry.attempts:
+                    raise retry.exhausted("BatchWriteItem", len(pending))
+                retry.pause(rounds - 1)
+    return len(unique)

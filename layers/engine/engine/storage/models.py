@@ -28,6 +28,7 @@ from typing import Any, Final
 import botocore.session
 import pynamodb.connection.base
 from pynamodb.attributes import (
+    BinaryAttribute,
     ListAttribute,
     MapAttribute,
     NumberAttribute,
@@ -293,21 +294,39 @@ class CooldownModel(Model):
 
 
 class CandleModel(Model):
-    """Candles for the DynamoDB market data provider."""
+    """Candles for the DynamoDB market data provider, packed CANDLE_PERIOD_BARS bars per item.
+
+    One item per (asset, timeframe, period): the period is CANDLE_PERIOD_BARS bars of the
+    timeframe, aligned like its bars (engine.storage.candles.period_start), and `data` holds
+    that period's bars as little-endian arrays, one after the other: open times (int64 epoch
+    ms), then open, high, low, close, volume (float64), `bars` values each. At 48 bytes a bar
+    an item stays under 25 KB, far below DynamoDB's 400 KB. docs/storage.md says more.
+    """
 
     class Meta(_Meta):
         table_name = _table_name("CandleModel")
 
-    market = UnicodeAttribute(hash_key=True)  # f"{asset}#{timeframe}"
-    open_time = NumberAttribute(range_key=True)  # epoch ms
-    open = NumberAttribute()
-    high = NumberAttribute()
-    low = NumberAttribute()
-    close = NumberAttribute()
-    volume = NumberAttribute()
+    market = UnicodeAttribute(hash_key=True)  # market_key(asset, timeframe)
+    open_time = NumberAttribute(range_key=True)  # epoch ms: where the item's period starts
+    bars = NumberAttribute()  # how many bars `data` holds (1 to CANDLE_PERIOD_BARS)
+    data = BinaryAttribute(legacy_encoding=False)
+    # Moves by one with every write of the item; a write is conditioned on the one it read.
+    revision = NumberAttribute(default=0)
+
+
+# Bars per candle item; part of the partition key, so a future change of it can live beside
+# today's items while a migration rewrites them.
+CANDLE_PERIOD_BARS: Final = 500
 
 
 def market_key(asset: str, timeframe: str) -> str:
+    """The partition of (asset, timeframe)'s packed candles, e.g. `BTC/USDT#1h#p500`."""
+    return f"{asset}#{timeframe}#p{CANDLE_PERIOD_BARS}"
+
+
+def legacy_market_key(asset: str, timeframe: str) -> str:
+    """The partition of the one-item-per-bar rows stored before candles were packed
+    (attributes open, high, low, close, volume; scripts/pack_candles.py rewrites them)."""
     return f"{asset}#{timeframe}"
 
 

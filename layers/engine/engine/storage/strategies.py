@@ -5,7 +5,6 @@ repository; `put` never touches them."""
 from __future__ import annotations
 
 import builtins
-import json
 import logging
 import re
 from collections.abc import Iterable, Sequence
@@ -13,12 +12,13 @@ from collections.abc import Iterable, Sequence
 from pynamodb.exceptions import DeleteError, DoesNotExist, UpdateError
 from pynamodb.expressions.update import Action
 
-from engine.core.strategy import STRATEGY_ID_PATTERN, Strategy, StrategyInvalid, parse_strategy
+from engine.core.strategy import STRATEGY_ID_PATTERN, Strategy, StrategyInvalid
 from engine.storage._batch import batch_get
 from engine.storage._retry import RetryPolicy, error_code
 from engine.storage.errors import StoredStrategyInvalid
 from engine.storage.models import DueIndex, StatusTimeframeIndex, StrategyModel, now_ms
 from engine.storage.snapshots import SHARED_SNAPSHOTS, StateHead, StrategySnapshots
+from engine.strategy_cache import STRATEGY_CACHE, StrategyCache
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,12 @@ class DynamoStrategyRepository:
         *,
         snapshots: StrategySnapshots | None = None,
         retry: RetryPolicy | None = None,
+        cache: StrategyCache | None = None,
     ) -> None:
         self.snapshots = snapshots if snapshots is not None else SHARED_SNAPSHOTS
         self.retry = retry or RetryPolicy()
+        # definitions parsed once per content in a warm container (engine.strategy_cache)
+        self.cache = cache if cache is not None else STRATEGY_CACHE
 
     def get(self, strategy_id: str) -> Strategy | None:
         if not _VALID_ID.match(strategy_id):
@@ -218,7 +221,7 @@ class DynamoStrategyRepository:
 
     def _parse(self, item: StrategyModel) -> Strategy | None:
         try:
-            strategy = parse_strategy(json.loads(item.definition))
+            strategy = self.cache.parse(item.definition)
         except (StrategyInvalid, ValueError) as exc:
             log.error("stored strategy %r does not parse: %s", item.strategy_id, exc)
             return None
