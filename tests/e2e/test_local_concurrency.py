@@ -19,6 +19,9 @@ from typing import Any
 import boto3
 import pytest
 import requests
+from engine.core.candles import Candles
+from engine.storage.candles import pack, period_start
+from engine.storage.models import market_key
 
 from tests.e2e.test_local_stack import cli, scan_all
 
@@ -45,17 +48,27 @@ STRATEGY = {
 }
 
 
-def candle_item(open_ms: int, n: int) -> dict[str, Any]:
+def bar(open_ms: int, n: int) -> tuple[int, float, float, float, float, float]:
     close = 100.0 + n  # every bar's range (±2 %) touches the last one's stop and target
-    return {
-        "market": {"S": f"{ASSET}#1h"},
-        "open_time": {"N": str(open_ms)},
-        "open": {"N": str(close)},
-        "high": {"N": str(close * 1.02)},
-        "low": {"N": str(close * 0.98)},
-        "close": {"N": str(close)},
-        "volume": {"N": "10"},
-    }
+    return (open_ms, close, close * 1.02, close * 0.98, close, 10.0)
+
+
+def candle_items(bars: list[tuple[int, float, float, float, float, float]]) -> list[dict[str, Any]]:
+    """The candle table's packed items holding `bars` (docs/storage.md), written whole: this
+    test is the only writer of its market, so no read-merge is needed."""
+    by_period: dict[int, list[tuple[int, float, float, float, float, float]]] = defaultdict(list)
+    for row in bars:
+        by_period[period_start(row[0], "1h")].append(row)
+    return [
+        {
+            "market": {"S": market_key(ASSET, "1h")},
+            "open_time": {"N": str(start)},
+            "bars": {"N": str(len(rows))},
+            "data": {"B": pack(Candles.from_rows(rows))},
+            "revision": {"N": str(len(bars))},
+        }
+        for start, rows in by_period.items()
+    ]
 
 
 def test_concurrent_mixed_commits_keep_one_evaluation_per_bar(
@@ -78,8 +91,9 @@ def test_concurrent_mixed_commits_keep_one_evaluation_per_bar(
     # so the earlier rounds evaluate older bars.
     last_open = (int(time.time() * 1000) // H - 1) * H
     first_open = last_open - (HISTORY + ROUNDS - 1) * H
-    for n in range(HISTORY):
-        db.put_item(TableName=candles_table, Item=candle_item(first_open + n * H, n))
+    bars = [bar(first_open + n * H, n) for n in range(HISTORY)]
+    for item in candle_items(bars):
+        db.put_item(TableName=candles_table, Item=item)
 
     base = stack["base"]
     by_id = f"{base}/evaluate/{STRATEGY_ID}"
@@ -103,7 +117,9 @@ def test_concurrent_mixed_commits_keep_one_evaluation_per_bar(
     with ThreadPoolExecutor(REQUESTS_PER_ROUND) as pool:
         for round_ in range(ROUNDS):
             n = HISTORY + round_
-            db.put_item(TableName=candles_table, Item=candle_item(first_open + n * H, n))
+            bars.append(bar(first_open + n * H, n))
+            for item in candle_items(bars):
+                db.put_item(TableName=candles_table, Item=item)
             start = threading.Barrier(REQUESTS_PER_ROUND)
 
             def together(kind: int, start: threading.Barrier = start) -> tuple[int, Any]:
