@@ -73,29 +73,6 @@ def batch_get(
     return found
 
 
-def batch_put(model: type[M], items: Sequence[M], retry: RetryPolicy) -> int:
-    """Put `items` (whole-item overwrite), 25 per request; returns how many were written."""
-    connection = model._get_connection()
-    table = model.Meta.table_name
-    for chunk in chunks(items, BATCH_WRITE_LIMIT):
-        pending: list[dict[str, Any]] = [item.serialize() for item in chunk]
-        rounds = 0
-        while pending:
-
-            def request(puts: list[dict[str, Any]] = pending) -> dict[str, Any]:
-                return connection.batch_write_item(put_items=puts)
-
-            data = retry.call("BatchWriteItem", request)
-            unprocessed = data.get("UnprocessedItems", {}).get(table, [])
-            pending = [entry["PutRequest"]["Item"] for entry in unprocessed]
-            if pending:
-                rounds += 1
-                if rounds >= retry.attempts:
-                    raise retry.exhausted("BatchWriteItem", len(pending))
-                retry.pause(rounds - 1)
-    return len(items)
-
-
 def batch_delete(model: type[M], keys: Sequence[Key], retry: RetryPolicy) -> int:
     """Delete the items at `keys` (distinct), 25 per request; returns how many keys."""
     connection = model._get_connection()
