@@ -23,6 +23,7 @@ from tqdm import tqdm
 from engine.core.candles import Candles
 from engine.core.evaluate import CompiledStrategy, compile_strategy, evaluate
 from engine.core.market import MarketData
+from engine.core.prepass import Prepass, plan
 from engine.core.state import (
     ClosedTrade,
     EvaluationResult,
@@ -114,6 +115,7 @@ def replay(
     *,
     start_ms: int | None = None,
     end_ms: int | None = None,
+    skip_quiet: bool = True,
 ) -> ReplayResult:
     """Evaluate `strategy` at every bar of `candles`, in time order, from an empty state.
 
@@ -123,7 +125,8 @@ def replay(
     asset. `start_ms` and `end_ms` bound the replayed bars by open time (inclusive); bars
     before `start_ms` still feed the indicators (warm-up), bars after `end_ms` are dropped.
     The candles must be of the strategy's timeframe (gaps are fine: a closed market simply
-    has no bars).
+    has no bars). With `skip_quiet`, bars that `engine.core.prepass` proves quiet are passed
+    over (their warnings counted as every quiet bar's); without, every bar is evaluated.
     """
     if isinstance(candles, Candles):
         chosen = pick_asset(strategy, asset)
@@ -180,8 +183,34 @@ def replay(
             leave=True,
         ) as bar,
     ):
-        for now_ms in closes.tolist():
-            result = evaluate(compiled, state, market, now_ms)
+        prepass = _prepass(compiled, market, histories, times) if skip_quiet else None
+        # what a quiet bar (with / without open positions) warns and logs: taken from the first
+        # one evaluated, counted again for each one passed over
+        quiet: dict[bool, tuple[list[Warning], dict[tuple[str, int, str], int]]] = {}
+        k, offset = 0, prepass[1] if prepass is not None else 0
+        total = len(closes)
+        while k < total:
+            if prepass is not None:
+                held = bool(state.positions)
+                nxt = min(prepass[0].next_event(k + offset, state.positions) - offset, total)
+                if nxt > k and held in quiet:
+                    passed = nxt - k
+                    template, logs = quiet[held]
+                    for warning in template:
+                        warnings.setdefault((warning.code, warning.message), warning)
+                        counts[warning.code] = counts.get(warning.code, 0) + passed
+                    for key, times_logged in logs.items():
+                        log_counts[key] = log_counts.get(key, 0) + times_logged * passed
+                    bar.update(passed)
+                    k = nxt
+                    continue
+                logged = dict(log_counts) if nxt > k else None
+            result = evaluate(compiled, state, market, int(closes[k]))
+            if prepass is not None and logged is not None:
+                quiet[held] = (
+                    list(result.warnings),
+                    {key: c - logged.get(key, 0) for key, c in log_counts.items() if c != logged.get(key, 0)},
+                )
             state = result.state
             trades.extend(result.closed_trades)
             for order in result.orders:
@@ -194,6 +223,7 @@ def replay(
             if result.changes.cooldowns:
                 trips.extend(_trips(result))
             bar.update()
+            k += 1
 
     return ReplayResult(
         strategy_id=strategy.strategy_id,
@@ -216,6 +246,22 @@ def replay(
         positions=positions,
         log_counts=log_counts,
     )
+
+
+def _prepass(
+    compiled: CompiledStrategy,
+    market: MarketData,
+    histories: Mapping[str, Candles],
+    times: np.ndarray,
+) -> tuple[Prepass, int] | None:
+    """The pre-pass of a single-asset replay and the index of its first replayed bar."""
+    if len(histories) != 1:
+        return None
+    (asset, candles), = histories.items()
+    found = plan(compiled, market.frame(compiled.strategy, asset), asset, candles)
+    if found is None:
+        return None
+    return found, int(np.searchsorted(candles.time, int(times[0])))
 
 
 class _CountingHandler(logging.Handler):

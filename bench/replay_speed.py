@@ -1,0 +1,210 @@
+"""Replay speed against its peers (issue 14, goal 1). `python bench/replay_speed.py` prints its
+figures, the last line one JSON object; `make bench` (bench/bulk.py) includes them.
+
+- `replay_vs_backtesting_py`: `python -m engine replay` of an SMA-cross + RSI strategy over
+  200,000 deterministic synthetic 1h candles (a CSV file), whole process (start-up, reading,
+  replay, trades/orders/stats/equity/report files), against backtesting.py 0.6.6 running the
+  same strategy on the same file in .venv-yardstick, whole process too
+  (bench/yardstick_sma_rsi.py): backtesting.py's seconds / the engine's (> 1 = faster).
+  Medians of RUNS, the two alternating. Both must close the same trades (same entry and exit
+  bars and prices), else the figure is refused.
+- `replay_vs_talib_floor`: in-process, `engine.replay.replay` (indicators, compile and every
+  bar) / the time TA-Lib takes to compute the strategy's three indicators: how far above the
+  floor of computing anything at all replay is. Best of several runs each.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.candles_io import read_csv, write_csv  # noqa: E402
+from engine.core.candles import Candles  # noqa: E402
+from engine.core.strategy import parse_strategy  # noqa: E402
+
+H = 3_600_000
+BARS = 200_000
+RUNS = 3
+YARDSTICK = Path(__file__).resolve().parent / "yardstick_sma_rsi.py"
+
+# The strategy of bench/yardstick_sma_rsi.py, in the engine's terms.
+STRATEGY: dict[str, Any] = {
+    "strategy_id": "sma-cross-rsi",
+    "name": "SMA cross + RSI",
+    "assets": ["BTC/USDT"],
+    "timeframe": "1h",
+    "indicators": {
+        "fast": {"fn": "SMA", "params": {"timeperiod": 10}},
+        "slow": {"fn": "SMA", "params": {"timeperiod": 30}},
+        "rsi": {"fn": "RSI", "params": {"timeperiod": 14}},
+    },
+    "entry": {
+        "all": [
+            {"left": "fast", "op": "crosses_above", "right": "slow"},
+            {"left": "rsi", "op": "<", "right": 70},
+        ]
+    },
+    "exit": {"left": "fast", "op": "crosses_below", "right": "slow"},
+    "execution_config": {
+        "position_sizing": {"type": "fixed_quantity", "value": 1},
+        "max_open_positions": 1,
+        "stop_loss": {"type": "percent", "value": 0.02},
+        "take_profit": {"type": "percent", "value": 0.04},
+        "fee_rate": 0.001,
+    },
+}
+
+
+def synthetic_candles(n: int = BARS, seed: int = 14) -> Candles:
+    """A random walk around 100 (small steps, so 200,000 bars stay in a sane range), opens
+    that gap a little from the previous close."""
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.004, n)))
+    open_ = np.r_[100.0, close[:-1]] * (1 + rng.normal(0, 0.001, n))
+    high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.003, n)))
+    low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.003, n)))
+    start = 1_577_836_800_000  # 2020-01-01
+    return Candles(
+        time=start + np.arange(n, dtype=np.int64) * H,
+        open=np.round(open_, 4),
+        high=np.round(high, 4),
+        low=np.round(low, 4),
+        close=np.round(close, 4),
+        volume=np.round(rng.uniform(1, 100, n), 3),
+    )
+
+
+def _timed(command: list[str], cwd: Path) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=900)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:3])}... failed: {done.stderr.strip()[-2000:]}")
+    return elapsed
+
+
+def _same_trades(engine: list[dict[str, Any]], yardstick: list[dict[str, Any]]) -> None:
+    from engine.core.timeframes import to_ms
+    from pydantic import TypeAdapter
+    from datetime import datetime
+
+    moment = TypeAdapter(datetime)
+    ours = [
+        (
+            to_ms(moment.validate_python(t["entry_time"])),
+            to_ms(moment.validate_python(t["exit_time"])),
+            round(t["entry_price"], 6),
+            round(t["exit_price"], 6),
+        )
+        for t in engine
+    ]
+    theirs = [
+        (t["entry_ms"], t["exit_ms"], round(t["entry_price"], 6), round(t["exit_price"], 6))
+        for t in yardstick
+    ]
+    if ours != theirs:
+        differ = next(
+            (k for k, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b),
+            min(len(ours), len(theirs)),
+        )
+        raise RuntimeError(
+            f"not the same trades: engine {len(ours)}, backtesting.py {len(theirs)}; first "
+            f"difference at trade {differ}: engine {ours[differ: differ + 1]}, "
+            f"backtesting.py {theirs[differ: differ + 1]}"
+        )
+
+
+def talib_floor(candles: Candles, repeats: int = 20) -> float:
+    """Best seconds TA-Lib takes for the strategy's indicators (SMA 10, SMA 30, RSI 14)."""
+    import talib
+
+    close = candles.close
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        talib.SMA(close, timeperiod=10)
+        talib.SMA(close, timeperiod=30)
+        talib.RSI(close, timeperiod=14)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def in_process_replay(candles: Candles, repeats: int = 3) -> tuple[float, int]:
+    from engine.replay import replay
+
+    strategy = parse_strategy(STRATEGY)
+    best, trades = float("inf"), 0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = replay(strategy, candles, progress=False)
+        best = min(best, time.perf_counter() - started)
+        trades = len(result.trades)
+    return best, trades
+
+
+def replay_speed(runs: int = RUNS) -> dict[str, float]:
+    from tests.yardstick.venv import yardstick_python
+
+    yardstick = yardstick_python()
+    candles = synthetic_candles()
+    with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
+        work = Path(tmp)
+        csv_path = work / "BTC_USDT_1h.csv"
+        write_csv(csv_path, candles)
+        strategy_path = work / "strategy.json"
+        strategy_path.write_text(json.dumps(STRATEGY))
+        engine_cmd = [
+            sys.executable,
+            "-m",
+            "engine",
+            "replay",
+            "--strategy",
+            str(strategy_path),
+            "--candles",
+            str(csv_path),
+            "--out",
+            str(work / "out"),
+            "--no-progress",
+        ]
+        yardstick_cmd = [str(yardstick), str(YARDSTICK), str(csv_path), str(work / "bt.json")]
+        engine_s, yardstick_s = [], []
+        for _ in range(runs):
+            engine_s.append(_timed(engine_cmd, ROOT))
+            yardstick_s.append(_timed(yardstick_cmd, ROOT))
+        engine_trades = json.loads((work / "out" / "trades.json").read_text())
+        _same_trades(engine_trades, json.loads((work / "bt.json").read_text()))
+        read = read_csv(csv_path, "1h")
+    floor = talib_floor(read)
+    replay_s, trades = in_process_replay(read)
+    engine_med, yardstick_med = statistics.median(engine_s), statistics.median(yardstick_s)
+    figures = {
+        "replay_200k_process_s": round(engine_med, 3),
+        "backtesting_py_200k_process_s": round(yardstick_med, 3),
+        "replay_vs_backtesting_py": round(yardstick_med / engine_med, 2),
+        "replay_200k_trades": trades,
+        "replay_200k_in_process_s": round(replay_s, 4),
+        "talib_floor_200k_s": round(floor, 5),
+        "replay_vs_talib_floor": round(replay_s / floor, 1),
+    }
+    print(
+        f"replay of {BARS:,} bars, SMA cross + RSI, {trades:,} trades (backtesting.py: the "
+        f"same): engine {engine_med:.2f}s vs backtesting.py {yardstick_med:.2f}s whole process "
+        f"-> {figures['replay_vs_backtesting_py']}x; in-process {replay_s * 1000:.0f} ms vs "
+        f"TA-Lib's indicators {floor * 1000:.2f} ms -> {figures['replay_vs_talib_floor']}x the floor"
+    )
+    return figures
+
+
+if __name__ == "__main__":
+    print(json.dumps(replay_speed()))
