@@ -77,6 +77,60 @@ def read_candles_file(path: str | Path, timeframe: str | None = None) -> Candles
 
 def read_csv(path: str | Path, timeframe: str | None = None) -> Candles:
     """Read a CSV candles file with a header row (see the module docstring)."""
+    columns = _simple_columns(path)
+    if columns is None:
+        columns = _csv_columns(path)
+    line_of = _CsvLines(path)
+    times = _parse_times(path, columns[0], line_of)
+    values = {
+        name: _parse_numbers(path, name, column, line_of)
+        for name, column in zip(CANDLE_FIELDS, columns[1:], strict=True)
+    }
+    return _assemble(path, times, values, line_of, timeframe=timeframe)
+
+
+def _simple_columns(path: str | Path) -> list[list[str]] | None:
+    """The time, open, high, low, close and volume fields of a plain CSV file (no quotes, no
+    carriage returns, no blank lines, every line as many fields as the header), split at
+    once; None for any other file, which the csv module then reads (and explains). The same
+    fields as `_csv_columns`, several times faster on long files."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if b'"' in data or b"\r" in data or b"\x00" in data:
+        return None
+    if data.endswith(b"\n"):
+        data = data[:-1]
+    first = data.find(b"\n")
+    if first < 0:
+        return None
+    try:
+        header = data[:first].decode("utf-8").split(",")
+        body = data[first + 1 :].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    names: dict[str, int] = {}
+    for index, name in enumerate(header):
+        names.setdefault(name.strip().lower(), index)
+    if not body or any(c not in names for c in COLUMNS):
+        return None
+    # every line exactly len(header) - 1 commas: count them between consecutive newlines
+    raw = np.frombuffer(data, dtype=np.uint8)[first + 1 :]
+    ends = np.r_[np.flatnonzero(raw == 10), len(raw)]
+    per_line = np.diff(np.r_[0, np.searchsorted(np.flatnonzero(raw == 44), ends)])
+    if (per_line != len(header) - 1).any():
+        return None
+    fields = body.replace("\n", ",").split(",")
+    width = len(header)
+    return [fields[names[name] :: width] for name in COLUMNS]
+
+
+def _csv_columns(path: str | Path) -> list[list[str]]:
+    """The time, open, high, low, close and volume fields of each row, by the csv module."""
     try:
         handle = open(path, newline="", encoding="utf-8-sig")  # noqa: SIM115 - closed below
     except OSError as exc:
@@ -104,13 +158,7 @@ def read_csv(path: str | Path, timeframe: str | None = None) -> Candles:
             f"{_column_name(header, width - 1)!r}), found {len(rows[k])}",
             line=line_of(k),
         )
-    columns = [[row[position] for row in rows] for position in positions]
-    times = _parse_times(path, columns[0], line_of)
-    values = {
-        name: _parse_numbers(path, name, column, line_of)
-        for name, column in zip(CANDLE_FIELDS, columns[1:], strict=True)
-    }
-    return _assemble(path, times, values, line_of, timeframe=timeframe)
+    return [[row[position] for row in rows] for position in positions]
 
 
 def _filled(row: list[str]) -> bool:
