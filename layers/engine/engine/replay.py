@@ -151,7 +151,10 @@ def replay(
         if len(history) == 0:
             raise ValueError(f"no candles to replay{_for(name, histories)}")
         _check_spacing(history, strategy.timeframe, _for(name, histories))
-    times = np.unique(np.concatenate([h.time for h in histories.values()]))
+    if len(histories) == 1:  # increasing already (the spacing check)
+        times = next(iter(histories.values())).time
+    else:
+        times = np.unique(np.concatenate([h.time for h in histories.values()]))
     if start_ms is not None:
         times = times[times >= start_ms]
     if len(times) == 0:

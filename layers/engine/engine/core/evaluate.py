@@ -33,6 +33,7 @@ from engine.core.state import (
     Order,
     Position,
     Warning,
+    assemble,
 )
 from engine.core.strategy import (
     AtrLevel,
@@ -458,14 +459,16 @@ class _Run:
     def result(self) -> EvaluationResult:
         open_ids = {p.position_id for p in self.positions}
         # Every part was validated when it was built: assemble without validating again.
-        new_state = ExecutionState.model_construct(
+        new_state = assemble(
+            ExecutionState,
             strategy_id=self.strategy.strategy_id,
             version=self.state.version,
             positions=self.positions,
             orders=[o for o in self.orders.values() if o.position_id in open_ids],
             cooldowns=self.cooldowns,
         )
-        return EvaluationResult.model_construct(
+        return assemble(
+            EvaluationResult,
             strategy_id=self.strategy.strategy_id,
             persisted=False,
             bar=to_datetime(self.bar_ms) if self.bar_ms is not None else None,

@@ -23,6 +23,7 @@ is all correctness needs: evaluating a quiet bar in full is always right.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -221,15 +222,25 @@ def vector_condition(cond: Any, frame: Frame, n: int) -> _Vector:
 _SCAN = 64
 
 
-@dataclass(frozen=True)
 class Prepass:
     """Where evaluation may act, for one asset's candles (indices into them)."""
 
-    asset: str
-    candles: Candles
-    entry_bars: IntArray  # bars where the entry condition is true or reads an undefined value
-    exit_bars: IntArray | None  # the same for the exit condition (None: the strategy has none)
-    max_hold_bars: int | None
+    def __init__(
+        self,
+        asset: str,
+        candles: Candles,
+        entry_bars: IntArray,
+        exit_bars: IntArray | None,
+        max_hold_bars: int | None,
+    ) -> None:
+        self.asset = asset
+        self.candles = candles
+        # bars where the entry (exit) condition is true or reads an undefined value; None:
+        # the strategy has no exit condition. Lists: bisect is cheaper than numpy per call.
+        self.entry_bars: list[int] = entry_bars.tolist()
+        self.exit_bars: list[int] | None = None if exit_bars is None else exit_bars.tolist()
+        self.max_hold_bars = max_hold_bars
+        self._starts: dict[str, int] = {}  # position id -> first bar after its entry bar
 
     def next_event(self, i: int, positions: Sequence[Position]) -> int:
         """The first bar from `i` on at which evaluating may change anything or warn beyond
@@ -241,18 +252,18 @@ class Prepass:
             return first
         if self.exit_bars is not None:
             first = min(first, _next_at(self.exit_bars, i, n))
-        times = self.candles.time
         for position in positions:
             if position.asset != self.asset or position.status != "open":
                 return i
-            start = int(np.searchsorted(times, to_ms(position.entry_time), side="right"))
+            start = self._starts.get(position.position_id)
+            if start is None:
+                entry_ms = to_ms(position.entry_time)
+                start = int(np.searchsorted(self.candles.time, entry_ms, side="right"))
+                self._starts[position.position_id] = start
             if self.max_hold_bars is not None:
                 first = min(first, max(i, start + self.max_hold_bars - 1))
-            first = min(
-                first,
-                self._resting_fill(
-                    max(i, start), first, position.stop_loss_price, position.take_profit_price
-                ),
+            first = self._resting_fill(
+                max(i, start), first, position.stop_loss_price, position.take_profit_price
             )
         return first
 
@@ -265,21 +276,22 @@ class Prepass:
         size = _SCAN
         while i < end:
             stop_at = min(end, i + size)
-            hit = np.zeros(stop_at - i, dtype=bool)
-            if stop is not None:
-                hit |= low[i:stop_at] <= stop
-            if target is not None:
-                hit |= high[i:stop_at] >= target
-            found = np.flatnonzero(hit)
-            if len(found):
-                return i + int(found[0])
+            if stop is not None and target is not None:
+                hit = (low[i:stop_at] <= stop) | (high[i:stop_at] >= target)
+            elif stop is not None:
+                hit = low[i:stop_at] <= stop
+            else:
+                hit = high[i:stop_at] >= target
+            k = int(hit.argmax())
+            if hit[k]:
+                return i + k
             i, size = stop_at, size * 2
         return end
 
 
-def _next_at(bars: IntArray, i: int, n: int) -> int:
-    k = int(np.searchsorted(bars, i, side="left"))
-    return int(bars[k]) if k < len(bars) else n
+def _next_at(bars: list[int], i: int, n: int) -> int:
+    k = bisect_left(bars, i)
+    return bars[k] if k < len(bars) else n
 
 
 def plan(compiled: CompiledStrategy, frame: Frame, asset: str, candles: Candles) -> Prepass | None:
