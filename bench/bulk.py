@@ -18,6 +18,8 @@
 - one evaluation by id against moto's DynamoDB server over HTTP, as a ratio to one GetItem
   round trip in the same run (a strategy needing 1,100+ bars of warm-up from the packed
   candle table), and those 1,122 candles read packed vs. as rows of one item per bar;
+- replay speed against backtesting.py 0.6.6 and TA-Lib's floor (bench/replay_speed.py, which
+  runs alone too: `python bench/replay_speed.py`);
 - each handler module's import time, and its cold start up to the first network call, in the
   environment Lambda gives it (bench/lambda_env.py).
 """
@@ -714,6 +716,12 @@ def main() -> None:
     figures["replay_100k_s"] = overhead["replay_s"]
     figures["replay_100k_report_s"] = overhead["report_s"]
     figures["replay_100k_report_overhead_ratio"] = overhead["ratio"]
+    from replay_speed import replay_speed  # bench/, first on sys.path
+
+    try:
+        figures.update(replay_speed())
+    except Exception as exc:  # backtesting.py's environment could not be made, trades differ
+        print(f"replay vs backtesting.py not measured: {exc}")
     handlers = import_times()
     figures["handler_import_s"] = {name: t["import"] for name, t in handlers.items()}
     figures["handler_cold_start_s"] = {name: t["cold_start"] for name, t in handlers.items()}

@@ -16,6 +16,7 @@ figures, the last line one JSON object; `make bench` (bench/bulk.py) includes th
 from __future__ import annotations
 
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -85,19 +86,24 @@ def synthetic_candles(n: int = BARS, seed: int = 14) -> Candles:
     )
 
 
-def _timed(command: list[str], cwd: Path) -> float:
+def _timed(command: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system) of a whole process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=900)
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command[:3])}... failed: {done.stderr.strip()[-2000:]}")
-    return elapsed
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
 
 
 def _same_trades(engine: list[dict[str, Any]], yardstick: list[dict[str, Any]]) -> None:
+    from datetime import datetime
+
     from engine.core.timeframes import to_ms
     from pydantic import TypeAdapter
-    from datetime import datetime
 
     moment = TypeAdapter(datetime)
     ours = [
@@ -120,8 +126,8 @@ def _same_trades(engine: list[dict[str, Any]], yardstick: list[dict[str, Any]]) 
         )
         raise RuntimeError(
             f"not the same trades: engine {len(ours)}, backtesting.py {len(theirs)}; first "
-            f"difference at trade {differ}: engine {ours[differ: differ + 1]}, "
-            f"backtesting.py {theirs[differ: differ + 1]}"
+            f"difference at trade {differ}: engine {ours[differ : differ + 1]}, "
+            f"backtesting.py {theirs[differ : differ + 1]}"
         )
 
 
@@ -178,20 +184,24 @@ def replay_speed(runs: int = RUNS) -> dict[str, float]:
             "--no-progress",
         ]
         yardstick_cmd = [str(yardstick), str(YARDSTICK), str(csv_path), str(work / "bt.json")]
-        engine_s, yardstick_s = [], []
+        engine_runs, yardstick_runs = [], []
         for _ in range(runs):
-            engine_s.append(_timed(engine_cmd, ROOT))
-            yardstick_s.append(_timed(yardstick_cmd, ROOT))
+            engine_runs.append(_timed(engine_cmd, ROOT))
+            yardstick_runs.append(_timed(yardstick_cmd, ROOT))
         engine_trades = json.loads((work / "out" / "trades.json").read_text())
         _same_trades(engine_trades, json.loads((work / "bt.json").read_text()))
         read = read_csv(csv_path, "1h")
     floor = talib_floor(read)
     replay_s, trades = in_process_replay(read)
-    engine_med, yardstick_med = statistics.median(engine_s), statistics.median(yardstick_s)
-    figures = {
+    engine_med = statistics.median(wall for wall, _ in engine_runs)
+    yardstick_med = statistics.median(wall for wall, _ in yardstick_runs)
+    engine_cpu = statistics.median(cpu for _, cpu in engine_runs)
+    yardstick_cpu = statistics.median(cpu for _, cpu in yardstick_runs)
+    figures: dict[str, float] = {
         "replay_200k_process_s": round(engine_med, 3),
         "backtesting_py_200k_process_s": round(yardstick_med, 3),
         "replay_vs_backtesting_py": round(yardstick_med / engine_med, 2),
+        "replay_vs_backtesting_py_cpu": round(yardstick_cpu / engine_cpu, 2),
         "replay_200k_trades": trades,
         "replay_200k_in_process_s": round(replay_s, 4),
         "talib_floor_200k_s": round(floor, 5),
@@ -200,7 +210,8 @@ def replay_speed(runs: int = RUNS) -> dict[str, float]:
     print(
         f"replay of {BARS:,} bars, SMA cross + RSI, {trades:,} trades (backtesting.py: the "
         f"same): engine {engine_med:.2f}s vs backtesting.py {yardstick_med:.2f}s whole process "
-        f"-> {figures['replay_vs_backtesting_py']}x; in-process {replay_s * 1000:.0f} ms vs "
+        f"-> {figures['replay_vs_backtesting_py']}x (CPU {engine_cpu:.2f}s vs "
+        f"{yardstick_cpu:.2f}s -> {figures['replay_vs_backtesting_py_cpu']}x); in-process {replay_s * 1000:.0f} ms vs "
         f"TA-Lib's indicators {floor * 1000:.2f} ms -> {figures['replay_vs_talib_floor']}x the floor"
     )
     return figures

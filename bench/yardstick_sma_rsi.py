@@ -73,7 +73,10 @@ class SmaCrossRsi(Strategy):
 def main() -> None:
     frame = pd.read_csv(sys.argv[1])
     data = pd.DataFrame(
-        {name.capitalize(): frame[name].to_numpy(float) for name in ("open", "high", "low", "close", "volume")},
+        {
+            name.capitalize(): frame[name].to_numpy(float)
+            for name in ("open", "high", "low", "close", "volume")
+        },
         index=pd.to_datetime(frame["time"], utc=True).dt.tz_localize(None),
     )
     run = Backtest(data, SmaCrossRsi, cash=1e9, commission=0.001, trade_on_close=True)

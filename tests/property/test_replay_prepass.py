@@ -23,7 +23,15 @@ from engine.replay import ReplayResult, replay
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.property.core_generators import ASSETS, Market, build, markets, strategy_docs
+from tests.core_helpers import T0
+from tests.property.core_generators import (
+    ASSETS,
+    Market,
+    build,
+    markets,
+    random_walk,
+    strategy_docs,
+)
 
 COMPARED = (
     "trades",
@@ -54,7 +62,9 @@ def single_asset_cases(draw: st.DrawFn) -> tuple[dict[str, Any], Market]:
 
 @settings(max_examples=60, deadline=None)
 @given(single_asset_cases(), st.integers(0, 30))
-def test_passing_over_quiet_bars_changes_nothing(case: tuple[dict[str, Any], Market], start: int) -> None:
+def test_passing_over_quiet_bars_changes_nothing(
+    case: tuple[dict[str, Any], Market], start: int
+) -> None:
     doc, market = case
     strategy = build(doc)
     candles = market.candles[ASSETS[0]]
@@ -100,9 +110,6 @@ def test_the_pre_pass_passes_over_most_bars(monkeypatch: pytest.MonkeyPatch) -> 
         },
     }
     rng = np.random.default_rng(3)
-    from tests.property.core_generators import random_walk
-    from tests.core_helpers import T0
-
     candles = random_walk(rng, T0 + np.arange(3000, dtype=np.int64) * 3_600_000)
     strategy = build(doc)
     calls = 0

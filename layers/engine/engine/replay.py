@@ -187,32 +187,28 @@ def replay(
         ) as bar,
     ):
         prepass = _prepass(compiled, market, histories, times) if skip_quiet else None
-        # what a quiet bar (with / without open positions) warns and logs: taken from the first
-        # one evaluated, counted again for each one passed over
+        # What a quiet bar warns and logs, with and without open positions: taken from the
+        # first quiet bar evaluated, then counted once more for each quiet bar passed over.
         quiet: dict[bool, tuple[list[Warning], dict[tuple[str, int, str], int]]] = {}
-        k, offset = 0, prepass[1] if prepass is not None else 0
-        total = len(closes)
+        k, total = 0, len(closes)
         while k < total:
+            logged: dict[tuple[str, int, str], int] | None = None  # set: k is a quiet bar
+            held = bool(state.positions)
             if prepass is not None:
-                held = bool(state.positions)
-                nxt = min(prepass[0].next_event(k + offset, state.positions) - offset, total)
-                if nxt > k and held in quiet:
-                    passed = nxt - k
-                    template, logs = quiet[held]
-                    for warning in template:
-                        warnings.setdefault((warning.code, warning.message), warning)
-                        counts[warning.code] = counts.get(warning.code, 0) + passed
-                    for key, times_logged in logs.items():
-                        log_counts[key] = log_counts.get(key, 0) + times_logged * passed
-                    bar.update(passed)
-                    k = nxt
+                plan_, offset = prepass
+                upto = min(plan_.next_event(k + offset, state.positions) - offset, total)
+                if upto > k and held in quiet:
+                    _count_quiet(quiet[held], upto - k, warnings, counts, log_counts)
+                    bar.update(upto - k)
+                    k = upto
                     continue
-                logged = dict(log_counts) if nxt > k else None
+                if upto > k:
+                    logged = dict(log_counts)
             result = evaluate(compiled, state, market, int(closes[k]))
-            if prepass is not None and logged is not None:
+            if logged is not None:
                 quiet[held] = (
                     list(result.warnings),
-                    {key: c - logged.get(key, 0) for key, c in log_counts.items() if c != logged.get(key, 0)},
+                    {key: c - logged.get(key, 0) for key, c in log_counts.items()},
                 )
             state = result.state
             trades.extend(result.closed_trades)
@@ -251,6 +247,23 @@ def replay(
     )
 
 
+def _count_quiet(
+    template: tuple[list[Warning], dict[tuple[str, int, str], int]],
+    bars: int,
+    warnings: dict[tuple[str, str], Warning],
+    counts: dict[str, int],
+    log_counts: dict[tuple[str, int, str], int],
+) -> None:
+    """Account for `bars` quiet bars passed over: each warns and logs what `template` did."""
+    raised, logs = template
+    for warning in raised:
+        warnings.setdefault((warning.code, warning.message), warning)
+        counts[warning.code] = counts.get(warning.code, 0) + bars
+    for key, times in logs.items():
+        if times:
+            log_counts[key] = log_counts.get(key, 0) + times * bars
+
+
 def _prepass(
     compiled: CompiledStrategy,
     market: MarketData,
@@ -260,7 +273,7 @@ def _prepass(
     """The pre-pass of a single-asset replay and the index of its first replayed bar."""
     if len(histories) != 1:
         return None
-    (asset, candles), = histories.items()
+    ((asset, candles),) = histories.items()
     found = plan(compiled, market.frame(compiled.strategy, asset), asset, candles)
     if found is None:
         return None

@@ -129,8 +129,7 @@ def understood(strategy: Strategy) -> bool:
     if type(strategy) is not Strategy or type(config) is not ExecutionConfig:
         return False
     if not all(
-        _only_known(m)
-        for m in (strategy, config, config.time_based_exits, config.position_sizing)
+        _only_known(m) for m in (strategy, config, config.time_based_exits, config.position_sizing)
     ):
         return False
     if config.stop_loss is not None and type(config.stop_loss) not in _STOPS:
@@ -185,7 +184,10 @@ _COMPARE: dict[str, Callable[[FloatArray, FloatArray], BoolArray]] = {
 def vector_condition(cond: Any, frame: Frame, n: int) -> _Vector:
     """`cond` at bars 0..n-1 of `frame`, as `engine.core.conditions` decides it bar by bar."""
     if isinstance(cond, AllOf | AnyOf):
-        parts = [vector_condition(c, frame, n) for c in (cond.all if isinstance(cond, AllOf) else cond.any)]
+        parts = [
+            vector_condition(c, frame, n)
+            for c in (cond.all if isinstance(cond, AllOf) else cond.any)
+        ]
         combine = np.logical_and if isinstance(cond, AllOf) else np.logical_or
         truth = parts[0].truth.copy()
         undefined = parts[0].undefined.copy()
@@ -280,7 +282,7 @@ class Prepass:
                 hit = (low[i:stop_at] <= stop) | (high[i:stop_at] >= target)
             elif stop is not None:
                 hit = low[i:stop_at] <= stop
-            else:
+            elif target is not None:
                 hit = high[i:stop_at] >= target
             k = int(hit.argmax())
             if hit[k]:
