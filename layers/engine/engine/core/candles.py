@@ -83,7 +83,7 @@ class Candles:
     def closed_count(self, timeframe: str, now_ms: int) -> int:
         """How many leading bars have closed by `now_ms` (a bar closes one timeframe after it opens)."""
         cutoff = now_ms - timeframe_ms(timeframe)
-        return int(np.searchsorted(self.time, cutoff, side="right"))
+        return int(self.time.searchsorted(cutoff, side="right"))
 
     def closed_by(self, timeframe: str, now_ms: int) -> Candles:
         """The leading bars that have closed by `now_ms`: what a provider may answer."""

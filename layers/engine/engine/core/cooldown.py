@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 
 from engine.core.candles import IntArray
-from engine.core.state import CooldownState, CooldownStatus, LossRecord
+from engine.core.state import CooldownState, CooldownStatus, LossRecord, assemble
 from engine.core.strategy import ExecutionConfig
 from engine.core.timeframes import DAY_MS, WEEK_MS, bars_in, timeframe_ms, to_datetime, to_ms
 
@@ -148,7 +148,7 @@ def status_at(
     """Whether entries are blocked at bar index t, and until which bar."""
     until_index = None if state is None else _blocked_until(state, times)
     if state is None or until_index is None or t > until_index:
-        return CooldownStatus(asset=asset, active=False)
+        return assemble(CooldownStatus, asset=asset, active=False)
     # Bars after t are not known yet (and must not be looked at): project on the clock.
     until_ms = int(times[t]) + (until_index - t) * timeframe_ms(timeframe)
     return CooldownStatus(

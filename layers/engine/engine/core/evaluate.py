@@ -150,7 +150,7 @@ class _Run:
     closed: list[ClosedTrade] = field(default_factory=list)
     statuses: list[CooldownStatus] = field(default_factory=list)
     warnings: dict[tuple[str, str], Warning] = field(default_factory=dict)
-    changes: Changes = field(default_factory=Changes)
+    changes: Changes = field(default_factory=lambda: assemble(Changes))
     bar_ms: int | None = None
 
     def __post_init__(self) -> None:
@@ -217,7 +217,7 @@ class _Run:
                     f"{asset}: position {position.position_id} entered before the first candle; "
                     "bars held and catch-up start at the first candle",
                 )
-            start = int(np.searchsorted(candles.time, entry_ms, side="right"))
+            start = int(candles.time.searchsorted(entry_ms, side="right"))
             # 1. resting stop and target, over every bar since entry up to t (catch-up)
             fill = first_resting_fill(
                 candles, start, t, position.stop_loss_price, position.take_profit_price
