@@ -217,7 +217,7 @@ class _Run:
                     f"{asset}: position {position.position_id} entered before the first candle; "
                     "bars held and catch-up start at the first candle",
                 )
-            start = int(candles.time.searchsorted(entry_ms, side="right"))
+            start = int(np.searchsorted(candles.time, entry_ms, side="right"))
             # 1. resting stop and target, over every bar since entry up to t (catch-up)
             fill = first_resting_fill(
                 candles, start, t, position.stop_loss_price, position.take_profit_price
