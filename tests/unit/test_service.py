@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from engine.core.candles import Candles
 from engine.core.strategy import parse_strategy
-from engine.errors import (
+from engine.service.errors import (
     ConcurrentEvaluation,
     InvalidRequest,
     MarketDataStale,
     StorageUnavailable,
     StrategyNotFound,
 )
-from engine.schedule import ChunkIncomplete, evaluate_chunk, plan_chunks, run_scheduled_tick
-from engine.service import BulkFailure, ExecutionService
+from engine.service.execution import BulkFailure, ExecutionService
+from engine.service.schedule import ChunkIncomplete, evaluate_chunk, plan_chunks, run_scheduled_tick
 
 from tests.fakes import MemoryMarket, MemoryStates, MemoryStrategies
 
@@ -481,7 +481,7 @@ def test_scheduled_failures_are_logged_with_their_reason_per_strategy(
     reasons = {
         r.__dict__["strategy_id"]: (r.__dict__["reason"], r.__dict__["code"])
         for r in caplog.records
-        if r.name == "engine.schedule" and "failed" in r.getMessage()
+        if r.name == "engine.service.schedule" and "failed" in r.getMessage()
     }
     assert reasons == {
         "clash": ("conflict", "concurrent_evaluation"),
