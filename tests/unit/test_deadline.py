@@ -9,8 +9,8 @@ import time
 import pytest
 from engine.adapters.dynamodb._retry import ATTEMPT_BOUND_S, RetryPolicy
 from engine.entrypoints.http import HTTP_BUDGET_S
-from engine.service.errors import STEP_RESERVE_S
 from engine.service import deadline
+from engine.service.errors import STEP_RESERVE_S
 
 from tests.unit.test_service import BARS, candles, make_service, strategy
 
