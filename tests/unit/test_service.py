@@ -498,3 +498,16 @@ def test_scheduled_failures_are_logged_with_their_reason_per_strategy(
     )
     # none of them had its bar recorded: the next tick tries them again
     assert ids(svc.due_strategies()) == ["clash", "nodata", "throttled"]
+
+
+def test_the_service_logs_deprecated_cooldown_keys_with_the_strategy_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    legacy = strategy("legacy", "A0", cooldown_bars=5, daily_momentum_limit=2)
+    modern = strategy("modern", "A1")
+    svc, _, _ = make_service([legacy, modern], {("A0", "1h"): candles(0), ("A1", "1h"): candles(1)})
+    with caplog.at_level("WARNING", logger="engine.service.execution"):
+        svc.evaluate_bulk(["legacy", "modern"], persist=False)
+    logged = [r.getMessage() for r in caplog.records if r.name == "engine.service.execution"]
+    assert len(logged) == 1
+    assert logged[0].startswith("strategy legacy: ") and "daily_momentum_limit" in logged[0]

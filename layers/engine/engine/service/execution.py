@@ -41,7 +41,6 @@ from engine.service.ports import (
     MarketDataProvider,
     StateRepository,
     StrategyRepository,
-    unique_pairs,
 )
 from engine.service.strategy_cache import STRATEGY_CACHE, StrategyCache
 
@@ -307,7 +306,7 @@ class ExecutionService:
             need = compiled[strategy.strategy_id].history_needed(
                 states.get(strategy.strategy_id), now
             )
-            for pair in unique_pairs([strategy]):
+            for pair in compiled[strategy.strategy_id].pairs:
                 bars[pair] = max(bars.get(pair, 0), need)
         if early is None:
             loaded = load_market(list(bars), self.market_data, bars, now, self.stale_policy)
@@ -317,7 +316,12 @@ class ExecutionService:
         evaluated: list[_Evaluated] = []
         for strategy in strategies:
             failure = next(
-                (loaded.failures[p] for p in unique_pairs([strategy]) if p in loaded.failures), None
+                (
+                    loaded.failures[p]
+                    for p in compiled[strategy.strategy_id].pairs
+                    if p in loaded.failures
+                ),
+                None,
             )
             if failure is not None:
                 results.append(_Failed(strategy.strategy_id, failure))
@@ -330,7 +334,8 @@ class ExecutionService:
             if isinstance(outcome, _Failed):
                 results.append(outcome)
                 continue
-            for pair in unique_pairs([strategy]):
+            _log_deprecation(strategy.strategy_id, outcome)
+            for pair in compiled[strategy.strategy_id].pairs:
                 for message in loaded.warnings.get(pair, []):
                     outcome.warnings.append(Warning(code="stale_market_data", message=message))
             outcome.bars_passed_over = bars_passed_over(strategy, state.last_bar, outcome, market)
@@ -351,8 +356,9 @@ class ExecutionService:
         the evaluation would make after them, one round trip sooner."""
         bars: dict[tuple[str, str], int] = {}
         for strategy in strategies:
-            need = self.strategy_cache.compile(strategy).history_needed(None, now)
-            for pair in unique_pairs([strategy]):
+            compiled = self.strategy_cache.compile(strategy)
+            need = compiled.history_needed(None, now)
+            for pair in compiled.pairs:
                 bars[pair] = max(bars.get(pair, 0), need)
         future = _EARLY_FETCHES.submit(
             load_market, list(bars), self.market_data, bars, now, self.stale_policy
@@ -582,3 +588,10 @@ class _Evaluated:
         """Whether the bar is newer than the one recorded (a quiet rerun records nothing)."""
         last = self.state.last_bar
         return self.result.bar is not None and (last is None or self.result.bar > last)
+
+
+def _log_deprecation(strategy_id: str, result: EvaluationResult) -> None:
+    """The core only reports deprecated keys in the result; operators see them in the log."""
+    for warning in result.warnings:
+        if warning.code == "deprecated_cooldown_keys":
+            logger.warning("strategy %s: %s", strategy_id, warning.message)

@@ -7,7 +7,7 @@ data, and in-memory fakes in tests. The core never sees any of them.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -92,13 +92,3 @@ class MarketDataProvider(Protocol):
     """
 
     def fetch(self, asset: str, timeframe: str, bars: int, now_ms: int) -> Candles: ...
-
-
-def unique_pairs(strategies: Iterable[Strategy]) -> list[tuple[str, str]]:
-    """Every (asset, timeframe) the strategies need, each once, in a stable order."""
-    seen: dict[tuple[str, str], None] = {}
-    for strategy in strategies:
-        for asset in strategy.assets:
-            # informative timeframes are resampled from these primary candles
-            seen.setdefault((asset, strategy.timeframe), None)
-    return list(seen)
