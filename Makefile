@@ -32,7 +32,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m 'not e2e and not slow'
 
 dev: $(STAMP)
-	$(BIN)/python -m engine.local
+	$(BIN)/python -m engine.entrypoints.local
 
 bench: $(STAMP)
 	$(BIN)/python bench/bulk.py

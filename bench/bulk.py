@@ -47,7 +47,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.candles_io import read_csv, write_csv  # noqa: E402
+from engine.adapters.candle_files import read_csv, write_csv  # noqa: E402
 from engine.core.candles import Candles  # noqa: E402
 from engine.core.evaluate import compile_strategy, evaluate  # noqa: E402
 from engine.core.market import MarketData  # noqa: E402
@@ -182,9 +182,13 @@ def dynamodb_requests_quiet(n: int = 1000) -> tuple[int, int, int] | None:
     )
     os.environ.pop("DYNAMODB_ENDPOINT", None)
     with mock_aws():
-        from engine.service import ExecutionService
-        from engine.storage import DynamoStateRepository, DynamoStrategyRepository, create_tables
-        from engine.storage.models import StrategyModel
+        from engine.adapters.dynamodb import (
+            DynamoStateRepository,
+            DynamoStrategyRepository,
+            create_tables,
+        )
+        from engine.adapters.dynamodb.models import StrategyModel
+        from engine.service.execution import ExecutionService
         from pynamodb.connection.base import Connection
 
         create_tables()
@@ -265,7 +269,7 @@ def commit_concurrency(n: int = 500, latency_s: float = 0.02) -> dict[str, float
     """Seconds of one bulk run of n strategies that all act on the bar, each commit taking
     `latency_s` (a TransactWriteItems round trip, simulated: no network here), with the
     commits one at a time and with COMMIT_WORKERS=8 as deployed."""
-    from engine.service import ExecutionService
+    from engine.service.execution import ExecutionService
 
     from tests.fakes import MemoryMarket, MemoryStates, MemoryStrategies
 
@@ -320,9 +324,9 @@ def bulk_whole(n: int) -> tuple[float, float]:
     strategies stored as JSON definitions, the way the strategies table holds them: parsing,
     compiling, fetching (from memory), evaluating and building the answer all count. First
     in a fresh container (every definition parsed and compiled), then the same call again in
-    the warm container (engine.strategy_cache: parsed and compiled strategies kept)."""
-    from engine.service import ExecutionService
-    from engine.strategy_cache import StrategyCache
+    the warm container (engine.service.strategy_cache: parsed and compiled strategies kept)."""
+    from engine.service.execution import ExecutionService
+    from engine.service.strategy_cache import StrategyCache
 
     from tests.fakes import MemoryMarket, MemoryStates, MemoryStrategies
 
@@ -400,16 +404,16 @@ def evaluate_by_id_on_moto() -> dict[str, float]:
             "AWS_DEFAULT_REGION": "us-east-1",
         }
     )
-    from engine.marketdata import RepositoryProvider
-    from engine.service import ExecutionService
-    from engine.storage import (
+    from engine.adapters.dynamodb import (
         DynamoCandleRepository,
         DynamoStateRepository,
         DynamoStrategyRepository,
         bind,
         create_tables,
     )
-    from engine.storage.models import CandleModel, StrategyModel
+    from engine.adapters.dynamodb.models import CandleModel, StrategyModel
+    from engine.adapters.marketdata import RepositoryProvider
+    from engine.service.execution import ExecutionService
 
     try:
         bind(host=endpoint, region="us-east-1")
@@ -551,7 +555,7 @@ import app
 t1 = time.perf_counter()
 from engine.bootstrap import service
 service()
-from engine.storage.models import StrategyModel
+from engine.adapters.dynamodb.models import StrategyModel
 StrategyModel._get_connection().connection.client
 t2 = time.perf_counter()
 print(t1 - t0, t2 - t0)
@@ -609,7 +613,7 @@ def replay_report_overhead(bars: int = REPLAY_BARS) -> dict[str, float]:
     """Seconds of a replay of `bars` hourly bars (DESIGN's example strategy on a random walk)
     and of its report (stats, stats.json, equity.csv, report.html, bokeh's import included),
     and their ratio: what the report adds to the replay (issue 11: at most 0.2)."""
-    from engine.replay import replay
+    from engine.service.replay import replay
 
     rng = np.random.default_rng(42)
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.006, bars)))
@@ -632,8 +636,8 @@ def replay_report_overhead(bars: int = REPLAY_BARS) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         started = time.perf_counter()
-        from engine.report.html import write_report_html
-        from engine.report.service import build_report, write_equity_csv, write_stats
+        from engine.service.report.build import build_report, write_equity_csv, write_stats
+        from engine.service.report.html import write_report_html
 
         report = build_report(result)
         write_stats(out / "stats.json", report.stats)

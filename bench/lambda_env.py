@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.local.template import literal_environment
+from engine.entrypoints.local.template import literal_environment
 
 
 def lambda_environment(function_dir: Path) -> dict[str, str]:

@@ -5,7 +5,7 @@ no `next_due_ms`."""
 
 from __future__ import annotations
 
-from engine.storage import DynamoStrategyRepository
+from engine.adapters.dynamodb import DynamoStrategyRepository
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from engine.candles_io import write_csv
+from engine.adapters.candle_files import write_csv
 from engine.core.candles import Candles
 
 HOUR_MS = 3_600_000

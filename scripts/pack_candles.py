@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.storage import DynamoCandleRepository
+from engine.adapters.dynamodb import DynamoCandleRepository
 
 
 def main(argv: list[str] | None = None) -> int:

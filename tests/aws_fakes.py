@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from engine.local.moto import dynamodb_requests_atomic
-from engine.storage import models as storage_models
+from engine.adapters.dynamodb import models as storage_models
+from engine.entrypoints.local.moto import dynamodb_requests_atomic
 
 REGION = "us-east-1"
 FAKE_AWS_ENV = {

@@ -8,8 +8,8 @@ from engine.core.candles import Candles
 from engine.core.state import Changes, ExecutionState, Order, Position
 from engine.core.strategy import Strategy
 from engine.core.timeframes import to_datetime
-from engine.errors import ConcurrentEvaluation, EngineError, MarketDataUnavailable
-from engine.ports import EvaluatedBar
+from engine.service.errors import ConcurrentEvaluation, EngineError, MarketDataUnavailable
+from engine.service.ports import EvaluatedBar
 
 
 class MemoryStrategies:

@@ -1,6 +1,6 @@
 """template.yaml as plain data, for tests: the loader and the DynamoDB table definitions.
 
-`load_template()` (engine.local.template's) parses the template with CloudFormation's short-form tags (`!Ref`,
+`load_template()` (engine.entrypoints.local.template's) parses the template with CloudFormation's short-form tags (`!Ref`,
 `!GetAtt`, `!Sub`, `!If`, ...) turned into their long form (`{"Ref": ...}`,
 `{"Fn::GetAtt": [...]}`, ...), the way CloudFormation itself reads them.
 
@@ -16,7 +16,7 @@
 
 `cloudformation_table_definitions()` gives them in the template's own terms, keyed by the
 environment variable, normalized (sorted attribute definitions, HASH before RANGE, indexes by
-name) like `engine.storage.models.table_definitions()`, so that the two compare directly.
+name) like `engine.adapters.dynamodb.models.table_definitions()`, so that the two compare directly.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from engine.local.template import REPO_ROOT as ROOT  # noqa: F401 (tests import it from here)
-from engine.local.template import TEMPLATE, load_template  # noqa: F401
+from engine.entrypoints.local.template import REPO_ROOT as ROOT  # noqa: F401 (tests import it from here)
+from engine.entrypoints.local.template import TEMPLATE, load_template  # noqa: F401
 
 
 @cache

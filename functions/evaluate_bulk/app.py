@@ -15,16 +15,17 @@ from aws_lambda_powertools.utilities.batch import (
     process_partial_response,
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from engine.api import (
+from engine.bootstrap import positive_int, service
+from engine.entrypoints.http import (
     BASE_PATH,
     BulkRequest,
     build_resolver,
     handle_http,
     responses,
 )
-from engine.bootstrap import positive_int, service
-from engine.observability import instrumented, logger, metrics
-from engine.schedule import (
+from engine.entrypoints.observability import instrumented, logger, metrics
+from engine.service.execution import BulkResult, ScheduledResult
+from engine.service.schedule import (
     ChunkIncomplete,
     SqsFanout,
     evaluate_chunk,
@@ -32,7 +33,6 @@ from engine.schedule import (
     passed_over,
     run_scheduled_tick,
 )
-from engine.service import BulkResult, ScheduledResult
 
 app = build_resolver()
 # Answer batchItemFailures even when every record of a batch failed, so that a failed

@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.logging import correlation_paths
-from engine.api import BASE_PATH, build_resolver, handle_http, responses
 from engine.bootstrap import service
 from engine.core.state import EvaluationResult
 from engine.core.strategy import STRATEGY_ID_PATTERN
-from engine.observability import instrumented, record_evaluation
+from engine.entrypoints.http import BASE_PATH, build_resolver, handle_http, responses
+from engine.entrypoints.observability import instrumented, record_evaluation
 
 app = build_resolver()
 # The query parameters of the route below; any other is refused (422), not ignored.

@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
-from engine.api import (
+from engine.bootstrap import service
+from engine.core.state import EvaluationResult
+from engine.entrypoints.http import (
     BASE_PATH,
     EvaluateDraftRequest,
     build_resolver,
     handle_http,
     responses,
 )
-from engine.bootstrap import service
-from engine.core.state import EvaluationResult
-from engine.observability import instrumented, record_evaluation
+from engine.entrypoints.observability import instrumented, record_evaluation
 
 app = build_resolver()
 

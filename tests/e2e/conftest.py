@@ -1,4 +1,4 @@
-"""The local stack (`python -m engine.local`) on free ports, one per test module."""
+"""The local stack (`python -m engine.entrypoints.local`) on free ports, one per test module."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     env.pop("DYNAMODB_ENDPOINT", None)
     log = (tmp_path_factory.mktemp("stack") / "stack.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.local"],
+        [sys.executable, "-m", "engine.entrypoints.local"],
         env=env,
         cwd=REPO,
         stdout=log,

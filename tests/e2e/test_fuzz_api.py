@@ -3,7 +3,7 @@
 Every operation of /openapi.json is fuzzed with schema-conforming and with invalid data
 (schemathesis's coverage and fuzzing phases, seeded and bounded), and sequences of them are run
 statefully (a result's strategy id fed to the next request, as schemathesis infers the links),
-over real HTTP against `python -m engine.local`. Whatever is sent:
+over real HTTP against `python -m engine.entrypoints.local`. Whatever is sent:
 
 - no answer is a server error, except the documented 503 for market data that is missing
   or stale (a draft may name any asset; only the seed's BTC/USDT 1h has candles) or storage
@@ -125,7 +125,7 @@ def _content_type(response: requests.Response | schemathesis.Response) -> str:
 
 
 def assert_error_contract(response: requests.Response | schemathesis.Response) -> None:
-    """An error answer is JSON `{code, message, details}` (DESIGN §6, engine.api)."""
+    """An error answer is JSON `{code, message, details}` (DESIGN §6, engine.entrypoints.http)."""
     status = response.status_code
     content_type = _content_type(response)
     assert content_type == "application/json", (status, content_type)

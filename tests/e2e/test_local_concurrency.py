@@ -19,9 +19,9 @@ from typing import Any
 import boto3
 import pytest
 import requests
+from engine.adapters.dynamodb.candles import pack, period_start
+from engine.adapters.dynamodb.models import market_key
 from engine.core.candles import Candles
-from engine.storage.candles import pack, period_start
-from engine.storage.models import market_key
 
 from tests.e2e.test_local_stack import cli, scan_all
 

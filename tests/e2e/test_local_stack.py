@@ -1,4 +1,4 @@
-"""End to end over local HTTP: the local stack (`python -m engine.local`), the CLI, curl-like
+"""End to end over local HTTP: the local stack (`python -m engine.entrypoints.local`), the CLI, curl-like
 requests. The same handler code the Lambdas run answers every request."""
 
 from __future__ import annotations

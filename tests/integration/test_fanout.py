@@ -29,15 +29,15 @@ import numpy as np
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from engine import bootstrap
+from engine.adapters.dynamodb import RetryPolicy, dynamo_repositories
+from engine.adapters.dynamodb.models import OrderModel, PositionModel, StrategyModel
 from engine.core.candles import Candles
 from engine.core.state import ExecutionState
 from engine.core.strategy import Strategy, parse_strategy
 from engine.core.timeframes import timeframe_ms
-from engine.ports import EvaluatedBar
-from engine.schedule import ChunkIncomplete, evaluate_chunk
-from engine.service import ExecutionService
-from engine.storage import RetryPolicy, dynamo_repositories
-from engine.storage.models import OrderModel, PositionModel, StrategyModel
+from engine.service.execution import ExecutionService
+from engine.service.ports import EvaluatedBar
+from engine.service.schedule import ChunkIncomplete, evaluate_chunk
 
 from tests.integration.test_idempotency import (
     REGION,

@@ -41,15 +41,20 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from botocore.parsers import create_parser
-from engine import service as service_module
+from engine.adapters.dynamodb import (
+    ALL_MODELS,
+    DynamoRepositories,
+    RetryPolicy,
+    dynamo_repositories,
+)
+from engine.adapters.dynamodb import models as storage_models
+from engine.adapters.dynamodb.models import StrategyModel
 from engine.core.candles import Candles
 from engine.core.strategy import Strategy, parse_strategy
-from engine.errors import EngineError, MarketDataUnavailable, StorageUnavailable
-from engine.schedule import run_scheduled_tick
-from engine.service import BulkFailure, ExecutionService
-from engine.storage import ALL_MODELS, DynamoRepositories, RetryPolicy, dynamo_repositories
-from engine.storage import models as storage_models
-from engine.storage.models import StrategyModel
+from engine.service import execution as service_module
+from engine.service.errors import EngineError, MarketDataUnavailable, StorageUnavailable
+from engine.service.execution import BulkFailure, ExecutionService
+from engine.service.schedule import run_scheduled_tick
 from moto import mock_aws
 
 from tests.aws_fakes import moto_requests_atomic, scan_tables, use_fake_aws
@@ -955,7 +960,7 @@ def test_ccxt_timeouts_are_retried_and_a_persistent_one_fails_only_its_pair(
     """The real CcxtProvider over a fake exchange: a timeout that clears within its retries
     changes nothing; one that persists fails the strategies needing ETH, and only those."""
     import ccxt  # a runtime dependency: a broken import must fail, not skip
-    from engine.marketdata import CcxtProvider
+    from engine.adapters.marketdata import CcxtProvider
 
     outcomes, tables = baseline(world, "bulk")[0]
     exchange = FakeExchange()

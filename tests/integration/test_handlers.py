@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from engine.core.candles import Candles
 from engine.core.timeframes import bucket_start
-from engine.local.template import api_routes, load_function_module
+from engine.entrypoints.local.template import api_routes, load_function_module
 from moto import mock_aws
 
 from tests.aws_fakes import models_restored, use_fake_aws
@@ -61,7 +61,7 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     }.items():
         monkeypatch.setenv(key, value)
     from engine import bootstrap
-    from engine.storage import models
+    from engine.adapters.dynamodb import models
 
     try:
         with models_restored(), mock_aws():
@@ -74,8 +74,8 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def seed(strategy_doc: dict[str, Any], asset: str = "BTC/USDT") -> None:
+    from engine.adapters.dynamodb import DynamoCandleRepository, DynamoStrategyRepository
     from engine.core.strategy import parse_strategy
-    from engine.storage import DynamoCandleRepository, DynamoStrategyRepository
 
     DynamoStrategyRepository().put(parse_strategy(strategy_doc))
     last = bucket_start(int(time.time() * 1000), "1h") - H
@@ -117,7 +117,7 @@ def test_sample_event_evaluates_and_emits_metrics(
 
 def test_dry_run_event_writes_nothing(stack: None) -> None:
     seed(strategy_doc())
-    from engine.storage import DynamoStateRepository, DynamoStrategyRepository
+    from engine.adapters.dynamodb import DynamoStateRepository, DynamoStrategyRepository
 
     status, body = answer(
         handler("EvaluateByIdFunction")(event("evaluate_by_id_dry_run.json"), Context())
@@ -171,7 +171,7 @@ def test_logs_carry_the_correlation_id_and_no_strategy_body(
     import io
     import logging
 
-    from engine.observability import logger
+    from engine.entrypoints.observability import logger
 
     # Powertools' handlers hold the stdout of import time: point them at a buffer.
     buffer = io.StringIO()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
+from engine.adapters.dynamodb import DynamoRepositories
+from engine.adapters.dynamodb.models import OrderModel, PositionModel
 from engine.core.state import ExecutionState
-from engine.storage import DynamoRepositories
-from engine.storage.models import OrderModel, PositionModel
 
 from tests.integration.test_storage import (  # noqa: F401  (fixtures)
     aws,

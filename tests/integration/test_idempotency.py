@@ -52,20 +52,20 @@ from typing import Any
 import numpy as np
 import pytest
 from botocore.exceptions import ReadTimeoutError
+from engine.adapters.dynamodb import RetryPolicy, dynamo_repositories
+from engine.adapters.dynamodb import models as storage_models
+from engine.adapters.dynamodb import state as state_module
+from engine.adapters.dynamodb.models import CooldownModel, OrderModel, PositionModel, StrategyModel
 from engine.core.candles import Candles
 from engine.core.evaluate import evaluate
 from engine.core.market import MarketData
 from engine.core.state import Changes, EvaluationResult, ExecutionState
 from engine.core.strategy import Strategy, parse_strategy
-from engine.errors import ConcurrentEvaluation, EngineError, MarketDataUnavailable
-from engine.local.template import load_function_module
-from engine.ports import EvaluatedBar
-from engine.schedule import ChunkIncomplete, evaluate_chunk, run_scheduled_tick
-from engine.service import ExecutionService
-from engine.storage import RetryPolicy, dynamo_repositories
-from engine.storage import models as storage_models
-from engine.storage import state as state_module
-from engine.storage.models import CooldownModel, OrderModel, PositionModel, StrategyModel
+from engine.entrypoints.local.template import load_function_module
+from engine.service.errors import ConcurrentEvaluation, EngineError, MarketDataUnavailable
+from engine.service.execution import ExecutionService
+from engine.service.ports import EvaluatedBar
+from engine.service.schedule import ChunkIncomplete, evaluate_chunk, run_scheduled_tick
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.model_instances import reset_model_data
@@ -728,7 +728,7 @@ class IdempotencyTrials:
     def deliver_sqs(self, sid: str, problems: list[str]) -> None:
         """One fan-out chunk delivered twice: redelivered to the bulk handler after the first
         delivery, or handed to two consumers at once (each runs the handler's own job,
-        engine.schedule.evaluate_chunk: the handler's batch processor is per container)."""
+        engine.service.schedule.evaluate_chunk: the handler's batch processor is per container)."""
         body = json.dumps({"strategy_ids": [sid], "scheduled_time_ms": self.now})
         if self.rng.random() < 0.5:
             message_id = f"msg-{sid}-{self.now}"
@@ -753,7 +753,7 @@ class IdempotencyTrials:
 
     def deliver_eventbridge(self, sid: str, problems: list[str]) -> None:
         """The scheduled event twice: one after the other to the bulk handler, or both at
-        once to two containers, each running the tick's job (engine.schedule's
+        once to two containers, each running the tick's job (engine.service.schedule's
         run_scheduled_tick, what the handler runs: Powertools' logger and metrics belong to
         one container, which Lambda never gives two invocations at once). A delivery that
         failed is run again, as Lambda's asynchronous retry does."""

@@ -2,7 +2,7 @@
 
 moto's own threaded server lets transactions interleave: under contention they fail with 500s
 ("dictionary changed size during iteration") or both pass the same condition. Through
-engine.local.moto every conditional transaction either commits exactly once per version or is
+engine.entrypoints.local.moto every conditional transaction either commits exactly once per version or is
 cancelled, and none fails otherwise.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from engine.local.moto import QuietMotoServer, dynamodb_requests_atomic
+from engine.entrypoints.local.moto import QuietMotoServer, dynamodb_requests_atomic
 
 THREADS = 32
 VERSIONS = 25

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import pytest
 from engine import bootstrap
+from engine.adapters.dynamodb import RetryPolicy, dynamo_repositories
+from engine.adapters.dynamodb.models import OrderModel
 from engine.core.candles import Candles
 from engine.core.strategy import Strategy, parse_strategy
 from engine.core.timeframes import timeframe_ms
-from engine.service import ExecutionService
-from engine.storage import RetryPolicy, dynamo_repositories
-from engine.storage.models import OrderModel
+from engine.service.execution import ExecutionService
 
 from tests.integration.test_idempotency import (
     T0,

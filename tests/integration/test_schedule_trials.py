@@ -32,14 +32,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from engine.adapters.dynamodb import RetryPolicy, dynamo_repositories
 from engine.core.candles import Candles
 from engine.core.strategy import Strategy, parse_strategy
 from engine.core.timeframes import bucket_start, timeframe_ms, to_ms
-from engine.errors import MarketDataUnavailable
-from engine.ports import MarketDataProvider, StateRepository, StrategyRepository
-from engine.schedule import ChunkIncomplete, evaluate_chunk, run_scheduled_tick
-from engine.service import BulkFailure, ExecutionService, ScheduledResult
-from engine.storage import RetryPolicy, dynamo_repositories
+from engine.service.errors import MarketDataUnavailable
+from engine.service.execution import BulkFailure, ExecutionService, ScheduledResult
+from engine.service.ports import MarketDataProvider, StateRepository, StrategyRepository
+from engine.service.schedule import ChunkIncomplete, evaluate_chunk, run_scheduled_tick
 
 from tests.fakes import MemoryStates, MemoryStrategies
 from tests.integration.test_idempotency import moto_tables

@@ -1,6 +1,6 @@
 """The DynamoDB storage adapter against moto's in-process mock.
 
-Table names are read when engine.storage.models is imported, and another test module may have
+Table names are read when engine.adapters.dynamodb.models is imported, and another test module may have
 imported it first with other settings. The fixture therefore never relies on import-time
 configuration: it points the models at the mock (no endpoint, a fixed region), creates
 whatever tables the models name, and restores the models afterwards. Tests can run in any
@@ -21,21 +21,7 @@ from typing import Any
 import boto3
 import numpy as np
 import pytest
-from engine.core.candles import Candles
-from engine.core.state import (
-    Changes,
-    CooldownState,
-    ExecutionState,
-    LossRecord,
-    Order,
-    Position,
-)
-from engine.core.strategy import Strategy, StrategyInvalid, parse_strategy
-from engine.errors import ConcurrentEvaluation, StorageUnavailable, StrategyNotFound
-from engine.marketdata import RepositoryProvider
-from engine.ports import EvaluatedBar
-from engine.service import ExecutionService
-from engine.storage import (
+from engine.adapters.dynamodb import (
     ALL_MODELS,
     DynamoCandleRepository,
     DynamoRepositories,
@@ -47,8 +33,8 @@ from engine.storage import (
     dynamo_repositories,
     table_definitions,
 )
-from engine.storage import models as storage_models
-from engine.storage.models import (
+from engine.adapters.dynamodb import models as storage_models
+from engine.adapters.dynamodb.models import (
     OrderModel,
     PositionModel,
     StrategyModel,
@@ -56,6 +42,20 @@ from engine.storage.models import (
     now_ms,
     open_shard,
 )
+from engine.adapters.marketdata import RepositoryProvider
+from engine.core.candles import Candles
+from engine.core.state import (
+    Changes,
+    CooldownState,
+    ExecutionState,
+    LossRecord,
+    Order,
+    Position,
+)
+from engine.core.strategy import Strategy, StrategyInvalid, parse_strategy
+from engine.service.errors import ConcurrentEvaluation, StorageUnavailable, StrategyNotFound
+from engine.service.execution import ExecutionService
+from engine.service.ports import EvaluatedBar
 from moto import mock_aws
 
 from tests.aws_fakes import models_restored, scan_tables, use_fake_aws
@@ -395,7 +395,7 @@ def test_configuration_is_read_from_the_environment_at_import() -> None:
         "AWS_REGION": "eu-west-1",
     }
     code = (
-        "import json; from engine.storage.models import ALL_MODELS as M; "
+        "import json; from engine.adapters.dynamodb.models import ALL_MODELS as M; "
         "print(json.dumps([[m.Meta.table_name, m.Meta.host, m.Meta.region] for m in M]))"
     )
     out = subprocess.run(
@@ -1269,7 +1269,7 @@ def test_candles_put_upserts_across_period_boundaries(repos: DynamoRepositories)
 def test_a_put_that_read_a_stale_item_merges_again(repos: DynamoRepositories) -> None:
     """Two imports into one period: the one that read the item before the other wrote it
     fails its condition, reads again and merges, so neither loses its bars."""
-    from engine.storage.models import CandleModel
+    from engine.adapters.dynamodb.models import CandleModel
 
     start = 1_704_067_200_000
     repos.candles.put("BTC/USDT", "1h", _candles(start, 2))
@@ -1296,7 +1296,7 @@ def test_candle_repository_alone(aws: None) -> None:
 
 
 def test_weekly_candle_items_start_on_a_monday(repos: DynamoRepositories) -> None:
-    from engine.storage.candles import period_start
+    from engine.adapters.dynamodb.candles import period_start
 
     monday = 4 * 86_400_000  # 1970-01-05
     week = 7 * 86_400_000

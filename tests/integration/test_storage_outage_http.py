@@ -33,9 +33,9 @@ def bound(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     use_fake_aws(monkeypatch)
     monkeypatch.setenv("STALE_DATA_POLICY", "warn")
     monkeypatch.setenv("MARKET_DATA_PROVIDER", "dynamodb")
-    monkeypatch.setattr("engine.api.HTTP_BUDGET_S", BUDGET_S)
+    monkeypatch.setattr("engine.entrypoints.http.HTTP_BUDGET_S", BUDGET_S)
     from engine import bootstrap
-    from engine.storage import models
+    from engine.adapters.dynamodb import models
 
     with models_restored():
         bootstrap.service.cache_clear()

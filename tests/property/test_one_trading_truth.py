@@ -23,8 +23,8 @@ from engine.core.evaluate import compile_strategy
 from engine.core.state import EvaluationResult
 from engine.core.strategy import Strategy, parse_strategy
 from engine.core.timeframes import TIMEFRAME_MS, timeframe_ms
-from engine.replay import replay
-from engine.service import BulkFailure, ExecutionService
+from engine.service.execution import BulkFailure, ExecutionService
+from engine.service.replay import replay
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

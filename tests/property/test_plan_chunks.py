@@ -6,7 +6,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from engine.schedule import plan_chunks
+from engine.service.schedule import plan_chunks
 from hypothesis import example, given
 from hypothesis import strategies as st
 

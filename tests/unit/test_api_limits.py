@@ -6,14 +6,14 @@ import json
 import sys
 
 import pytest
-from engine.api import MAX_JSON_DEPTH, json_depth, parse_json_body, unknown_query
 from engine.core.strategy import (
     MAX_CONDITION_DEPTH,
     MAX_CONDITIONS,
     StrategyInvalid,
     parse_strategy,
 )
-from engine.errors import InvalidRequest, MalformedJson
+from engine.entrypoints.http import MAX_JSON_DEPTH, json_depth, parse_json_body, unknown_query
+from engine.service.errors import InvalidRequest, MalformedJson
 
 LEAF = {"left": "close", "op": ">", "right": 0}
 

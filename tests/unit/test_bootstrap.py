@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from engine.adapters.marketdata import FileProvider
 from engine.bootstrap import build_service
-from engine.marketdata import FileProvider
 
 ENV = {"MARKET_DATA_PROVIDER": "file", "MARKET_DATA_DIR": "/nonexistent"}
 
@@ -27,7 +27,7 @@ def test_a_bad_commit_workers_value_is_named(value: str) -> None:
 
 
 def test_the_template_runs_commits_concurrently() -> None:
-    from engine.local.template import literal_environment
+    from engine.entrypoints.local.template import literal_environment
 
     assert build_service({**ENV, **literal_environment()}).commit_workers == 8
 

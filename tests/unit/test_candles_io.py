@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine.candles_io import (
+from engine.adapters.candle_files import (
     CandlesFileError,
     format_time,
     read_candles_file,

@@ -1,4 +1,4 @@
-"""A request's time budget (engine.deadline): a bulk run stops starting work it could not
+"""A request's time budget (engine.service.deadline): a bulk run stops starting work it could not
 finish and reports those strategies as not done, writing nothing for them."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import threading
 import time
 
 import pytest
-from engine import deadline
-from engine.api import HTTP_BUDGET_S
-from engine.errors import STEP_RESERVE_S
-from engine.storage._retry import ATTEMPT_BOUND_S, RetryPolicy
+from engine.adapters.dynamodb._retry import ATTEMPT_BOUND_S, RetryPolicy
+from engine.entrypoints.http import HTTP_BUDGET_S
+from engine.service import deadline
+from engine.service.errors import STEP_RESERVE_S
 
 from tests.unit.test_service import BARS, candles, make_service, strategy
 
@@ -71,7 +71,7 @@ def test_bulk_out_of_time_before_committing_writes_nothing_for_the_rest(
 ) -> None:
     svc, states = _bulk_service()
     # market data arrived in time; the budget runs out before the commits
-    monkeypatch.setattr("engine.service.has_time_for", lambda _: False)
+    monkeypatch.setattr("engine.service.execution.has_time_for", lambda _: False)
     result = svc.evaluate_bulk(["a", "b"])  # type: ignore[attr-defined]
     assert [r.error.code for r in result.results] == ["not_done", "not_done"]
     assert "evaluate it again" in result.results[0].error.message

@@ -128,7 +128,7 @@ def test_sqs_fanout_is_one_chunk_of_strategy_ids() -> None:
     chunk = json.loads(record["body"])
     ids = chunk["strategy_ids"]
     assert isinstance(ids, list) and ids and all(isinstance(i, str) for i in ids)
-    # the tick the chunk belongs to, as engine.schedule writes it (epoch ms)
+    # the tick the chunk belongs to, as engine.service.schedule writes it (epoch ms)
     assert isinstance(chunk["scheduled_time_ms"], int)
 
 

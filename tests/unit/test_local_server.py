@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import requests
-from engine.local import server as local_server
-from engine.local.template import Route
+from engine.entrypoints.local import server as local_server
+from engine.entrypoints.local.template import Route
 
 
 def test_a_function_never_runs_two_invocations_at_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,10 +15,10 @@ from typing import Any
 
 import ccxt
 import pytest
+from engine.adapters.marketdata import CcxtProvider
+from engine.adapters.marketdata.ccxt_provider import DEFAULT_PAGE_LIMIT, _features_limit
 from engine.core.timeframes import HOUR_MS, bucket_start, to_ms
-from engine.errors import MarketDataUnavailable
-from engine.marketdata import CcxtProvider
-from engine.marketdata.ccxt_provider import DEFAULT_PAGE_LIMIT, _features_limit
+from engine.service.errors import MarketDataUnavailable
 
 NOW = to_ms(datetime(2024, 5, 1, 12, 34, 56))  # mid-bar
 FORMING = bucket_start(NOW, "1h")  # 2024-05-01T12:00Z, still forming at NOW

@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
+from engine.adapters.marketdata import RepositoryProvider, load_market
 from engine.core.candles import Candles
-from engine.marketdata import RepositoryProvider, load_market
 
 H = 3_600_000
 NOW = 100 * H

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from engine.adapters.marketdata import check_freshness, parse_stale_policy
 from engine.core.candles import Candles
 from engine.core.timeframes import HOUR_MS, TIMEFRAME_MS, bucket_start
-from engine.errors import MarketDataStale, MarketDataUnavailable
-from engine.marketdata import check_freshness, parse_stale_policy
+from engine.service.errors import MarketDataStale, MarketDataUnavailable
 
 T0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z
 

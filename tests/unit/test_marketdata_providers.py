@@ -10,17 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine import candles_io
-from engine.core.candles import Candles
-from engine.core.timeframes import HOUR_MS
-from engine.errors import MarketDataUnavailable, StorageUnavailable
-from engine.marketdata import (
+from engine.adapters import candle_files as candles_io
+from engine.adapters.marketdata import (
     CcxtProvider,
     FileProvider,
     RepositoryProvider,
     candles_file_stem,
     provider_from_config,
 )
+from engine.core.candles import Candles
+from engine.core.timeframes import HOUR_MS
+from engine.service.errors import MarketDataUnavailable, StorageUnavailable
 
 T0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z
 
@@ -258,7 +258,7 @@ def test_importing_and_configuring_does_not_import_ccxt_or_pyarrow(tmp_path: Pat
     write_csv(tmp_path / "BTC_USDT_1h.csv", 5)
     code = f"""
 import sys
-import engine.marketdata as md
+import engine.adapters.marketdata as md
 md.provider_from_config({{"MARKET_DATA_PROVIDER": "ccxt", "CCXT_EXCHANGE": "binance"}})
 provider = md.provider_from_config({{"MARKET_DATA_PROVIDER": "file", "MARKET_DATA_DIR": {str(tmp_path)!r}}})
 provider.fetch("BTC/USDT", "1h", 2, {T0 + 10 * HOUR_MS})

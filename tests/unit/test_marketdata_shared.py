@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from engine.adapters.marketdata import SharedMarketData, load_market
 from engine.core.candles import Candles
 from engine.core.timeframes import HOUR_MS
-from engine.errors import MarketDataStale, MarketDataUnavailable
-from engine.marketdata import SharedMarketData, load_market
+from engine.service.errors import MarketDataStale, MarketDataUnavailable
 
 T0 = 1_714_521_600_000  # 2024-05-01T00:00:00Z
 NOW = T0 + 12 * HOUR_MS + 5 * 60_000  # 12:05, the 12:00 bar is forming

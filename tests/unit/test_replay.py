@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from engine.candles_io import read_csv, write_csv
+from engine.adapters.candle_files import read_csv, write_csv
 from engine.core.candles import Candles
 from engine.core.evaluate import evaluate
 from engine.core.market import MarketData
 from engine.core.state import ClosedTrade, ExecutionState, Order
 from engine.core.strategy import Strategy
-from engine.replay import TRADE_FIELDS, replay
+from engine.service.replay import TRADE_FIELDS, replay
 
 from tests.core_helpers import FLAT, T0, H, candles, dt, flat_bars, make_strategy, strategy_doc
 
@@ -409,7 +409,7 @@ def test_progress_bar_only_on_long_runs(
     history = random_candles(200, seed=2)
     replay(busy_strategy(), history, progress=True)  # far quicker than the delay: silent
     assert capsys.readouterr().err == ""
-    monkeypatch.setattr("engine.replay.PROGRESS_DELAY_S", 0.0)
+    monkeypatch.setattr("engine.service.replay.PROGRESS_DELAY_S", 0.0)
     replay(busy_strategy(), history, progress=True)
     assert "bar" in capsys.readouterr().err
     replay(busy_strategy(), history, progress=False)

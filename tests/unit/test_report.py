@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine.candles_io import write_csv
+from engine.adapters.candle_files import write_csv
 from engine.core.strategy import Strategy
-from engine.replay import replay
-from engine.report.service import build_report
-from engine.report.stats import iso_duration
+from engine.service.replay import replay
+from engine.service.report.build import build_report
+from engine.service.report.stats import iso_duration
 
 from tests.core_helpers import FLAT, T0, H, candles, flat_bars, make_strategy
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from engine.candles_io import read_csv
+from engine.adapters.candle_files import read_csv
 from engine.core.candles import Candles
 from engine.core.strategy import parse_strategy
-from engine.replay import replay
-from engine.report.html import MAX_BARS, render_report_html
-from engine.report.service import build_report
+from engine.service.replay import replay
+from engine.service.report.build import build_report
+from engine.service.report.html import MAX_BARS, render_report_html
 
 from tests.browser import install_chromium
 from tests.core_helpers import DESIGN_EXAMPLE, T0, H

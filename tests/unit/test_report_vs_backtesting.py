@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from engine.candles_io import read_csv
+from engine.adapters.candle_files import read_csv
 from engine.core.candles import Candles
 from engine.core.strategy import Strategy, parse_strategy
 from engine.core.timeframes import to_ms
-from engine.replay import ReplayResult, replay
-from engine.report.service import build_report
+from engine.service.replay import ReplayResult, replay
+from engine.service.report.build import build_report
 
 from tests.core_helpers import DESIGN_EXAMPLE, T0, H
 from tests.yardstick.venv import yardstick_python

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from engine.core.candles import Candles
 from engine.core.strategy import parse_strategy
-from engine.errors import (
+from engine.service.errors import (
     ConcurrentEvaluation,
     InvalidRequest,
     MarketDataStale,
     StorageUnavailable,
     StrategyNotFound,
 )
-from engine.schedule import ChunkIncomplete, evaluate_chunk, plan_chunks, run_scheduled_tick
-from engine.service import BulkFailure, ExecutionService
+from engine.service.execution import BulkFailure, ExecutionService
+from engine.service.schedule import ChunkIncomplete, evaluate_chunk, plan_chunks, run_scheduled_tick
 
 from tests.fakes import MemoryMarket, MemoryStates, MemoryStrategies
 
@@ -481,7 +481,7 @@ def test_scheduled_failures_are_logged_with_their_reason_per_strategy(
     reasons = {
         r.__dict__["strategy_id"]: (r.__dict__["reason"], r.__dict__["code"])
         for r in caplog.records
-        if r.name == "engine.schedule" and "failed" in r.getMessage()
+        if r.name == "engine.service.schedule" and "failed" in r.getMessage()
     }
     assert reasons == {
         "clash": ("conflict", "concurrent_evaluation"),
@@ -498,3 +498,16 @@ def test_scheduled_failures_are_logged_with_their_reason_per_strategy(
     )
     # none of them had its bar recorded: the next tick tries them again
     assert ids(svc.due_strategies()) == ["clash", "nodata", "throttled"]
+
+
+def test_the_service_logs_deprecated_cooldown_keys_with_the_strategy_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    legacy = strategy("legacy", "A0", cooldown_bars=5, daily_momentum_limit=2)
+    modern = strategy("modern", "A1")
+    svc, _, _ = make_service([legacy, modern], {("A0", "1h"): candles(0), ("A1", "1h"): candles(1)})
+    with caplog.at_level("WARNING", logger="engine.service.execution"):
+        svc.evaluate_bulk(["legacy", "modern"], persist=False)
+    logged = [r.getMessage() for r in caplog.records if r.name == "engine.service.execution"]
+    assert len(logged) == 1
+    assert logged[0].startswith("strategy legacy: ") and "daily_momentum_limit" in logged[0]

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 from engine.core.strategy import StrategyInvalid
-from engine.service import ExecutionService
-from engine.strategy_cache import FREEZE_AFTER_MISSES, StrategyCache
+from engine.service.execution import ExecutionService
+from engine.service.strategy_cache import FREEZE_AFTER_MISSES, StrategyCache
 
 from tests.fakes import MemoryMarket, MemoryStates, MemoryStrategies
 from tests.unit.test_service import NOW, candles

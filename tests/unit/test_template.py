@@ -393,7 +393,7 @@ def test_tables_keep_backups_encryption_and_survive_stack_deletion(
 
 
 def test_the_pynamodb_models_declare_the_same_tables() -> None:
-    from engine.storage import models  # the project's own: a broken import must fail
+    from engine.adapters.dynamodb import models  # the project's own: a broken import must fail
 
     ours = cloudformation_table_definitions()
     theirs = {
@@ -515,7 +515,7 @@ def test_cfn_lint_passes() -> None:
 
 def test_literal_environment_is_what_the_template_sets_without_cloudformation() -> None:
     # bench/bulk.py measures cold starts with these, as Lambda would run the functions
-    from engine.local.template import literal_environment
+    from engine.entrypoints.local.template import literal_environment
 
     env = literal_environment()
     assert env["POWERTOOLS_SERVICE_NAME"] == "execution-engine"

@@ -1,5 +1,5 @@
-"""`python -m engine`: see engine.cli."""
+"""`python -m engine`: see engine.entrypoints.cli.main."""
 
-from engine.cli import main
+from engine.entrypoints.cli.main import main
 
 raise SystemExit(main())

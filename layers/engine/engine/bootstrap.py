@@ -9,17 +9,17 @@ import os
 from collections.abc import Mapping
 from functools import cache
 
-from engine.marketdata import parse_stale_policy
-from engine.service import ExecutionService
+from engine.adapters.marketdata import parse_stale_policy
+from engine.service.execution import ExecutionService
 
 
 def build_service(env: Mapping[str, str]) -> ExecutionService:
-    from engine.marketdata import provider_from_config
-    from engine.storage import (
+    from engine.adapters.dynamodb import (
         DynamoCandleRepository,
         DynamoStateRepository,
         DynamoStrategyRepository,
     )
+    from engine.adapters.marketdata import provider_from_config
 
     candles = DynamoCandleRepository()
     return ExecutionService(

@@ -6,7 +6,6 @@ market data has, so closed markets add no bars and missed evaluations lose none.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,8 +15,6 @@ from engine.core.candles import IntArray
 from engine.core.state import CooldownState, CooldownStatus, LossRecord, assemble
 from engine.core.strategy import ExecutionConfig
 from engine.core.timeframes import DAY_MS, WEEK_MS, bars_in, timeframe_ms, to_datetime, to_ms
-
-logger = logging.getLogger("engine.cooldown")
 
 DEPRECATED_COOLDOWN_KEYS = ("cooldown_bars", "daily_momentum_limit", "weekly_momentum_limit")
 
@@ -75,10 +72,6 @@ def deprecation_message(config: ExecutionConfig, timeframe: str) -> str:
         f"move them to execution_config.cooldown_config[{timeframe!r}] "
         "(short_loss_limit, short_window_bars, long_loss_limit, long_window_bars)"
     )
-
-
-def log_deprecation(strategy_id: str, message: str) -> None:
-    logger.warning("strategy %s: %s", strategy_id, message)
 
 
 def bar_index(times: IntArray, time_ms: int) -> int | None:

@@ -17,7 +17,6 @@ from engine.core.cooldown import (
     CooldownRules,
     cooldown_rules,
     deprecation_message,
-    log_deprecation,
     record_losses,
     status_at,
 )
@@ -53,6 +52,12 @@ class CompiledStrategy:
     entry: Predicate
     exit: Predicate | None
     cooldown: CooldownRules
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """The (asset, timeframe) candles it reads: its primary ones only, since informative
+        timeframes are resampled from them (DESIGN §8)."""
+        return [(asset, self.strategy.timeframe) for asset in self.strategy.assets]
 
     def history_needed(self, state: ExecutionState | None, now_ms: int) -> int:
         """Closed bars of the primary timeframe an evaluation at `now_ms` must see.
@@ -161,7 +166,6 @@ class _Run:
         if self.compiled.cooldown.legacy:
             message = deprecation_message(self.strategy.execution_config, self.strategy.timeframe)
             self.warn("deprecated_cooldown_keys", message)
-            log_deprecation(self.strategy.strategy_id, message)
 
     @property
     def strategy(self) -> Strategy:
@@ -480,12 +484,3 @@ class _Run:
             state=new_state,
             changes=self.changes,
         )
-
-
-def staleness_bars(candles: Candles, timeframe: str, now_ms: int) -> int | None:
-    """Whole bars between the newest closed bar's close and now (None without closed bars)."""
-    n = candles.closed_count(timeframe, now_ms)
-    if n == 0:
-        return None
-    step = timeframe_ms(timeframe)
-    return int((now_ms - (int(candles.time[n - 1]) + step)) // step)
