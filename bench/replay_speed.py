@@ -8,7 +8,7 @@ figures, the last line one JSON object; `make bench` (bench/bulk.py) includes th
   (bench/yardstick_sma_rsi.py): backtesting.py's seconds / the engine's (> 1 = faster).
   Medians of RUNS, the two alternating. Both must close the same trades (same entry and exit
   bars and prices), else the figure is refused.
-- `replay_vs_talib_floor`: in-process, `engine.replay.replay` (indicators, compile and every
+- `replay_vs_talib_floor`: in-process, `engine.service.replay.replay` (indicators, compile and every
   bar) / the time TA-Lib takes to compute the strategy's three indicators: how far above the
   floor of computing anything at all replay is. Best of several runs each, in CPU seconds of
   this process (a wall clock on a shared machine would compare a 1 ms run that fits
@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.candles_io import read_csv, write_csv  # noqa: E402
+from engine.adapters.candle_files import read_csv, write_csv  # noqa: E402
 from engine.core.candles import Candles  # noqa: E402
 from engine.core.strategy import parse_strategy  # noqa: E402
 
@@ -149,7 +149,7 @@ def talib_floor(candles: Candles, repeats: int = 20) -> float:
 
 
 def in_process_replay(candles: Candles, repeats: int = 3) -> tuple[float, int]:
-    from engine.replay import replay
+    from engine.service.replay import replay
 
     strategy = parse_strategy(STRATEGY)
     best, trades = float("inf"), 0

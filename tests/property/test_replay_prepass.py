@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from engine import replay as replay_module
 from engine.core.conditions import compile_condition
 from engine.core.evaluate import compile_strategy
 from engine.core.market import MarketData
 from engine.core.prepass import vector_condition
-from engine.replay import ReplayResult, replay
+from engine.service import replay as replay_module
+from engine.service.replay import ReplayResult, replay
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

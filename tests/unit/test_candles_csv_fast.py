@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from engine.candles_io import CandlesFileError, _csv_columns, _simple_columns, read_csv
+from engine.adapters.candle_files import CandlesFileError, _csv_columns, _simple_columns, read_csv
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
