@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from engine.core import prepass
 from engine.core.conditions import compile_condition
 from engine.core.evaluate import compile_strategy
 from engine.core.market import MarketData
 from engine.core.prepass import vector_condition
+from engine.core.strategy import ExecutionConfig
 from engine.service import replay as replay_module
 from engine.service.replay import ReplayResult, replay
 from hypothesis import given, settings
@@ -146,3 +148,26 @@ def test_vectorized_conditions_are_the_scalar_ones(doc: dict[str, Any], market: 
             if undefined:
                 assert vector.undefined[i], i
     compile_strategy(strategy)  # the document is a valid strategy
+
+
+def test_a_rule_the_pre_pass_does_not_know_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A field added to the execution config after the pre-pass was written (simulated by
+    forgetting a known one) turns it off unless it holds its default: every bar evaluated."""
+    doc = {
+        "strategy_id": "fee",
+        "name": "fee",
+        "assets": [ASSETS[0]],
+        "timeframe": "1h",
+        "entry": {"left": "close", "op": ">", "right": {"ref": "close", "shift": 1}},
+        "execution_config": {"fee_rate": 0.001},
+    }
+    known = prepass._KNOWN_FIELDS[ExecutionConfig] - {"fee_rate"}
+    monkeypatch.setitem(prepass._KNOWN_FIELDS, ExecutionConfig, known)
+    assert not prepass.understood(build(doc))
+    doc["execution_config"] = {"fee_rate": 0.0}
+    assert prepass.understood(build(doc))
+
+    candles = random_walk(np.random.default_rng(5), T0 + np.arange(50, dtype=np.int64) * 3_600_000)
+    compiled = compile_strategy(build({**doc, "execution_config": {"fee_rate": 0.001}}))
+    frame = MarketData({(ASSETS[0], "1h"): candles}).frame(compiled.strategy, ASSETS[0])
+    assert prepass.plan(compiled, frame, ASSETS[0], candles) is None

@@ -118,7 +118,11 @@ def _only_known(model: BaseModel) -> bool:
     for name, info in type(model).model_fields.items():
         if name in known:
             continue
-        if getattr(model, name) != info.get_default(call_default_factory=True):
+        try:
+            default = info.get_default(call_default_factory=True)
+        except (TypeError, ValueError):  # a default computed from the other fields
+            return False
+        if getattr(model, name) != default:
             return False
     return True
 
