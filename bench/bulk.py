@@ -183,6 +183,7 @@ def dynamodb_requests_quiet(n: int = 1000) -> tuple[int, int, int] | None:
         from engine.adapters.dynamodb import (
             DynamoStateRepository,
             DynamoStrategyRepository,
+            StrategySnapshots,
             create_tables,
         )
         from engine.adapters.dynamodb.models import StrategyModel
@@ -190,7 +191,8 @@ def dynamodb_requests_quiet(n: int = 1000) -> tuple[int, int, int] | None:
         from pynamodb.connection.base import Connection
 
         create_tables()
-        strategies = DynamoStrategyRepository()
+        snapshots = StrategySnapshots()  # wired together, as bootstrap does
+        strategies = DynamoStrategyRepository(snapshots=snapshots)
         for s in make_strategies(n, seed=3):
             strategies.put(s)
         calls: list[str] = []
@@ -219,7 +221,9 @@ def dynamodb_requests_quiet(n: int = 1000) -> tuple[int, int, int] | None:
 
         market = Memory()
         clock = {"offset": 0, "now": NOW - H + 30 * 60_000}
-        states = DynamoStateRepository(clock=lambda: int(time.time() * 1000) + clock["offset"])
+        states = DynamoStateRepository(
+            snapshots=snapshots, clock=lambda: int(time.time() * 1000) + clock["offset"]
+        )
         service = ExecutionService(
             strategies,
             states,
@@ -406,6 +410,7 @@ def evaluate_by_id_on_moto() -> dict[str, float]:
         DynamoCandleRepository,
         DynamoStateRepository,
         DynamoStrategyRepository,
+        StrategySnapshots,
         bind,
         create_tables,
     )
@@ -420,7 +425,8 @@ def evaluate_by_id_on_moto() -> dict[str, float]:
         history = make_long_candles(bars)
         candles = DynamoCandleRepository()
         candles.put("BYID/USDT", "1h", history)
-        strategies = DynamoStrategyRepository()
+        snapshots = StrategySnapshots()  # wired together, as bootstrap does
+        strategies = DynamoStrategyRepository(snapshots=snapshots)
         strategy = parse_strategy(
             {
                 "strategy_id": "by-id",
@@ -446,7 +452,7 @@ def evaluate_by_id_on_moto() -> dict[str, float]:
         now = int(history.time[-1]) + H + 60_000
         service = ExecutionService(
             strategies,
-            DynamoStateRepository(),
+            DynamoStateRepository(snapshots=snapshots),
             RepositoryProvider(candles),
             stale_policy="warn",
             clock=lambda: now,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -38,6 +37,7 @@ from engine.core.timeframes import timeframe_ms
 from engine.service.execution import ExecutionService
 from engine.service.ports import EvaluatedBar
 from engine.service.schedule import ChunkIncomplete, evaluate_chunk
+from engine.settings import Settings
 
 from tests.integration.test_idempotency import (
     REGION,
@@ -215,8 +215,11 @@ class FanoutStack:
             patched(
                 self.handler,
                 service=lambda: service,
-                CHUNK_SIZE=CHUNK_SIZE,
-                SCHEDULE_INTERVAL_MS=60_000,
+                settings=lambda: Settings(
+                    bulk_chunk_size=CHUNK_SIZE,
+                    schedule_interval_ms=60_000,
+                    fanout_queue_url=self.queue_url,
+                ),
             ),
             patched(bootstrap, service=lambda: service),
         ):
@@ -334,7 +337,6 @@ def chunk_ids(messages: Sequence[dict[str, Any]]) -> list[list[str]]:
 def stack() -> Iterator[FanoutStack]:
     with moto_tables():
         built = FanoutStack()
-        os.environ["FANOUT_QUEUE_URL"] = built.queue_url  # moto_tables restores it
         yield built
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from engine.adapters import dynamodb
 from engine.core.candles import Candles
 from engine.core.timeframes import bucket_start
 from engine.entrypoints.local.template import api_routes, load_function_module
@@ -61,12 +62,11 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     }.items():
         monkeypatch.setenv(key, value)
     from engine import bootstrap
-    from engine.adapters.dynamodb import models
 
     try:
         with models_restored(), mock_aws():
-            models.bind(host=None, region=REGION)
-            models.create_tables(wait=True)
+            dynamodb.bind(host=None, region=REGION)
+            dynamodb.create_tables(wait=True)
             bootstrap.service.cache_clear()
             yield
     finally:

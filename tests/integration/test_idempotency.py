@@ -52,8 +52,8 @@ from typing import Any
 import numpy as np
 import pytest
 from botocore.exceptions import ReadTimeoutError
+from engine.adapters import dynamodb
 from engine.adapters.dynamodb import RetryPolicy, dynamo_repositories
-from engine.adapters.dynamodb import models as storage_models
 from engine.adapters.dynamodb import state as state_module
 from engine.adapters.dynamodb.models import CooldownModel, OrderModel, PositionModel, StrategyModel
 from engine.core.candles import Candles
@@ -66,6 +66,7 @@ from engine.service.errors import ConcurrentEvaluation, EngineError, MarketDataU
 from engine.service.execution import ExecutionService
 from engine.service.ports import EvaluatedBar
 from engine.service.schedule import ChunkIncomplete, evaluate_chunk, run_scheduled_tick
+from engine.settings import Settings
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.model_instances import reset_model_data
@@ -91,8 +92,8 @@ def moto_tables() -> Iterator[None]:
     """moto's DynamoDB with the models' tables, each request atomic (threads race here as
     in AWS: between requests); environment and models restored afterwards."""
     with fake_aws_env(), models_restored(), moto_requests_atomic(), mock_aws():
-        storage_models.bind(host=None, region=REGION)
-        storage_models.create_tables(wait=True)
+        dynamodb.bind(host=None, region=REGION)
+        dynamodb.create_tables(wait=True)
         yield
 
 
@@ -583,8 +584,7 @@ class IdempotencyTrials:
         with patched(
             self.handler,
             service=lambda: self.service,
-            SCHEDULE_INTERVAL_MS=60_000,
-            CHUNK_SIZE=200,
+            settings=lambda: Settings(schedule_interval_ms=60_000, bulk_chunk_size=200),
         ):
             yield
 

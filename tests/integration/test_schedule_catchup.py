@@ -20,6 +20,7 @@ from engine.core.candles import Candles
 from engine.core.strategy import Strategy, parse_strategy
 from engine.core.timeframes import timeframe_ms
 from engine.service.execution import ExecutionService
+from engine.settings import Settings
 
 from tests.integration.test_idempotency import (
     T0,
@@ -84,7 +85,7 @@ class Ticks:
         self.now = scheduled_ms if arrives_ms is None else arrives_ms
         service = self.service
         with (
-            patched(self.handler, service=lambda: service, CHUNK_SIZE=200),
+            patched(self.handler, service=lambda: service, settings=lambda: Settings()),
             patched(bootstrap, service=lambda: service),
         ):
             answer: dict[str, Any] = self.handler.lambda_handler(
@@ -97,7 +98,7 @@ class Ticks:
         self.now = at
         service = self.service
         with (
-            patched(self.handler, service=lambda: service, CHUNK_SIZE=200),
+            patched(self.handler, service=lambda: service, settings=lambda: Settings()),
             patched(bootstrap, service=lambda: service),
         ):
             answer: dict[str, Any] = self.handler.lambda_handler(

@@ -21,6 +21,7 @@ from typing import Any
 import boto3
 import numpy as np
 import pytest
+from engine.adapters import dynamodb
 from engine.adapters.dynamodb import (
     ALL_MODELS,
     DynamoCandleRepository,
@@ -74,8 +75,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """moto's DynamoDB with the models' tables, whatever the models were configured with."""
     use_fake_aws(monkeypatch)
     with models_restored(), mock_aws():
-        storage_models.bind(host=None, region=REGION)
-        storage_models.create_tables(wait=True)
+        dynamodb.bind(host=None, region=REGION)
+        dynamodb.create_tables(wait=True)
         yield
 
 
@@ -380,10 +381,10 @@ def test_exact_schema() -> None:
 
 
 def test_create_tables_is_idempotent(aws: None) -> None:
-    assert storage_models.create_tables() == []
+    assert dynamodb.create_tables() == []
 
 
-def test_configuration_is_read_from_the_environment_at_import() -> None:
+def test_importing_reads_no_configuration_and_configure_applies_the_settings() -> None:
     env = {
         **os.environ,
         "STRATEGIES_TABLE": "s-t",
@@ -394,22 +395,24 @@ def test_configuration_is_read_from_the_environment_at_import() -> None:
         "DYNAMODB_ENDPOINT": "http://127.0.0.1:8000",
         "AWS_REGION": "eu-west-1",
     }
-    code = (
-        "import json; from engine.adapters.dynamodb.models import ALL_MODELS as M; "
-        "print(json.dumps([[m.Meta.table_name, m.Meta.host, m.Meta.region] for m in M]))"
-    )
+    show = "print(json.dumps([[m.Meta.table_name, m.Meta.host, m.Meta.region] for m in M]))"
+    code = f"import json; from engine.adapters.dynamodb.models import ALL_MODELS as M; {show}"
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    # the environment says otherwise, but importing reads nothing: AWS defaults
+    assert json.loads(out.stdout)[0] == ["execution-strategies", None, "us-east-1"]
+    configured = (
+        "import json; from engine.adapters.dynamodb import configure; "
+        "from engine.adapters.dynamodb.models import ALL_MODELS as M; "
+        f"from engine.settings import Settings; configure(Settings.from_env()); {show}"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", configured], env=env, capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout) == [
         [name, "http://127.0.0.1:8000", "eu-west-1"] for name in ("s-t", "p-t", "o-t", "c-t", "k-t")
     ]
-    for key in ("STRATEGIES_TABLE", "DYNAMODB_ENDPOINT", "AWS_REGION"):
-        env.pop(key)
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    assert json.loads(out.stdout)[0] == ["execution-strategies", None, "us-east-1"]
 
 
 def test_open_shard_is_stable_and_spread() -> None:
@@ -1082,15 +1085,22 @@ def test_a_long_trade_history_is_not_read_to_find_the_open_items(
     assert PositionModel.count("s1") == 31 and OrderModel.count("s1") == 93
 
 
-def test_default_repositories_share_what_they_read(aws: None, calls: Requests) -> None:
-    DynamoStrategyRepository().put(make_strategy("s1"))
+def test_repositories_wired_together_share_what_they_read(aws: None, calls: Requests) -> None:
+    wired = dynamo_repositories()
+    wired.strategies.put(make_strategy("s1"))
+    calls.reset()
+    strategy = wired.strategies.get("s1")
+    assert strategy is not None
+    wired.states.load([strategy])
+    assert calls.operations == ["GetItem", "Query", "Query"]
+    wired.states.load([strategy])  # a snapshot serves one load only
+    assert calls.operations[3:] == ["BatchGetItem", "Query", "Query"]
+    # built alone, a state repository shares nothing: no side channel between instances
     calls.reset()
     strategy = DynamoStrategyRepository().get("s1")
     assert strategy is not None
     DynamoStateRepository().load([strategy])
-    assert calls.operations == ["GetItem", "Query", "Query"]
-    DynamoStateRepository().load([strategy])  # a snapshot serves one load only
-    assert calls.operations[3:] == ["BatchGetItem", "Query", "Query"]
+    assert calls.operations == ["GetItem", "BatchGetItem", "Query", "Query"]
 
 
 def test_a_version_read_before_a_concurrent_commit_cannot_overwrite_it(
