@@ -99,7 +99,12 @@ def test_strategies_get_prints_no_absent_legacy_keys() -> None:
         "entry": {"left": "rsi", "op": "<", "right": 30},
         "execution_config": {"stop_loss": {"type": "percent", "value": 0.05}},
     }
-    shown = stored_document(parse_strategy(document))["execution_config"]
-    assert not {"cooldown_bars", "daily_momentum_limit", "weekly_momentum_limit"} & set(shown)
+    strategy = parse_strategy(document)
+    shown = stored_document(strategy)
+    assert not {"cooldown_bars", "daily_momentum_limit", "weekly_momentum_limit"} & set(
+        shown["execution_config"]
+    )
+    assert "timeframe" not in shown["indicators"]["rsi"]
+    assert parse_strategy(shown) == strategy  # stores back as the same strategy
     legacy = {**document, "execution_config": {**document["execution_config"], "cooldown_bars": 3}}
     assert stored_document(parse_strategy(legacy))["execution_config"]["cooldown_bars"] == 3

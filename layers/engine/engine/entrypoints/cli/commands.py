@@ -158,13 +158,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def stored_document(strategy: Strategy) -> dict[str, Any]:
-    """The strategy as JSON, without the deprecated cooldown keys it does not use (they would
-    print as null and read as if the strategy set them)."""
-    from engine.core.cooldown import DEPRECATED_COOLDOWN_KEYS
-
-    document: dict[str, Any] = strategy.model_dump(mode="json", by_alias=True)
-    config = document.get("execution_config", {})
-    for key in DEPRECATED_COOLDOWN_KEYS:
-        if config.get(key) is None:
-            config.pop(key, None)
+    """The strategy as JSON without the keys it leaves unset (an absent deprecated cooldown
+    key or informative timeframe would print as null and read as if the strategy set it).
+    Every such key defaults to null, so the document stores back as the same strategy."""
+    document: dict[str, Any] = strategy.model_dump(mode="json", by_alias=True, exclude_none=True)
     return document
