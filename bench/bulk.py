@@ -273,7 +273,7 @@ def commit_concurrency(n: int = 500, latency_s: float = 0.02) -> dict[str, float
     commits one at a time and with COMMIT_WORKERS=8 as deployed."""
     from engine.service.execution import ExecutionService
 
-    from tests.fakes import MemoryMarket, MemoryStates, MemoryStrategies
+    from tests.support.fakes import MemoryMarket, MemoryStates, MemoryStrategies
 
     class RoundTrips(MemoryStates):
         def __init__(self) -> None:
@@ -330,7 +330,7 @@ def bulk_whole(n: int) -> tuple[float, float]:
     from engine.service.execution import ExecutionService
     from engine.service.strategy_cache import StrategyCache
 
-    from tests.fakes import MemoryMarket, MemoryStates, MemoryStrategies
+    from tests.support.fakes import MemoryMarket, MemoryStates, MemoryStrategies
 
     cache = StrategyCache()
 

@@ -39,7 +39,7 @@ from engine.service.ports import EvaluatedBar
 from engine.service.schedule import ChunkIncomplete, evaluate_chunk
 from engine.settings import Settings
 
-from tests.integration.test_idempotency import (
+from tests.support.trials import (
     REGION,
     STATE_MODELS,
     T0,
@@ -109,16 +109,6 @@ def make_candles(timeframe: str, seed: int) -> Candles:
     )
 
 
-class LoggingMarket(MemoryMarket):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fetches: list[tuple[str, str]] = []
-
-    def fetch(self, asset: str, timeframe: str, bars: int, now_ms: int) -> Candles:
-        self.fetches.append((asset, timeframe))
-        return super().fetch(asset, timeframe, bars, now_ms)
-
-
 @dataclass
 class Delivery:
     """What one simulated poll-and-invoke round did."""
@@ -135,7 +125,7 @@ class FanoutStack:
         repos = dynamo_repositories(retry=RetryPolicy(attempts=4, sleep=lambda _: None))
         self.strategies = repos.strategies
         self.states = RecordingStates(repos.states)
-        self.market = LoggingMarket()
+        self.market = MemoryMarket()  # records every fetch
         self.service = ExecutionService(
             strategies=repos.strategies,
             states=self.states,  # type: ignore[arg-type]

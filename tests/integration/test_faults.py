@@ -57,7 +57,7 @@ from engine.service.execution import BulkFailure, ExecutionService
 from engine.service.schedule import run_scheduled_tick
 from moto import mock_aws
 
-from tests.aws_fakes import moto_requests_atomic, scan_tables, use_fake_aws
+from tests.support.aws import moto_requests_atomic, scan_tables, use_fake_aws
 
 REGION = "us-east-1"
 H = 3_600_000

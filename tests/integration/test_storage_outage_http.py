@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from tests.aws_fakes import models_restored, use_fake_aws
-from tests.integration.test_handlers import Context, answer, event, handler
+from tests.support.aws import models_restored, use_fake_aws
+from tests.support.handlers import Context, answer, event, handler
 
 BUDGET_S = 7.0  # the test's HTTP budget: one 5 s attempt fits, a second does not
 

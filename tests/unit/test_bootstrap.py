@@ -89,7 +89,7 @@ def test_settings_from_an_empty_environment_are_the_documented_defaults() -> Non
 def test_build_service_points_the_models_where_the_settings_say() -> None:
     from engine.adapters.dynamodb import models
 
-    from tests.aws_fakes import models_restored
+    from tests.support.aws import models_restored
 
     with models_restored():
         saved = {m: m.Meta.table_name for m in models.ALL_MODELS}

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.template_tables import (
+from tests.support.template_tables import (
     ROOT,
     TEMPLATE,
     cloudformation_table_definitions,

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from engine.core.state import EvaluationResult
 from engine.core.strategy import Strategy
+from engine.core.timeframes import iso
 from engine.service.execution import (
     BulkFailure,
     ExecutionService,
@@ -175,11 +176,11 @@ def log_scheduled(result: ScheduledResult, source: str) -> None:
             log.warning(
                 "%s evaluated at %s passed over %d bars never evaluated",
                 item.strategy_id,
-                item.bar.isoformat() if item.bar else None,
+                iso(item.bar) if item.bar else None,
                 item.bars_passed_over,
                 extra={
                     "strategy_id": item.strategy_id,
-                    "bar": item.bar.isoformat() if item.bar else None,
+                    "bar": iso(item.bar) if item.bar else None,
                     "bars_passed_over": item.bars_passed_over,
                     "source": source,
                 },
@@ -188,12 +189,12 @@ def log_scheduled(result: ScheduledResult, source: str) -> None:
         log.warning(
             "%s: delivered late, evaluated bar %s instead of the scheduled bar %s",
             late.strategy_id,
-            late.bar.isoformat(),
-            late.scheduled_bar.isoformat(),
+            iso(late.bar),
+            iso(late.scheduled_bar),
             extra={
                 "strategy_id": late.strategy_id,
-                "bar": late.bar.isoformat(),
-                "scheduled_bar": late.scheduled_bar.isoformat(),
+                "bar": iso(late.bar),
+                "scheduled_bar": iso(late.scheduled_bar),
                 "bars_passed_over": late.bars_passed_over,
                 "source": source,
             },
