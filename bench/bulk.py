@@ -185,6 +185,7 @@ def dynamodb_requests_quiet(n: int = 1000) -> tuple[int, int, int] | None:
         from engine.adapters.dynamodb import (
             DynamoStateRepository,
             DynamoStrategyRepository,
+            StrategySnapshots,
             create_tables,
         )
         from engine.adapters.dynamodb.models import StrategyModel
@@ -192,7 +193,8 @@ def dynamodb_requests_quiet(n: int = 1000) -> tuple[int, int, int] | None:
         from pynamodb.connection.base import Connection
 
         create_tables()
-        strategies = DynamoStrategyRepository()
+        snapshots = StrategySnapshots()  # wired together, as bootstrap does
+        strategies = DynamoStrategyRepository(snapshots=snapshots)
         for s in make_strategies(n, seed=3):
             strategies.put(s)
         calls: list[str] = []
@@ -221,7 +223,9 @@ def dynamodb_requests_quiet(n: int = 1000) -> tuple[int, int, int] | None:
 
         market = Memory()
         clock = {"offset": 0, "now": NOW - H + 30 * 60_000}
-        states = DynamoStateRepository(clock=lambda: int(time.time() * 1000) + clock["offset"])
+        states = DynamoStateRepository(
+            snapshots=snapshots, clock=lambda: int(time.time() * 1000) + clock["offset"]
+        )
         service = ExecutionService(
             strategies,
             states,
@@ -271,7 +275,7 @@ def commit_concurrency(n: int = 500, latency_s: float = 0.02) -> dict[str, float
     commits one at a time and with COMMIT_WORKERS=8 as deployed."""
     from engine.service.execution import ExecutionService
 
-    from tests.fakes import MemoryMarket, MemoryStates, MemoryStrategies
+    from tests.support.fakes import MemoryMarket, MemoryStates, MemoryStrategies
 
     class RoundTrips(MemoryStates):
         def __init__(self) -> None:
@@ -328,7 +332,7 @@ def bulk_whole(n: int) -> tuple[float, float]:
     from engine.service.execution import ExecutionService
     from engine.service.strategy_cache import StrategyCache
 
-    from tests.fakes import MemoryMarket, MemoryStates, MemoryStrategies
+    from tests.support.fakes import MemoryMarket, MemoryStates, MemoryStrategies
 
     cache = StrategyCache()
 
@@ -408,6 +412,7 @@ def evaluate_by_id_on_moto() -> dict[str, float]:
         DynamoCandleRepository,
         DynamoStateRepository,
         DynamoStrategyRepository,
+        StrategySnapshots,
         bind,
         create_tables,
     )
@@ -422,7 +427,8 @@ def evaluate_by_id_on_moto() -> dict[str, float]:
         history = make_long_candles(bars)
         candles = DynamoCandleRepository()
         candles.put("BYID/USDT", "1h", history)
-        strategies = DynamoStrategyRepository()
+        snapshots = StrategySnapshots()  # wired together, as bootstrap does
+        strategies = DynamoStrategyRepository(snapshots=snapshots)
         strategy = parse_strategy(
             {
                 "strategy_id": "by-id",
@@ -448,7 +454,7 @@ def evaluate_by_id_on_moto() -> dict[str, float]:
         now = int(history.time[-1]) + H + 60_000
         service = ExecutionService(
             strategies,
-            DynamoStateRepository(),
+            DynamoStateRepository(snapshots=snapshots),
             RepositoryProvider(candles),
             stale_policy="warn",
             clock=lambda: now,

@@ -35,7 +35,7 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 warnings.simplefilter("ignore")
 
-from tests.integration.test_idempotency import (  # noqa: E402
+from tests.support.trials import (  # noqa: E402
     PATTERNS,
     SEED,
     IdempotencyTrials,

@@ -5,10 +5,12 @@ no `next_due_ms`."""
 
 from __future__ import annotations
 
-from engine.adapters.dynamodb import DynamoStrategyRepository
+from engine.adapters.dynamodb import DynamoStrategyRepository, configure
+from engine.settings import Settings
 
 
 def main() -> None:
+    configure(Settings.from_env())
     count = DynamoStrategyRepository().backfill_schedule()
     print(f"{count} strategies made due at the next tick")
 

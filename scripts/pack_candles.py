@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from engine.adapters.dynamodb import DynamoCandleRepository
+from engine.adapters.dynamodb import DynamoCandleRepository, configure
+from engine.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         "--delete", action="store_true", help="delete the rows once they are packed"
     )
     args = parser.parse_args(argv)
+    configure(Settings.from_env())
     migrated = DynamoCandleRepository().migrate_rows(delete=args.delete)
     for market, rows in migrated.items():
         print(f"{market}: {rows} rows packed" + (" and deleted" if args.delete else ""))

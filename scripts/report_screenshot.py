@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.browser import install_chromium  # noqa: E402
+from tests.support.browser import install_chromium  # noqa: E402
 
 
 def main() -> None:

@@ -3,7 +3,6 @@ SQS fan-out worker, all on one function so every path runs the same engine."""
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +14,8 @@ from aws_lambda_powertools.utilities.batch import (
     process_partial_response,
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from engine.bootstrap import positive_int, service
+from engine.adapters.sqs_fanout import SqsFanout
+from engine.bootstrap import service
 from engine.entrypoints.http import (
     BASE_PATH,
     BulkRequest,
@@ -27,20 +27,20 @@ from engine.entrypoints.observability import instrumented, logger, metrics
 from engine.service.execution import BulkResult, ScheduledResult
 from engine.service.schedule import (
     ChunkIncomplete,
-    SqsFanout,
     evaluate_chunk,
     failure_reason,
     passed_over,
     run_scheduled_tick,
 )
+from engine.settings import settings
+
+# Read once at start: a wrong value fails the cold start, naming the variable.
+settings()
 
 app = build_resolver()
 # Answer batchItemFailures even when every record of a batch failed, so that a failed
 # chunk is a reported item (retried by SQS, then kept in the DLQ), not a function error.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-
-SCHEDULE_INTERVAL_MS = positive_int(os.environ, "SCHEDULE_INTERVAL_SECONDS", default=60) * 1000
-CHUNK_SIZE = positive_int(os.environ, "BULK_CHUNK_SIZE", default=200)
 
 
 @app.post(
@@ -72,17 +72,18 @@ def _record_scheduled(skipped: int, bars_passed_over: int, late: int) -> None:
 def _scheduled(event: dict[str, Any]) -> dict[str, Any]:
     tick = datetime.fromisoformat(event["time"].replace("Z", "+00:00"))
     tick_ms = int(tick.timestamp() * 1000)
-    queue_url = os.environ.get("FANOUT_QUEUE_URL")
+    config = settings()
+    queue_url = config.fanout_queue_url
     engine = service()
     lateness_ms = engine.clock() - tick_ms
-    if lateness_ms > SCHEDULE_INTERVAL_MS:
+    if lateness_ms > config.schedule_interval_ms:
         logger.warning(
             "scheduled tick delivered late", extra={"tick": event["time"], "late_ms": lateness_ms}
         )
     report = run_scheduled_tick(
         engine,
         tick_ms=tick_ms,
-        chunk_size=CHUNK_SIZE,
+        chunk_size=config.bulk_chunk_size,
         fanout=SqsFanout(queue_url) if queue_url else None,
     )
     metrics.add_metric(name="ScheduledDue", unit=MetricUnit.Count, value=report.due)
@@ -125,14 +126,29 @@ def _record_handler(record: SQSRecord) -> None:
     _record_chunk(result)
 
 
+def _is_schedule(event: dict[str, Any]) -> bool:
+    return event.get("detail-type") == "Scheduled Event"
+
+
+def _is_fanout(event: dict[str, Any]) -> bool:
+    records = event.get("Records")
+    return (
+        isinstance(records, list) and bool(records) and records[0].get("eventSource") == "aws:sqs"
+    )
+
+
+def _fanout(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    answer = process_partial_response(
+        event=event, record_handler=_record_handler, processor=processor, context=context
+    )
+    return dict(answer)
+
+
 @instrumented(correlation_paths.API_GATEWAY_REST)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    if event.get("detail-type") == "Scheduled Event":
+    """Three event sources, one engine: the schedule, the fan-out queue, the HTTP API."""
+    if _is_schedule(event):
         return _scheduled(event)
-    records = event.get("Records")
-    if isinstance(records, list) and records and records[0].get("eventSource") == "aws:sqs":
-        answer = process_partial_response(
-            event=event, record_handler=_record_handler, processor=processor, context=context
-        )
-        return dict(answer)
+    if _is_fanout(event):
+        return _fanout(event, context)
     return handle_http(app, event, context)

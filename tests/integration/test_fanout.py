@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -38,8 +37,9 @@ from engine.core.timeframes import timeframe_ms
 from engine.service.execution import ExecutionService
 from engine.service.ports import EvaluatedBar
 from engine.service.schedule import ChunkIncomplete, evaluate_chunk
+from engine.settings import Settings
 
-from tests.integration.test_idempotency import (
+from tests.support.trials import (
     REGION,
     STATE_MODELS,
     T0,
@@ -109,16 +109,6 @@ def make_candles(timeframe: str, seed: int) -> Candles:
     )
 
 
-class LoggingMarket(MemoryMarket):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fetches: list[tuple[str, str]] = []
-
-    def fetch(self, asset: str, timeframe: str, bars: int, now_ms: int) -> Candles:
-        self.fetches.append((asset, timeframe))
-        return super().fetch(asset, timeframe, bars, now_ms)
-
-
 @dataclass
 class Delivery:
     """What one simulated poll-and-invoke round did."""
@@ -135,7 +125,7 @@ class FanoutStack:
         repos = dynamo_repositories(retry=RetryPolicy(attempts=4, sleep=lambda _: None))
         self.strategies = repos.strategies
         self.states = RecordingStates(repos.states)
-        self.market = LoggingMarket()
+        self.market = MemoryMarket()  # records every fetch
         self.service = ExecutionService(
             strategies=repos.strategies,
             states=self.states,  # type: ignore[arg-type]
@@ -215,8 +205,11 @@ class FanoutStack:
             patched(
                 self.handler,
                 service=lambda: service,
-                CHUNK_SIZE=CHUNK_SIZE,
-                SCHEDULE_INTERVAL_MS=60_000,
+                settings=lambda: Settings(
+                    bulk_chunk_size=CHUNK_SIZE,
+                    schedule_interval_ms=60_000,
+                    fanout_queue_url=self.queue_url,
+                ),
             ),
             patched(bootstrap, service=lambda: service),
         ):
@@ -334,7 +327,6 @@ def chunk_ids(messages: Sequence[dict[str, Any]]) -> list[list[str]]:
 def stack() -> Iterator[FanoutStack]:
     with moto_tables():
         built = FanoutStack()
-        os.environ["FANOUT_QUEUE_URL"] = built.queue_url  # moto_tables restores it
         yield built
 
 

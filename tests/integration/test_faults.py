@@ -41,13 +41,13 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 from botocore.parsers import create_parser
+from engine.adapters import dynamodb
 from engine.adapters.dynamodb import (
     ALL_MODELS,
     DynamoRepositories,
     RetryPolicy,
     dynamo_repositories,
 )
-from engine.adapters.dynamodb import models as storage_models
 from engine.adapters.dynamodb.models import StrategyModel
 from engine.core.candles import Candles
 from engine.core.strategy import Strategy, parse_strategy
@@ -57,7 +57,7 @@ from engine.service.execution import BulkFailure, ExecutionService
 from engine.service.schedule import run_scheduled_tick
 from moto import mock_aws
 
-from tests.aws_fakes import moto_requests_atomic, scan_tables, use_fake_aws
+from tests.support.aws import moto_requests_atomic, scan_tables, use_fake_aws
 
 REGION = "us-east-1"
 H = 3_600_000
@@ -459,8 +459,8 @@ class World:
         """Empty tables, fresh repositories, the strategies put again, no faults."""
         self.faults.clear()
         if not fresh:
-            storage_models.delete_tables()
-        storage_models.create_tables(wait=True)
+            dynamodb.delete_tables()
+        dynamodb.create_tables(wait=True)
         self.faults.tokens.clear()
         self.repos = dynamo_repositories(
             retry=RetryPolicy(attempts=ATTEMPTS, base_delay=BASE_DELAY, sleep=self._sleep)
@@ -519,7 +519,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     try:
         with mock_aws():
             if any((host, region) != (None, REGION) for _, host, region in saved):
-                storage_models.bind(host=None, region=REGION)
+                dynamodb.bind(host=None, region=REGION)
             # else the connections (and botocore clients, slow to create) of the previous
             # test serve again: moto routes any client while a mock is active
             if not _scan_client:
@@ -534,7 +534,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
             model.Meta.host = host
             model.Meta.region = region
         if any((host, region) != (None, REGION) for _, host, region in saved):
-            storage_models.reset_connections()
+            dynamodb.reset_connections()
 
 
 # --- expected results: the same scenario without faults ---------------------------------

@@ -15,40 +15,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+from engine.adapters import dynamodb
 from engine.core.candles import Candles
 from engine.core.timeframes import bucket_start
-from engine.entrypoints.local.template import api_routes, load_function_module
 from moto import mock_aws
 
-from tests.aws_fakes import models_restored, use_fake_aws
+from tests.support.aws import models_restored, use_fake_aws
+from tests.support.handlers import Context, answer, event, handler
 
 REPO = Path(__file__).resolve().parents[2]
 EVENTS = REPO / "events"
 REGION = "us-east-1"
 H = 3_600_000
-
-
-class Context:
-    function_name = "test"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:test"
-    memory_limit_in_mb = 1024
-    aws_request_id = "req-1"
-    log_group_name = "/aws/lambda/test"
-    log_stream_name = "test"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
-
-
-def event(name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((EVENTS / name).read_text())
-    return loaded
-
-
-def handler(function: str) -> Any:
-    route = next(r for r in api_routes() if r.function == function)
-    return load_function_module(route.code_uri, "app", route.function).lambda_handler
 
 
 @pytest.fixture
@@ -61,12 +39,11 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     }.items():
         monkeypatch.setenv(key, value)
     from engine import bootstrap
-    from engine.adapters.dynamodb import models
 
     try:
         with models_restored(), mock_aws():
-            models.bind(host=None, region=REGION)
-            models.create_tables(wait=True)
+            dynamodb.bind(host=None, region=REGION)
+            dynamodb.create_tables(wait=True)
             bootstrap.service.cache_clear()
             yield
     finally:
@@ -94,10 +71,6 @@ def strategy_doc(sid: str = "rsi-meanrev-btc") -> dict[str, Any]:
     body["strategy_id"] = sid
     body["entry"] = {"left": "volume", "op": ">", "right": 50}
     return dict(body)
-
-
-def answer(result: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    return int(result["statusCode"]), json.loads(result["body"])
 
 
 def test_sample_event_evaluates_and_emits_metrics(

@@ -9,15 +9,7 @@ from engine.adapters.dynamodb import DynamoRepositories
 from engine.adapters.dynamodb.models import OrderModel, PositionModel
 from engine.core.state import ExecutionState
 
-from tests.integration.test_storage import (  # noqa: F401  (fixtures)
-    aws,
-    entry_changes,
-    make_strategy,
-    open_position,
-    repos,
-    sleeps,
-    stop_out_changes,
-)
+from tests.support.storage import entry_changes, make_strategy, open_position, stop_out_changes
 
 
 def _expiries(sid: str) -> dict[str, int | None]:
@@ -30,7 +22,7 @@ def _expiries(sid: str) -> dict[str, int | None]:
     }
 
 
-def _live_through_a_stop(repos: DynamoRepositories, sid: str) -> None:  # noqa: F811
+def _live_through_a_stop(repos: DynamoRepositories, sid: str) -> None:
     strategy = make_strategy(sid)
     repos.strategies.put(strategy)
     first = open_position(sid, 0)
@@ -40,7 +32,7 @@ def _live_through_a_stop(repos: DynamoRepositories, sid: str) -> None:  # noqa: 
     repos.states.commit(repos.states.load([strategy])[sid], entry_changes(later))
 
 
-def test_done_items_expire_after_the_configured_days(repos: DynamoRepositories) -> None:  # noqa: F811
+def test_done_items_expire_after_the_configured_days(repos: DynamoRepositories) -> None:
     repos.states.history_ttl_days = 30
     before = int(time.time())
     _live_through_a_stop(repos, "ttl-on")
@@ -52,6 +44,6 @@ def test_done_items_expire_after_the_configured_days(repos: DynamoRepositories) 
     assert all(v is None for k, v in expiries.items() if k.endswith(":open")), expiries
 
 
-def test_without_the_setting_nothing_expires(repos: DynamoRepositories) -> None:  # noqa: F811
+def test_without_the_setting_nothing_expires(repos: DynamoRepositories) -> None:
     _live_through_a_stop(repos, "ttl-off")
     assert set(_expiries("ttl-off").values()) == {None}

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.test_idempotency import IdempotencyTrials, run_pattern, trial_runner
+from tests.support.trials import IdempotencyTrials, run_pattern, trial_runner
 
 pytestmark = pytest.mark.slow
 

@@ -20,8 +20,9 @@ from engine.core.candles import Candles
 from engine.core.strategy import Strategy, parse_strategy
 from engine.core.timeframes import timeframe_ms
 from engine.service.execution import ExecutionService
+from engine.settings import Settings
 
-from tests.integration.test_idempotency import (
+from tests.support.trials import (
     T0,
     LambdaContext,
     MemoryMarket,
@@ -84,7 +85,7 @@ class Ticks:
         self.now = scheduled_ms if arrives_ms is None else arrives_ms
         service = self.service
         with (
-            patched(self.handler, service=lambda: service, CHUNK_SIZE=200),
+            patched(self.handler, service=lambda: service, settings=lambda: Settings()),
             patched(bootstrap, service=lambda: service),
         ):
             answer: dict[str, Any] = self.handler.lambda_handler(
@@ -97,7 +98,7 @@ class Ticks:
         self.now = at
         service = self.service
         with (
-            patched(self.handler, service=lambda: service, CHUNK_SIZE=200),
+            patched(self.handler, service=lambda: service, settings=lambda: Settings()),
             patched(bootstrap, service=lambda: service),
         ):
             answer: dict[str, Any] = self.handler.lambda_handler(
@@ -172,8 +173,8 @@ def test_a_late_chunk_evaluates_the_newest_bar_and_says_which_it_passed_over(
     assert metrics["BarsPassedOver"] == 2
     assert metrics["ScheduledSkipped"] == 0
     (late,) = [r for r in caplog.records if "delivered late" in r.getMessage()]
-    assert late.__dict__["scheduled_bar"] == "2026-01-01T11:45:00+00:00"
-    assert late.__dict__["bar"] == "2026-01-01T12:15:00+00:00"
+    assert late.__dict__["scheduled_bar"] == "2026-01-01T11:45:00Z"
+    assert late.__dict__["bar"] == "2026-01-01T12:15:00Z"
     assert late.__dict__["bars_passed_over"] == 2
 
 

@@ -36,13 +36,12 @@ from engine.adapters.dynamodb import RetryPolicy, dynamo_repositories
 from engine.core.candles import Candles
 from engine.core.strategy import Strategy, parse_strategy
 from engine.core.timeframes import bucket_start, timeframe_ms, to_ms
-from engine.service.errors import MarketDataUnavailable
 from engine.service.execution import BulkFailure, ExecutionService, ScheduledResult
 from engine.service.ports import MarketDataProvider, StateRepository, StrategyRepository
 from engine.service.schedule import ChunkIncomplete, evaluate_chunk, run_scheduled_tick
 
-from tests.fakes import MemoryStates, MemoryStrategies
-from tests.integration.test_idempotency import moto_tables
+from tests.support.fakes import MemoryMarket, MemoryStates, MemoryStrategies
+from tests.support.trials import moto_tables
 
 MINUTE = 60_000
 H = 60 * MINUTE
@@ -55,13 +54,12 @@ ASSETS = ("AAA/USD", "BBB/USD")
 # --- the market ------------------------------------------------------------------------
 
 
-class ClockMarket:
-    """Candles up to two days past DAY0; answers the bars opened by `now_ms`, as a
-    provider does (the newest may be forming: the engine never uses it)."""
+class ClockMarket(MemoryMarket):
+    """Candles up to two days past DAY0, answered as of the clock (tests.support.fakes)."""
 
     def __init__(self, seed: int) -> None:
+        super().__init__()
         rng = np.random.default_rng(seed)
-        self.candles: dict[tuple[str, str], Candles] = {}
         for asset in ASSETS:
             for timeframe in TIMEFRAMES:
                 step = timeframe_ms(timeframe)
@@ -78,13 +76,6 @@ class ClockMarket:
                     close=close,
                     volume=np.where(rng.random(n) < 0.15, 10.0, 1.0),
                 )
-
-    def fetch(self, asset: str, timeframe: str, bars: int, now_ms: int) -> Candles:
-        candles = self.candles.get((asset, timeframe))
-        if candles is None:
-            raise MarketDataUnavailable(f"no market data for {asset} {timeframe}")
-        opened = int(candles.time.searchsorted(now_ms, side="right"))
-        return candles.head(opened).tail(bars + 1)
 
 
 def strategies(timeframes: Sequence[str] = TIMEFRAMES) -> list[Strategy]:

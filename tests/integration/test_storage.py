@@ -21,13 +21,13 @@ from typing import Any
 import boto3
 import numpy as np
 import pytest
+from engine.adapters import dynamodb
 from engine.adapters.dynamodb import (
     ALL_MODELS,
     DynamoCandleRepository,
     DynamoRepositories,
     DynamoStateRepository,
     DynamoStrategyRepository,
-    RetryPolicy,
     TableMissing,
     TransactionTooLarge,
     dynamo_repositories,
@@ -48,50 +48,27 @@ from engine.core.state import (
     Changes,
     CooldownState,
     ExecutionState,
-    LossRecord,
-    Order,
     Position,
 )
-from engine.core.strategy import Strategy, StrategyInvalid, parse_strategy
+from engine.core.strategy import StrategyInvalid, parse_strategy
 from engine.service.errors import ConcurrentEvaluation, StorageUnavailable, StrategyNotFound
 from engine.service.execution import ExecutionService
 from engine.service.ports import EvaluatedBar
-from moto import mock_aws
 
-from tests.aws_fakes import models_restored, scan_tables, use_fake_aws
-from tests.fakes import MemoryMarket
+from tests.support.aws import scan_tables
+from tests.support.fakes import MemoryMarket
+from tests.support.storage import (
+    closed,
+    entry_changes,
+    make_strategy,
+    open_position,
+    orders_of,
+    stop_out_changes,
+)
 
 REGION = "us-east-1"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
-
-
-# --- fixtures ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """moto's DynamoDB with the models' tables, whatever the models were configured with."""
-    use_fake_aws(monkeypatch)
-    with models_restored(), mock_aws():
-        storage_models.bind(host=None, region=REGION)
-        storage_models.create_tables(wait=True)
-        yield
-
-
-def _no_sleep(_: float) -> None:
-    pass
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
-
-
-@pytest.fixture
-def repos(aws: None, sleeps: list[float]) -> DynamoRepositories:
-    """Repositories with their own snapshots, retrying without really sleeping."""
-    return dynamo_repositories(retry=RetryPolicy(attempts=4, sleep=sleeps.append))
 
 
 LOCAL_OPEN_INDEXES = {"strategy-open-positions-index", "strategy-open-orders-index"}
@@ -154,128 +131,6 @@ def throttled(operation: str) -> dict[str, Any]:
         "Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"},
         "ResponseMetadata": {"HTTPStatusCode": 400},
     }
-
-
-# --- data -------------------------------------------------------------------------------
-
-
-def make_strategy(
-    sid: str,
-    *,
-    assets: tuple[str, ...] = ("BTC/USDT",),
-    status: str = "active",
-    timeframe: str = "1h",
-    name: str = "RSI mean reversion",
-) -> Strategy:
-    return parse_strategy(
-        {
-            "strategy_id": sid,
-            "name": name,
-            "status": status,
-            "assets": list(assets),
-            "timeframe": timeframe,
-            "indicators": {"rsi": {"fn": "RSI", "params": {"timeperiod": 14}}},
-            "entry": {"left": "rsi", "op": "<", "right": 30},
-            "exit": {"left": "rsi", "op": "crosses_above", "right": 70},
-            "execution_config": {
-                "stop_loss": {"type": "percent", "value": 0.02},
-                "take_profit": {"type": "risk_reward", "ratio": 2.0},
-            },
-        }
-    )
-
-
-def open_position(sid: str, n: int = 0, asset: str = "BTC/USDT") -> Position:
-    return Position(
-        position_id=f"pos-{sid}-{n}",
-        strategy_id=sid,
-        asset=asset,
-        entry_time=T0 + n * HOUR,
-        entry_price=100.0 + n,
-        quantity=0.5,
-        entry_fee=0.05,
-        stop_loss_price=98.0,
-        take_profit_price=104.0,
-    )
-
-
-def closed(position: Position, *, exit_price: float = 97.5) -> Position:
-    return position.model_copy(
-        update={
-            "status": "closed",
-            "exit_time": position.entry_time + 3 * HOUR,
-            "exit_price": exit_price,
-            "exit_fee": 0.04,
-            "exit_reason": "stop_loss",
-            "pnl": (exit_price - position.entry_price) * position.quantity - 0.09,
-        }
-    )
-
-
-def orders_of(position: Position) -> list[Order]:
-    common = {
-        "position_id": position.position_id,
-        "strategy_id": position.strategy_id,
-        "asset": position.asset,
-        "quantity": position.quantity,
-        "created_at": position.entry_time,
-    }
-    return [
-        Order(
-            order_id=f"{position.position_id}-entry",
-            side="enter_long",
-            type="market",
-            price=position.entry_price,
-            status="filled",
-            reason="entry",
-            filled_at=position.entry_time,
-            **common,
-        ),
-        Order(
-            order_id=f"{position.position_id}-sl",
-            side="exit_long",
-            type="stop_loss",
-            price=position.stop_loss_price,
-            status="open",
-            reason="stop_loss",
-            **common,
-        ),
-        Order(
-            order_id=f"{position.position_id}-tp",
-            side="exit_long",
-            type="take_profit",
-            price=position.take_profit_price,
-            status="open",
-            reason="take_profit",
-            **common,
-        ),
-    ]
-
-
-def entry_changes(position: Position) -> Changes:
-    return Changes(positions=[position], orders=orders_of(position))
-
-
-def stop_out_changes(position: Position) -> Changes:
-    """The position stops out: its stop fills, its target is cancelled, a cooldown records it."""
-    done = closed(position)
-    _, sl, tp = orders_of(position)
-    return Changes(
-        positions=[done],
-        orders=[
-            sl.model_copy(update={"status": "filled", "price": 97.5, "filled_at": done.exit_time}),
-            tp.model_copy(update={"status": "cancelled"}),
-        ],
-        cooldowns=[
-            CooldownState(
-                asset=position.asset,
-                losses=[LossRecord(exit_time=done.exit_time, position_id=position.position_id)],
-                tripped_at=done.exit_time,
-                blocked_bars=3,
-                tier="short",
-            )
-        ],
-    )
 
 
 def scan_all() -> dict[str, list[dict[str, Any]]]:
@@ -380,10 +235,10 @@ def test_exact_schema() -> None:
 
 
 def test_create_tables_is_idempotent(aws: None) -> None:
-    assert storage_models.create_tables() == []
+    assert dynamodb.create_tables() == []
 
 
-def test_configuration_is_read_from_the_environment_at_import() -> None:
+def test_importing_reads_no_configuration_and_configure_applies_the_settings() -> None:
     env = {
         **os.environ,
         "STRATEGIES_TABLE": "s-t",
@@ -394,22 +249,24 @@ def test_configuration_is_read_from_the_environment_at_import() -> None:
         "DYNAMODB_ENDPOINT": "http://127.0.0.1:8000",
         "AWS_REGION": "eu-west-1",
     }
-    code = (
-        "import json; from engine.adapters.dynamodb.models import ALL_MODELS as M; "
-        "print(json.dumps([[m.Meta.table_name, m.Meta.host, m.Meta.region] for m in M]))"
-    )
+    show = "print(json.dumps([[m.Meta.table_name, m.Meta.host, m.Meta.region] for m in M]))"
+    code = f"import json; from engine.adapters.dynamodb.models import ALL_MODELS as M; {show}"
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    # the environment says otherwise, but importing reads nothing: AWS defaults
+    assert json.loads(out.stdout)[0] == ["execution-strategies", None, "us-east-1"]
+    configured = (
+        "import json; from engine.adapters.dynamodb import configure; "
+        "from engine.adapters.dynamodb.models import ALL_MODELS as M; "
+        f"from engine.settings import Settings; configure(Settings.from_env()); {show}"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", configured], env=env, capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout) == [
         [name, "http://127.0.0.1:8000", "eu-west-1"] for name in ("s-t", "p-t", "o-t", "c-t", "k-t")
     ]
-    for key in ("STRATEGIES_TABLE", "DYNAMODB_ENDPOINT", "AWS_REGION"):
-        env.pop(key)
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
-    )
-    assert json.loads(out.stdout)[0] == ["execution-strategies", None, "us-east-1"]
 
 
 def test_open_shard_is_stable_and_spread() -> None:
@@ -1082,15 +939,22 @@ def test_a_long_trade_history_is_not_read_to_find_the_open_items(
     assert PositionModel.count("s1") == 31 and OrderModel.count("s1") == 93
 
 
-def test_default_repositories_share_what_they_read(aws: None, calls: Requests) -> None:
-    DynamoStrategyRepository().put(make_strategy("s1"))
+def test_repositories_wired_together_share_what_they_read(aws: None, calls: Requests) -> None:
+    wired = dynamo_repositories()
+    wired.strategies.put(make_strategy("s1"))
+    calls.reset()
+    strategy = wired.strategies.get("s1")
+    assert strategy is not None
+    wired.states.load([strategy])
+    assert calls.operations == ["GetItem", "Query", "Query"]
+    wired.states.load([strategy])  # a snapshot serves one load only
+    assert calls.operations[3:] == ["BatchGetItem", "Query", "Query"]
+    # built alone, a state repository shares nothing: no side channel between instances
     calls.reset()
     strategy = DynamoStrategyRepository().get("s1")
     assert strategy is not None
     DynamoStateRepository().load([strategy])
-    assert calls.operations == ["GetItem", "Query", "Query"]
-    DynamoStateRepository().load([strategy])  # a snapshot serves one load only
-    assert calls.operations[3:] == ["BatchGetItem", "Query", "Query"]
+    assert calls.operations == ["GetItem", "BatchGetItem", "Query", "Query"]
 
 
 def test_a_version_read_before_a_concurrent_commit_cannot_overwrite_it(

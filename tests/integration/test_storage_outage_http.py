@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from tests.aws_fakes import models_restored, use_fake_aws
-from tests.integration.test_handlers import Context, answer, event, handler
+from tests.support.aws import models_restored, use_fake_aws
+from tests.support.handlers import Context, answer, event, handler
 
 BUDGET_S = 7.0  # the test's HTTP budget: one 5 s attempt fits, a second does not
 
@@ -34,14 +34,22 @@ def bound(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("STALE_DATA_POLICY", "warn")
     monkeypatch.setenv("MARKET_DATA_PROVIDER", "dynamodb")
     monkeypatch.setattr("engine.entrypoints.http.HTTP_BUDGET_S", BUDGET_S)
-    from engine import bootstrap
-    from engine.adapters.dynamodb import models
+    from engine import bootstrap, settings
+
+    def point(host: str | None) -> None:
+        """The functions' settings name this endpoint (None: AWS, here moto's mock)."""
+        if host is None:
+            monkeypatch.delenv("DYNAMODB_ENDPOINT", raising=False)
+        else:
+            monkeypatch.setenv("DYNAMODB_ENDPOINT", host)
+        settings.settings.cache_clear()
+        bootstrap.service.cache_clear()
 
     with models_restored():
-        bootstrap.service.cache_clear()
         try:
-            yield models
+            yield point
         finally:
+            settings.settings.cache_clear()
             bootstrap.service.cache_clear()
 
 
@@ -54,7 +62,7 @@ def bulk_event() -> dict[str, Any]:
 def test_a_stalled_dynamodb_answers_503_within_the_budget(
     bound: Any, black_hole: str, function: str
 ) -> None:
-    bound.bind(host=black_hole, region="us-east-1")
+    bound(black_hole)
     request = event("evaluate_by_id.json") if function == "EvaluateByIdFunction" else bulk_event()
     start = time.monotonic()
     status, body = answer(handler(function)(request, Context()))
@@ -71,7 +79,7 @@ def test_a_stalled_dynamodb_answers_503_within_the_budget(
 @pytest.mark.parametrize("function", ["EvaluateByIdFunction", "EvaluateBulkFunction"])
 def test_missing_tables_answer_503_naming_the_problem(bound: Any, function: str) -> None:
     with mock_aws():
-        bound.bind(host=None, region="us-east-1")  # no table was created
+        bound(None)  # no table was created
         request = (
             event("evaluate_by_id.json") if function == "EvaluateByIdFunction" else bulk_event()
         )

@@ -22,7 +22,7 @@ from engine.core.strategy import Strategy, parse_strategy
 from engine.core.timeframes import TIMEFRAME_MS
 from hypothesis import strategies as st
 
-from tests.core_helpers import T0
+from tests.support.core import T0
 
 ASSETS = ("AAA/USD", "BBB/USD")
 TIMEFRAMES = tuple(TIMEFRAME_MS)  # T0 is a Monday 00:00: aligned for each, 1w included

@@ -28,25 +28,12 @@ from engine.service.replay import replay
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.fakes import MemoryStates, MemoryStrategies
+from tests.support.fakes import MemoryMarket, MemoryStates, MemoryStrategies
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 ASSETS = ("AAA/USD", "BBB/USD", "CCC/USD")
 COARSER = {"15m": ["1h", "4h"], "1h": ["4h", "1d"], "4h": ["1d"]}
 PRICE_RELATIVE = 1e-9
-
-
-class WindowProvider:
-    """A market data provider that answers what a real one would: the newest `bars` closed
-    by `now_ms`, never more history than asked for, and no bar that is still forming."""
-
-    def __init__(self, candles: dict[tuple[str, str], Candles]) -> None:
-        self.candles = candles
-        self.asked: list[int] = []
-
-    def fetch(self, asset: str, timeframe: str, bars: int, now_ms: int) -> Candles:
-        self.asked.append(bars)
-        return self.candles[(asset, timeframe)].closed_by(timeframe, now_ms).tail(bars)
 
 
 # --- generators -----------------------------------------------------------------------
@@ -187,7 +174,7 @@ def resample_all(primary: Candles, timeframe: str) -> dict[str, Candles]:
 def run_live(
     strategy: Strategy,
     company: list[Strategy],
-    provider: WindowProvider,
+    provider: MemoryMarket,
     closes: list[int],
 ) -> list[EvaluationResult]:
     """Evaluate at each close through the service: alone, or in one bulk run with company."""
@@ -347,14 +334,14 @@ def test_live_alone_and_in_any_bulk_company_decide_what_replay_decides(
     step = timeframe_ms(strategy.timeframe)
     closes = [int(t) + step for t in history[strategy.assets[0]].time[first:]]
 
-    provider = WindowProvider(by_pair)
+    provider = MemoryMarket(by_pair)
     alone = run_live(strategy, [], provider, closes)
     # the first evaluation saw a window shorter than the history before it, whenever
     # the scenario put bars before the strategy's need (the case the property is about)
     assert provider.asked[0] == scenario["need"] and (
         first == scenario["need"] or first > provider.asked[0]
     )
-    bulk = run_live(strategy, scenario["company"], WindowProvider(by_pair), closes)
+    bulk = run_live(strategy, scenario["company"], MemoryMarket(by_pair), closes)
     for i, (a, b) in enumerate(zip(alone, bulk, strict=True)):
         same(a.model_dump(mode="json"), b.model_dump(mode="json"), f"bar {i}: alone vs bulk")
     assert_replay_agrees(strategy, alone, history)
@@ -376,7 +363,5 @@ def test_evaluations_missed_catch_up_to_what_replay_decides(
     history, by_pair = histories(scenario, entries)
     step = timeframe_ms(strategy.timeframe)
     times = history[strategy.assets[0]].time
-    live = run_live(
-        strategy, [], WindowProvider(by_pair), [int(times[i]) + step for i in evaluated]
-    )
+    live = run_live(strategy, [], MemoryMarket(by_pair), [int(times[i]) + step for i in evaluated])
     assert_replay_agrees(strategy, live, history)

@@ -23,7 +23,7 @@ from engine.core.strategy import Strategy, StrategyInvalid, parse_strategy
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.core_helpers import DESIGN_EXAMPLE
+from tests.support.core import DESIGN_EXAMPLE
 
 Json = Any
 Path = tuple[str | int, ...]

@@ -1,23 +1,30 @@
-"""Wiring from configuration: what the environment chooses, and bad values named."""
+"""Wiring from the settings: what the environment chooses, and bad values named at start."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from engine.adapters.marketdata import FileProvider
-from engine.bootstrap import build_service
+from engine.bootstrap import build_service as build
+from engine.settings import Settings
 
 ENV = {"MARKET_DATA_PROVIDER": "file", "MARKET_DATA_DIR": "/nonexistent"}
 
 
+def build_service(env: dict[str, str]) -> object:
+    return build(Settings.from_env(env))
+
+
 def test_defaults_commit_one_at_a_time_and_reject_stale_data() -> None:
-    service = build_service(ENV)
+    service: Any = build_service(ENV)
     assert service.commit_workers == 1
     assert service.stale_policy == "reject"
     assert isinstance(service.market_data, FileProvider)
 
 
 def test_commit_workers_come_from_the_environment() -> None:
-    assert build_service({**ENV, "COMMIT_WORKERS": "8"}).commit_workers == 8
+    assert build_service({**ENV, "COMMIT_WORKERS": "8"}).commit_workers == 8  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "eight", "1.5"])
@@ -29,7 +36,7 @@ def test_a_bad_commit_workers_value_is_named(value: str) -> None:
 def test_the_template_runs_commits_concurrently() -> None:
     from engine.entrypoints.local.template import literal_environment
 
-    assert build_service({**ENV, **literal_environment()}).commit_workers == 8
+    assert build_service({**ENV, **literal_environment()}).commit_workers == 8  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("name", ["SCHEDULE_INTERVAL_SECONDS", "BULK_CHUNK_SIZE"])
@@ -55,3 +62,41 @@ def test_the_bulk_handler_names_a_bad_schedule_setting_at_start(name: str) -> No
     )
     assert answer.returncode != 0
     assert f"{name} must be a whole number of at least 1, not 'ten'" in answer.stderr
+
+
+def test_settings_name_every_bad_value() -> None:
+    cases = {
+        "STALE_DATA_POLICY": ("sometimes", "STALE_DATA_POLICY must be one of reject, warn"),
+        "HISTORY_TTL_DAYS": ("-1", "HISTORY_TTL_DAYS must be a whole number of 0 or more"),
+        "MARKET_DATA_PROVIDER": ("bloomberg", "MARKET_DATA_PROVIDER must be one of"),
+        "MARKET_DATA_CONCURRENCY": ("0", "MARKET_DATA_CONCURRENCY must be a whole number"),
+        "CCXT_SYMBOL_MAP": ("[1]", "CCXT_SYMBOL_MAP must be a JSON object"),
+    }
+    for name, (value, message) in cases.items():
+        with pytest.raises(ValueError, match=message):
+            Settings.from_env({name: value})
+
+
+def test_settings_from_an_empty_environment_are_the_documented_defaults() -> None:
+    config = Settings.from_env({})
+    assert config.dynamodb_endpoint is None and config.region == "us-east-1"
+    assert config.table_names["StrategyModel"] == "execution-strategies"
+    assert config.stale_policy == "reject" and config.commit_workers == 1
+    assert config.market_data.provider == "dynamodb" and config.market_data.concurrency == 8
+    assert (config.bulk_chunk_size, config.schedule_interval_ms) == (200, 60_000)
+
+
+def test_build_service_points_the_models_where_the_settings_say() -> None:
+    from engine.adapters.dynamodb import models
+
+    from tests.support.aws import models_restored
+
+    with models_restored():
+        saved = {m: m.Meta.table_name for m in models.ALL_MODELS}
+        try:
+            build_service({**ENV, "DYNAMODB_ENDPOINT": "http://127.0.0.1:9", "ORDERS_TABLE": "o"})
+            assert models.OrderModel.Meta.host == "http://127.0.0.1:9"
+            assert models.OrderModel.Meta.table_name == "o"
+        finally:
+            for model, name in saved.items():
+                model.Meta.table_name = name

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from engine.core.conditions import compile_condition
 
-from tests.core_helpers import Driver, candles, entries, flat_bars, make_strategy
+from tests.support.core import Driver, candles, entries, flat_bars, make_strategy
 
 NAN = math.nan
 

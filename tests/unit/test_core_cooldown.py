@@ -18,7 +18,7 @@ from engine.core.state import CooldownState, ExecutionState, LossRecord, Positio
 from engine.core.strategy import Strategy, parse_strategy
 from engine.core.timeframes import to_datetime
 
-from tests.core_helpers import (
+from tests.support.core import (
     FLAT,
     SIGNAL,
     T0,

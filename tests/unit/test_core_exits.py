@@ -13,7 +13,7 @@ import talib
 from engine.core.state import EvaluationResult
 from engine.core.strategy import Strategy
 
-from tests.core_helpers import (
+from tests.support.core import (
     EXIT_ON_LOW_VOLUME,
     FLAT,
     SIGNAL,

@@ -16,7 +16,7 @@ from engine.core import indicators
 from engine.core.candles import Candles
 from engine.core.strategy import parse_strategy
 
-from tests.core_helpers import T0, H, strategy_doc
+from tests.support.core import T0, H, strategy_doc
 
 NOT_FROM_CANDLES = {"MAVP"}
 ACCEPTED = sorted(set(talib.get_functions()) - NOT_FROM_CANDLES - indicators.HISTORY_ANCHORED)

@@ -12,7 +12,7 @@ from pathlib import Path
 from engine.core import ids
 from engine.core.evaluate import evaluate
 
-from tests.core_helpers import (
+from tests.support.core import (
     SIGNAL,
     T0,
     Driver,
@@ -145,7 +145,7 @@ def test_signal_exit_order_id_is_pinned():
 _SCRIPT = textwrap.dedent(
     """
     import json
-    from tests.core_helpers import SIGNAL, Driver, candles, flat_bars, make_strategy
+    from tests.support.core import SIGNAL, Driver, candles, flat_bars, make_strategy
     strategy = make_strategy(
         assets=["AAA/USD", "BBB/USD"],
         execution_config={

@@ -12,7 +12,7 @@ from engine.core.candles import Candles, align_to
 from engine.core.market import MarketData
 from engine.core.strategy import parse_strategy
 
-from tests.core_helpers import T0, Driver, H, candles, entries, make_strategy, strategy_doc
+from tests.support.core import T0, Driver, H, candles, entries, make_strategy, strategy_doc
 
 N = 300
 # domain-limited math transforms: undefined for prices outside [-1, 1]

@@ -79,3 +79,31 @@ def test_core_module_is_pure(path: Path) -> None:
         if name in FORBIDDEN_NAMES or name.endswith((".environ", ".getenv", ".now"))
     ]
     assert bad_calls == [], f"{path.name} calls {bad_calls}"
+
+
+def test_the_lambda_functions_load_nothing_of_the_dev_tooling() -> None:
+    """The layer leaves out entrypoints/local (layers/engine/Makefile): no handler may need it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = CORE.parents[3]
+    code = (
+        "import importlib.util, json, sys\n"
+        "for name in ('evaluate_by_id', 'evaluate_by_object', 'evaluate_bulk'):\n"
+        "    spec = importlib.util.spec_from_file_location(name, f'functions/{name}/app.py')\n"
+        "    module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('moto', "
+        "'engine.entrypoints.local', 'engine.entrypoints.cli', 'engine.service.report')))))\n"
+    )
+    env = {
+        **os.environ,
+        "AWS_REGION": "us-east-1",
+        "POWERTOOLS_TRACE_DISABLED": "1",
+        "PYTHONPATH": str(root / "layers" / "engine"),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout.splitlines()[-1]) == []

@@ -18,7 +18,7 @@ from engine.core.strategy import (
     parse_strategy,
 )
 
-from tests.core_helpers import DESIGN_EXAMPLE, candles, strategy_doc
+from tests.support.core import DESIGN_EXAMPLE, candles, strategy_doc
 
 
 def problems_of(doc: object) -> dict[str, str]:

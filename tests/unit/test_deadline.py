@@ -12,7 +12,7 @@ from engine.entrypoints.http import HTTP_BUDGET_S
 from engine.service import deadline
 from engine.service.errors import STEP_RESERVE_S
 
-from tests.unit.test_service import BARS, candles, make_service, strategy
+from tests.support.service import BARS, candles, make_service, strategy
 
 API_GATEWAY_LIMIT_S = 29
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from engine.core.strategy import parse_strategy
 
-from tests.template_tables import ROOT, load_template
+from tests.support.template_tables import ROOT, load_template
 
 EVENTS = ROOT / "events"
 API_EVENTS = {

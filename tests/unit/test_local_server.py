@@ -57,3 +57,37 @@ def test_query_parameters_reach_the_handler_as_api_gateway_sends_them() -> None:
     event = local_server.proxy_event(route, "POST", "/x", {}, "a=1&a=2&b=", "", {})
     assert event["queryStringParameters"] == {"a": "2", "b": ""}
     assert event["multiValueQueryStringParameters"] == {"a": ["1", "2"], "b": [""]}
+
+
+def test_make_dev_logs_each_request_in_one_line() -> None:
+    import io
+    import re
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from engine.entrypoints.local.server import make_server, request_line
+
+    assert (
+        request_line("POST", "/x", 201, 0.0123, 0.5) == "1970-01-01T00:00:00.500Z POST /x 201 12 ms"
+    )
+    log = io.StringIO()
+    server = make_server("127.0.0.1", 0, log=log)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json") as answer:
+            assert answer.status == 200
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/nowhere?secret=1")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+    lines = log.getvalue().splitlines()
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    assert re.fullmatch(stamp + r" GET /openapi\.json 200 \d+ ms", lines[0]), lines
+    assert re.fullmatch(stamp + r" GET /nowhere 404 \d+ ms", lines[1]), lines  # no query
+    assert len(lines) == 2

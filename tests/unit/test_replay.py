@@ -22,7 +22,7 @@ from engine.core.state import ClosedTrade, ExecutionState, Order
 from engine.core.strategy import Strategy
 from engine.service.replay import TRADE_FIELDS, replay
 
-from tests.core_helpers import FLAT, T0, H, candles, dt, flat_bars, make_strategy, strategy_doc
+from tests.support.core import FLAT, T0, H, candles, dt, flat_bars, make_strategy, strategy_doc
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_STRATEGY = REPO / "examples" / "strategies" / "rsi_meanrev.json"
@@ -245,7 +245,7 @@ def test_candles_finer_than_the_timeframe_are_refused() -> None:
     with pytest.raises(ValueError) as info:
         replay(make_strategy(), history, progress=False)
     assert str(info.value) == (
-        "a candle opens at 2024-01-01T00:01:00+00:00, which is not the open of a 1h bar: "
+        "a candle opens at 2024-01-01T00:01:00Z, which is not the open of a 1h bar: "
         "replay needs 1h candles"
     )
 

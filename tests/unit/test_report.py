@@ -19,7 +19,7 @@ from engine.service.replay import replay
 from engine.service.report.build import build_report
 from engine.service.report.stats import iso_duration
 
-from tests.core_helpers import FLAT, T0, H, candles, flat_bars, make_strategy
+from tests.support.core import FLAT, T0, H, candles, flat_bars, make_strategy
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -22,8 +22,8 @@ from engine.service.replay import replay
 from engine.service.report.build import build_report
 from engine.service.report.html import MAX_BARS, render_report_html
 
-from tests.browser import install_chromium
-from tests.core_helpers import DESIGN_EXAMPLE, T0, H
+from tests.support.browser import install_chromium
+from tests.support.core import DESIGN_EXAMPLE, T0, H
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_CANDLES = REPO / "examples" / "candles" / "btc_1h_sample.csv"

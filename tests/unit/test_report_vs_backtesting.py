@@ -32,7 +32,7 @@ from engine.core.timeframes import to_ms
 from engine.service.replay import ReplayResult, replay
 from engine.service.report.build import build_report
 
-from tests.core_helpers import DESIGN_EXAMPLE, T0, H
+from tests.support.core import DESIGN_EXAMPLE, T0, H
 from tests.yardstick.venv import yardstick_python
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,55 +20,8 @@ from engine.service.errors import (
 from engine.service.execution import BulkFailure, ExecutionService
 from engine.service.schedule import ChunkIncomplete, evaluate_chunk, plan_chunks, run_scheduled_tick
 
-from tests.fakes import MemoryMarket, MemoryStates, MemoryStrategies
-
-H = 3_600_000
-BARS = 300
-
-
-def candles(seed: int, bars: int = BARS, spike_at: int | None = None) -> Candles:
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, bars)))
-    open_ = np.r_[close[0], close[:-1]]
-    volume = np.full(bars, 1.0)
-    if spike_at is not None:
-        volume[spike_at] = 10.0
-    return Candles(
-        time=np.arange(bars, dtype=np.int64) * H,
-        open=open_,
-        high=np.maximum(open_, close) * 1.001,
-        low=np.minimum(open_, close) * 0.999,
-        close=close,
-        volume=volume,
-    )
-
-
-def strategy(sid: str, asset: str = "BTC/USDT", period: int = 14, **config: object) -> object:
-    return parse_strategy(
-        {
-            "strategy_id": sid,
-            "name": sid,
-            "assets": [asset],
-            "timeframe": "1h",
-            "indicators": {
-                "rsi": {"fn": "RSI", "params": {"timeperiod": period}},
-                "sma": {"fn": "SMA", "params": {"timeperiod": 20}},
-            },
-            "entry": {"left": "volume", "op": ">", "right": 5},
-            "execution_config": {"stop_loss": {"type": "percent", "value": 0.5}, **config},
-        }
-    )
-
-
-NOW = BARS * H  # every bar closed
-
-
-def make_service(strats, market_candles, failing=frozenset()):
-    strategies = MemoryStrategies(strats)
-    states = MemoryStates(strategies)
-    market = MemoryMarket(market_candles, set(failing))
-    svc = ExecutionService(strategies, states, market, stale_policy="reject", clock=lambda: NOW)
-    return svc, states, market
+from tests.support.fakes import MemoryMarket, MemoryStates, MemoryStrategies
+from tests.support.service import BARS, NOW, H, candles, make_service, strategy
 
 
 def test_entry_is_committed_once_and_a_retry_creates_nothing() -> None:
@@ -220,18 +173,10 @@ def two_timeframes() -> tuple[ExecutionService, MemoryStates]:
     daily = parse_strategy({**json.loads(strategy("d").canonical_json()), "timeframe": "1d"})  # type: ignore[union-attr]
     paused = parse_strategy({**json.loads(strategy("p").canonical_json()), "status": "paused"})  # type: ignore[union-attr]
     svc, states, _ = make_service([hourly, daily, paused], {})
-    svc.market_data = ClockMarket(
+    svc.market_data = MemoryMarket(
         {("BTC/USDT", "1h"): candles(1, bars=40 * 24), ("BTC/USDT", "1d"): daily_candles(40)}
     )
     return svc, states
-
-
-class ClockMarket(MemoryMarket):
-    """Only the bars opened by `now_ms`, as a provider answers."""
-
-    def fetch(self, asset: str, timeframe: str, bars: int, now_ms: int) -> Candles:
-        c = self.candles[(asset, timeframe)]
-        return c.head(int(c.time.searchsorted(now_ms, side="right"))).tail(bars + 1)
 
 
 def daily_candles(days: int) -> Candles:

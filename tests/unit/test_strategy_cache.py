@@ -13,8 +13,8 @@ from engine.core.strategy import StrategyInvalid
 from engine.service.execution import ExecutionService
 from engine.service.strategy_cache import FREEZE_AFTER_MISSES, StrategyCache
 
-from tests.fakes import MemoryMarket, MemoryStates, MemoryStrategies
-from tests.unit.test_service import NOW, candles
+from tests.support.fakes import MemoryMarket, MemoryStates, MemoryStrategies
+from tests.support.service import NOW, candles
 
 
 def document(sid: str, period: int = 14) -> dict[str, Any]:
@@ -160,7 +160,7 @@ class Recording:
 
 
 def test_market_data_is_fetched_while_states_load_and_again_only_when_they_need_more() -> None:
-    from tests.unit.test_service import H, strategy
+    from tests.support.service import H, strategy
 
     history = candles(4, bars=1_500, spike_at=100)
     spiky = strategy("pos", period=14)  # enters on the volume spike, a 50 % stop holds it

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.template_tables import (
+from tests.support.template_tables import (
     ROOT,
     TEMPLATE,
     cloudformation_table_definitions,
@@ -393,7 +393,7 @@ def test_tables_keep_backups_encryption_and_survive_stack_deletion(
 
 
 def test_the_pynamodb_models_declare_the_same_tables() -> None:
-    from engine.adapters.dynamodb import models  # the project's own: a broken import must fail
+    from engine.adapters.dynamodb import admin  # the project's own: a broken import must fail
 
     ours = cloudformation_table_definitions()
     theirs = {
@@ -402,7 +402,7 @@ def test_the_pynamodb_models_declare_the_same_tables() -> None:
             for key, value in definition.items()
             if key not in ("TableNameEnv", "DefaultTableName")
         }
-        for definition in models.table_definitions().values()
+        for definition in admin.table_definitions().values()
     }
     assert theirs == ours
 

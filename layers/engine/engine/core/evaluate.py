@@ -41,7 +41,7 @@ from engine.core.strategy import (
     RiskRewardTarget,
     Strategy,
 )
-from engine.core.timeframes import timeframe_ms, to_datetime, to_ms
+from engine.core.timeframes import iso, timeframe_ms, to_datetime, to_ms
 
 
 @dataclass(frozen=True)
@@ -376,7 +376,7 @@ class _Run:
         ):
             self.warn(
                 "entry_skipped",
-                f"{asset}: entry signal at {to_datetime(t_ms).isoformat()} skipped: "
+                f"{asset}: entry signal at {iso(t_ms)} skipped: "
                 "its stop or target could not be priced (indicator undefined or not beyond the price)",
             )
             return None

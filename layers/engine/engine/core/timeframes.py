@@ -60,6 +60,12 @@ def to_datetime(time_ms: int) -> datetime:
     return datetime.fromtimestamp(time_ms / 1000, tz=UTC)
 
 
+def iso(value: int | datetime) -> str:
+    """A time as the engine writes it everywhere (messages, logs, files): ISO 8601, UTC, `Z`."""
+    moment = to_datetime(value) if isinstance(value, int) else value.astimezone(UTC)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def to_ms(value: datetime) -> int:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)

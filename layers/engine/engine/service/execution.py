@@ -26,7 +26,7 @@ from engine.core.evaluate import evaluate
 from engine.core.market import MarketData
 from engine.core.state import EvaluationResult, ExecutionState, Position, Warning
 from engine.core.strategy import STRATEGY_ID_PATTERN, Strategy, parse_strategy
-from engine.core.timeframes import bucket_start, timeframe_ms, to_datetime, to_ms
+from engine.core.timeframes import bucket_start, iso, timeframe_ms, to_datetime, to_ms
 from engine.service.deadline import has_time_for, in_this_context
 from engine.service.errors import (
     OUT_OF_TIME,
@@ -152,7 +152,7 @@ class ExecutionService:
                 )
             if to_ms(position.entry_time) > now:
                 raise InvalidRequest(
-                    f"position {position.position_id} enters at {position.entry_time.isoformat()}, "
+                    f"position {position.position_id} enters at {iso(position.entry_time)}, "
                     "after now: a position's entry_time is the open time of a past bar"
                 )
         state = ExecutionState(

@@ -33,7 +33,7 @@ from engine.core.state import (
     Warning,
 )
 from engine.core.strategy import Strategy
-from engine.core.timeframes import open_offset_ms, timeframe_ms, to_datetime, to_ms
+from engine.core.timeframes import iso, open_offset_ms, timeframe_ms, to_ms
 
 # The fields of a closed trade a replay reports (DIR/trades.json), in this order.
 TRADE_FIELDS: tuple[str, ...] = (
@@ -352,7 +352,7 @@ def _check_spacing(history: Candles, timeframe: str, where: str) -> None:
     step = timeframe_ms(timeframe)
     misaligned = (history.time - open_offset_ms(timeframe)) % step != 0
     if misaligned.any():
-        when = to_datetime(int(history.time[int(np.argmax(misaligned))])).isoformat()
+        when = iso(int(history.time[int(np.argmax(misaligned))]))
         raise ValueError(
             f"a candle{where} opens at {when}, which is not the open of a {timeframe} bar: "
             f"replay needs {timeframe} candles"

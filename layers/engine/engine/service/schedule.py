@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from engine.core.state import EvaluationResult
 from engine.core.strategy import Strategy
+from engine.core.timeframes import iso
 from engine.service.execution import (
     BulkFailure,
     ExecutionService,
@@ -175,11 +176,11 @@ def log_scheduled(result: ScheduledResult, source: str) -> None:
             log.warning(
                 "%s evaluated at %s passed over %d bars never evaluated",
                 item.strategy_id,
-                item.bar.isoformat() if item.bar else None,
+                iso(item.bar) if item.bar else None,
                 item.bars_passed_over,
                 extra={
                     "strategy_id": item.strategy_id,
-                    "bar": item.bar.isoformat() if item.bar else None,
+                    "bar": iso(item.bar) if item.bar else None,
                     "bars_passed_over": item.bars_passed_over,
                     "source": source,
                 },
@@ -188,12 +189,12 @@ def log_scheduled(result: ScheduledResult, source: str) -> None:
         log.warning(
             "%s: delivered late, evaluated bar %s instead of the scheduled bar %s",
             late.strategy_id,
-            late.bar.isoformat(),
-            late.scheduled_bar.isoformat(),
+            iso(late.bar),
+            iso(late.scheduled_bar),
             extra={
                 "strategy_id": late.strategy_id,
-                "bar": late.bar.isoformat(),
-                "scheduled_bar": late.scheduled_bar.isoformat(),
+                "bar": iso(late.bar),
+                "scheduled_bar": iso(late.scheduled_bar),
                 "bars_passed_over": late.bars_passed_over,
                 "source": source,
             },
@@ -221,28 +222,3 @@ class ChunkIncomplete(Exception):
             f"{f.strategy_id} ({failure_reason(f.error.code)}: {f.error.code})" for f in failures
         )
         super().__init__(f"{len(failures)} strategies must be retried: {reasons}")
-
-
-class SqsFanout:
-    """FanoutQueue on SQS, ten messages per SendMessageBatch, failures raised."""
-
-    def __init__(self, queue_url: str, client: Any | None = None) -> None:
-        self.queue_url = queue_url
-        if client is None:
-            import boto3
-
-            client = boto3.client("sqs")
-        self.client = client
-
-    def send(self, bodies: Sequence[str]) -> None:
-        for start in range(0, len(bodies), 10):
-            batch = bodies[start : start + 10]
-            entries = [{"Id": str(i), "MessageBody": b} for i, b in enumerate(batch)]
-            answer = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
-            failed = answer.get("Failed") or []
-            if failed:
-                # resend the failed ones once, then give up loudly
-                retry = [entries[int(f["Id"])] for f in failed]
-                again = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=retry)
-                if again.get("Failed"):
-                    raise RuntimeError(f"could not enqueue {len(again['Failed'])} fan-out chunks")

@@ -6,21 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine.adapters.dynamodb._retry import RetryPolicy
+from engine.adapters.dynamodb.admin import create_tables, delete_tables, table_definitions
 from engine.adapters.dynamodb.candles import DynamoCandleRepository
+from engine.adapters.dynamodb.connection import bind, configure, reset_connections
 from engine.adapters.dynamodb.errors import (
     StorageError,
     StoredStrategyInvalid,
     TableMissing,
     TransactionTooLarge,
 )
-from engine.adapters.dynamodb.models import (
-    ALL_MODELS,
-    bind,
-    create_tables,
-    delete_tables,
-    reset_connections,
-    table_definitions,
-)
+from engine.adapters.dynamodb.models import ALL_MODELS
 from engine.adapters.dynamodb.snapshots import StrategySnapshots
 from engine.adapters.dynamodb.state import DynamoStateRepository
 from engine.adapters.dynamodb.strategies import DynamoStrategyRepository
@@ -38,6 +33,7 @@ __all__ = [
     "TableMissing",
     "TransactionTooLarge",
     "bind",
+    "configure",
     "create_tables",
     "delete_tables",
     "dynamo_repositories",
@@ -55,13 +51,18 @@ class DynamoRepositories:
 
 
 def dynamo_repositories(
-    *, retry: RetryPolicy | None = None, bulk_threshold: int | None = None
+    *,
+    retry: RetryPolicy | None = None,
+    bulk_threshold: int | None = None,
+    history_ttl_days: int = 0,
 ) -> DynamoRepositories:
-    """The three repositories, the strategy and state ones sharing their snapshots so that
-    get_many followed by load reads each strategy item once."""
+    """The three repositories, wired together: the strategy and state ones share their
+    snapshots, so that get_many followed by load reads each strategy item once."""
     snapshots = StrategySnapshots()
     retry = retry or RetryPolicy()
-    states = DynamoStateRepository(snapshots=snapshots, retry=retry)
+    states = DynamoStateRepository(
+        snapshots=snapshots, retry=retry, history_ttl_days=history_ttl_days
+    )
     if bulk_threshold is not None:
         states.bulk_threshold = bulk_threshold
     return DynamoRepositories(

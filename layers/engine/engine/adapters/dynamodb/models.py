@@ -1,16 +1,11 @@
 """The DynamoDB tables as PynamoDB models: the one definition of the tables in Python.
 
-`template.yaml` declares the same tables for AWS; `table_definitions()` describes these models
-in the template's own terms so a test can compare the two.
+`template.yaml` declares the same tables for AWS; `admin.table_definitions()` describes these
+models in the template's own terms so a test can compare the two.
 
-Configuration is read from the environment when this module is imported:
-
-- table names: STRATEGIES_TABLE, POSITIONS_TABLE, ORDERS_TABLE, COOLDOWNS_TABLE, CANDLES_TABLE
-  (defaults `execution-strategies`, `execution-positions`, ...);
-- DYNAMODB_ENDPOINT: the endpoint (moto's server locally); unset means real AWS;
-- AWS_REGION: the region, default us-east-1.
-
-`bind()` points the models somewhere else afterwards (tests, the local stack).
+Importing this module reads no configuration: the models start on AWS in the default region
+with the default table names (`engine.settings.TABLE_ENV`), and `connection.configure(settings)`
+points them where the settings say (a Lambda's bootstrap, the CLI, the local stack, tests).
 
 Times (entry, exit, fill and creation times, `updated_at`, `committed_at`, `last_bar_ms`,
 `next_due_ms`, candle open times) are stored as
@@ -19,14 +14,10 @@ UTC epoch milliseconds in number attributes, the way the engine counts bars.
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 import zlib
 from typing import Any, Final
 
-import botocore.session
-import pynamodb.connection.base
 from pynamodb.attributes import (
     BinaryAttribute,
     ListAttribute,
@@ -35,58 +26,18 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UnicodeSetAttribute,
 )
-from pynamodb.exceptions import TableError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, LocalSecondaryIndex
 from pynamodb.models import Model
 
-from engine.adapters.dynamodb._retry import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, error_code
+from engine.adapters.dynamodb._retry import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
+from engine.settings import DEFAULT_REGION, DEFAULT_TABLE_NAMES
 
-DEFAULT_REGION: Final = "us-east-1"
 PAY_PER_REQUEST: Final = "PAY_PER_REQUEST"
 # Open positions and orders are spread over this many partitions of their sparse indexes.
 OPEN_SHARDS: Final = 4
 # Item-level retries are ours (engine.adapters.dynamodb._retry): botocore makes exactly one attempt, so
 # the policy, its bounds and the request count live in one place.
 BOTOCORE_RETRIES: Final = 0
-
-# model name -> (environment variable, default table name)
-TABLE_ENV: Final[dict[str, tuple[str, str]]] = {
-    "StrategyModel": ("STRATEGIES_TABLE", "execution-strategies"),
-    "PositionModel": ("POSITIONS_TABLE", "execution-positions"),
-    "OrderModel": ("ORDERS_TABLE", "execution-orders"),
-    "CooldownModel": ("COOLDOWNS_TABLE", "execution-cooldowns"),
-    "CandleModel": ("CANDLES_TABLE", "execution-candles"),
-}
-
-
-# PynamoDB gives every connection (one per model) a botocore session of its own, and each
-# session loads the endpoint and service data again: five models, five times the client set-up
-# on a Lambda cold start. One session per thread serves them all (PynamoDB keeps sessions
-# per thread because botocore client creation is not thread-safe; so does this).
-_sessions = threading.local()
-
-
-def _thread_session() -> botocore.session.Session:
-    session: botocore.session.Session | None = getattr(_sessions, "session", None)
-    if session is None:
-        session = _sessions.session = botocore.session.get_session()
-    return session
-
-
-pynamodb.connection.base.get_session = _thread_session  # type: ignore[attr-defined]
-
-
-def _table_name(model_name: str) -> str:
-    env, default = TABLE_ENV[model_name]
-    return os.environ.get(env) or default
-
-
-def _host() -> str | None:
-    return os.environ.get("DYNAMODB_ENDPOINT") or None
-
-
-def _region() -> str:
-    return os.environ.get("AWS_REGION") or DEFAULT_REGION
 
 
 def open_shard(strategy_id: str) -> str:
@@ -103,8 +54,8 @@ def now_ms() -> int:
 
 
 class _Meta:
-    host = _host()
-    region = _region()
+    host: str | None = None
+    region = DEFAULT_REGION
     billing_mode = PAY_PER_REQUEST
     max_retry_attempts = BOTOCORE_RETRIES
     connect_timeout_seconds = CONNECT_TIMEOUT_S
@@ -141,7 +92,7 @@ class StrategyModel(Model):
     """One item per strategy: its definition and the version of its execution state."""
 
     class Meta(_Meta):
-        table_name = _table_name("StrategyModel")
+        table_name = DEFAULT_TABLE_NAMES["StrategyModel"]
 
     strategy_id = UnicodeAttribute(hash_key=True)
     definition = UnicodeAttribute()  # Strategy.canonical_json()
@@ -195,7 +146,7 @@ class PositionModel(Model):
     """Open and closed positions; a closed position is a trade."""
 
     class Meta(_Meta):
-        table_name = _table_name("PositionModel")
+        table_name = DEFAULT_TABLE_NAMES["PositionModel"]
 
     strategy_id = UnicodeAttribute(hash_key=True)
     position_id = UnicodeAttribute(range_key=True)
@@ -247,7 +198,7 @@ class StrategyOpenOrdersIndex(LocalSecondaryIndex["OrderModel"]):  # type: ignor
 
 class OrderModel(Model):
     class Meta(_Meta):
-        table_name = _table_name("OrderModel")
+        table_name = DEFAULT_TABLE_NAMES["OrderModel"]
 
     strategy_id = UnicodeAttribute(hash_key=True)
     order_id = UnicodeAttribute(range_key=True)
@@ -280,7 +231,7 @@ class CooldownModel(Model):
     """Per (strategy, asset): recent losing exits and the trip that currently governs."""
 
     class Meta(_Meta):
-        table_name = _table_name("CooldownModel")
+        table_name = DEFAULT_TABLE_NAMES["CooldownModel"]
 
     strategy_id = UnicodeAttribute(hash_key=True)
     asset = UnicodeAttribute(range_key=True)
@@ -304,7 +255,7 @@ class CandleModel(Model):
     """
 
     class Meta(_Meta):
-        table_name = _table_name("CandleModel")
+        table_name = DEFAULT_TABLE_NAMES["CandleModel"]
 
     market = UnicodeAttribute(hash_key=True)  # market_key(asset, timeframe)
     open_time = NumberAttribute(range_key=True)  # epoch ms: where the item's period starts
@@ -337,107 +288,3 @@ ALL_MODELS: Final[tuple[type[Model], ...]] = (
     CooldownModel,
     CandleModel,
 )
-
-
-# --- configuration ----------------------------------------------------------------------
-
-
-def reset_connections() -> None:
-    """Drop the models' cached connections (and botocore clients); the next call reconnects."""
-    for model in ALL_MODELS:
-        model._connection = None
-
-
-def bind(
-    *,
-    host: str | None,
-    region: str | None = None,
-    table_names: dict[str, str] | None = None,
-) -> None:
-    """Point every model at `host` (None = AWS) in `region`, optionally renaming tables.
-
-    `table_names` maps a model name (`StrategyModel`) to its table name. Cached connections
-    are dropped so the next request uses the new settings.
-    """
-    for model in ALL_MODELS:
-        model.Meta.host = host
-        model.Meta.region = region or DEFAULT_REGION
-        if table_names and model.__name__ in table_names:
-            model.Meta.table_name = table_names[model.__name__]
-    reset_connections()
-
-
-def create_tables(wait: bool = True) -> list[str]:
-    """Create the tables that do not exist yet (local stack, tests); returns those created.
-
-    Idempotent: existing tables are left alone, and a table another process is creating at
-    the same moment counts as existing.
-    """
-    created: list[str] = []
-    for model in ALL_MODELS:
-        if model.exists():
-            continue
-        try:
-            model.create_table(wait=wait, billing_mode=PAY_PER_REQUEST)
-        except TableError as exc:
-            if error_code(exc) != "ResourceInUseException":
-                raise
-        else:
-            created.append(model.Meta.table_name)
-    return created
-
-
-def delete_tables() -> None:
-    """Delete every table that exists (tests and local resets only)."""
-    for model in ALL_MODELS:
-        if model.exists():
-            model.delete_table()
-
-
-def table_definitions() -> dict[str, dict[str, Any]]:
-    """Each model's table as plain data, in CloudFormation's `AWS::DynamoDB::Table` terms.
-
-    Keyed by model name; each value holds `TableNameEnv` and `DefaultTableName` (how the
-    functions find the table) and `BillingMode`, `AttributeDefinitions`, `KeySchema`,
-    `GlobalSecondaryIndexes`, `LocalSecondaryIndexes` as template.yaml writes them. Lists are
-    sorted so that a comparison does not depend on declaration order.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for model in ALL_MODELS:
-        schema = model._get_schema()
-        attributes: dict[str, str] = {}
-        for attr in schema["attribute_definitions"]:
-            attributes[attr["AttributeName"]] = attr["AttributeType"]
-        indexes: dict[str, list[dict[str, Any]]] = {}
-        for kind in ("global_secondary_indexes", "local_secondary_indexes"):
-            indexes[kind] = []
-            for index in sorted(schema[kind], key=lambda i: i["index_name"]):
-                for attr in index.get("attribute_definitions", []):
-                    attributes[attr["AttributeName"]] = attr["AttributeType"]
-                indexes[kind].append(
-                    {
-                        "IndexName": index["index_name"],
-                        "KeySchema": _key_schema(index["key_schema"]),
-                        "Projection": {"ProjectionType": index["projection"]["ProjectionType"]},
-                    }
-                )
-        env, default = TABLE_ENV[model.__name__]
-        out[model.__name__] = {
-            "TableNameEnv": env,
-            "DefaultTableName": default,
-            "BillingMode": PAY_PER_REQUEST,
-            "AttributeDefinitions": [
-                {"AttributeName": name, "AttributeType": kind}
-                for name, kind in sorted(attributes.items())
-            ],
-            "KeySchema": _key_schema(schema["key_schema"]),
-            "GlobalSecondaryIndexes": indexes["global_secondary_indexes"],
-            "LocalSecondaryIndexes": indexes["local_secondary_indexes"],
-        }
-    return out
-
-
-def _key_schema(keys: Any) -> list[dict[str, str]]:
-    # HASH first, then RANGE: the order DynamoDB requires.
-    ordered = sorted(keys, key=lambda k: 0 if k["KeyType"] == "HASH" else 1)
-    return [{"AttributeName": k["AttributeName"], "KeyType": k["KeyType"]} for k in ordered]

@@ -3,7 +3,9 @@
 Loading states needs each strategy item's `state_version` (the commit condition) and
 `cooldown_assets` (which cooldown items exist). The strategy repository reads both in the same
 request that returns the definition, and leaves them here for the state repository, keyed by
-the very Strategy object it returned. A bulk evaluation (get_many, then load) therefore reads
+the very Strategy object it returned. The two repositories share a `StrategySnapshots` only
+when they are wired together (`dynamo_repositories`, which `bootstrap` uses); one built alone
+has its own and reads the strategy items itself. A bulk evaluation (get_many, then load) therefore reads
 each strategy item once, not twice.
 
 Using a version read before the positions is safe: if another evaluation commits in between,
@@ -74,8 +76,3 @@ class StrategySnapshots:
                 del self._entries[key]
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
-
-
-# What repositories built without explicit snapshots share: in one process, a
-# DynamoStrategyRepository() and a DynamoStateRepository() work together out of the box.
-SHARED_SNAPSHOTS = StrategySnapshots()

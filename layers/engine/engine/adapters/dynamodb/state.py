@@ -32,7 +32,7 @@ from engine.adapters.dynamodb.models import (
     now_ms,
     open_shard,
 )
-from engine.adapters.dynamodb.snapshots import SHARED_SNAPSHOTS, StateHead, StrategySnapshots
+from engine.adapters.dynamodb.snapshots import StateHead, StrategySnapshots
 from engine.adapters.dynamodb.strategies import head_of
 from engine.core.state import (
     Changes,
@@ -86,7 +86,7 @@ class DynamoStateRepository:
         clock: Callable[[], int] = now_ms,
         history_ttl_days: int = 0,
     ) -> None:
-        self.snapshots = snapshots if snapshots is not None else SHARED_SNAPSHOTS
+        self.snapshots = snapshots if snapshots is not None else StrategySnapshots()
         self.retry = retry or RetryPolicy()
         self.bulk_threshold = bulk_threshold
         self.consistency_window_ms = consistency_window_ms
@@ -258,7 +258,7 @@ class DynamoStateRepository:
         new_version = state.version + 1
         # Taken once: a retry under the same token must send identical parameters, or
         # DynamoDB refuses it with IdempotentParameterMismatchException.
-        now = now_ms()
+        now = self.clock()
         ttl = self.history_ttl_days
         expires = now // 1000 + ttl * 86_400 if ttl else None
         puts: list[PositionModel | OrderModel | CooldownModel] = [

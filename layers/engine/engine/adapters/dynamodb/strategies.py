@@ -16,7 +16,7 @@ from engine.adapters.dynamodb._batch import batch_get
 from engine.adapters.dynamodb._retry import RetryPolicy, error_code
 from engine.adapters.dynamodb.errors import StoredStrategyInvalid
 from engine.adapters.dynamodb.models import DueIndex, StatusTimeframeIndex, StrategyModel, now_ms
-from engine.adapters.dynamodb.snapshots import SHARED_SNAPSHOTS, StateHead, StrategySnapshots
+from engine.adapters.dynamodb.snapshots import StateHead, StrategySnapshots
 from engine.core.strategy import STRATEGY_ID_PATTERN, Strategy, StrategyInvalid
 from engine.service.strategy_cache import STRATEGY_CACHE, StrategyCache
 
@@ -49,7 +49,7 @@ class DynamoStrategyRepository:
         retry: RetryPolicy | None = None,
         cache: StrategyCache | None = None,
     ) -> None:
-        self.snapshots = snapshots if snapshots is not None else SHARED_SNAPSHOTS
+        self.snapshots = snapshots if snapshots is not None else StrategySnapshots()
         self.retry = retry or RetryPolicy()
         # definitions parsed once per content in a warm container (engine.service.strategy_cache)
         self.cache = cache if cache is not None else STRATEGY_CACHE

@@ -9,7 +9,11 @@ Importing this package stays light: ccxt and pyarrow are imported only when used
 """
 
 from engine.adapters.marketdata.ccxt_provider import CcxtProvider
-from engine.adapters.marketdata.config import PROVIDERS, provider_from_config
+from engine.adapters.marketdata.config import (
+    PROVIDERS,
+    provider_from_config,
+    provider_from_settings,
+)
 from engine.adapters.marketdata.files import FileProvider, candles_file_stem
 from engine.adapters.marketdata.freshness import (
     MAX_AGE_BARS,
@@ -34,4 +38,5 @@ __all__ = [
     "load_market",
     "parse_stale_policy",
     "provider_from_config",
+    "provider_from_settings",
 ]

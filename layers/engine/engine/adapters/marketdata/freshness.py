@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Final, Literal, cast
 
 from engine.core.candles import Candles
-from engine.core.timeframes import timeframe_ms, to_datetime
+from engine.core.timeframes import iso, timeframe_ms
 from engine.service.errors import MarketDataStale, MarketDataUnavailable
 
 StalePolicy = Literal["reject", "warn"]
@@ -37,7 +37,7 @@ def parse_stale_policy(value: str) -> StalePolicy:
 
 
 def _iso(time_ms: int) -> str:
-    return to_datetime(time_ms).isoformat().replace("+00:00", "Z")
+    return iso(time_ms)
 
 
 def check_freshness(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from engine.core.candles import Candles
-from engine.core.timeframes import to_datetime
+from engine.core.timeframes import iso
 from engine.service.errors import MarketDataStale, MarketDataUnavailable
 from engine.service.ports import CandleRepository
 
@@ -39,7 +39,7 @@ class RepositoryProvider:
         if len(closed) == 0:
             raise MarketDataUnavailable(
                 f"the candle table has no {timeframe} candles for {asset} closed by "
-                f"{to_datetime(now_ms).isoformat().replace('+00:00', 'Z')}: import them with "
+                f"{iso(now_ms)}: import them with "
                 f"`python -m engine candles import --asset {asset} --timeframe {timeframe} FILE`",
                 details=[{"asset": asset, "timeframe": timeframe}],
             )

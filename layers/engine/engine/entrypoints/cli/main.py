@@ -2,41 +2,36 @@
 
 Every subcommand is one registrar, `add_<name>_command(subparsers)`, which adds its parser
 and sets `handler` to a function `(args) -> exit code`. `build_parser` calls every registrar
-that `registrars()` lists; a command written in another module is added by importing its
-registrar there. A handler signals bad input by raising `CommandError`: `main` prints its
-message to stderr and exits with its code (2, like argparse's own usage errors).
+that `registrars()` lists. Commands import only `base` (their error and helpers), never this
+module, and bring their heavier dependencies (storage, the report) inside their handlers.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING
+
+from engine.entrypoints.cli.base import (
+    EXIT_OK,
+    CommandError,
+    Handler,
+    Registrar,
+    Subparsers,
+    load_strategy_file,
+    write_json,
+)
+from engine.entrypoints.cli.commands import add_store_commands
 
 if TYPE_CHECKING:
     from engine.core.candles import Candles
     from engine.core.strategy import Strategy
 
-Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-Registrar: TypeAlias = Callable[[Subparsers], None]
-Handler: TypeAlias = Callable[[argparse.Namespace], int]
-
-EXIT_OK = 0
-EXIT_INVALID_INPUT = 2
-
-
-class CommandError(Exception):
-    """Bad input to a command: printed as `error: <message>` and exits with `exit_code`."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_INVALID_INPUT) -> None:
-        super().__init__(message)
-        self.message = message
-        self.exit_code = exit_code
-
+__all__ = ["CommandError", "build_parser", "main"]
 
 # --- the parser -----------------------------------------------------------------------------
 
@@ -47,10 +42,6 @@ def registrars() -> list[Registrar]:
     To add a command, write `add_<name>_command(subparsers)` (in its own module when it
     brings its own dependencies, e.g. storage) and append it here.
     """
-    from engine.entrypoints.cli.commands import (
-        add_store_commands,  # brings storage: imported on demand
-    )
-
     return [add_store_commands, add_replay_command]
 
 
@@ -78,36 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-# --- shared input helpers -------------------------------------------------------------------
-
-
-def load_strategy_file(path: str | Path) -> Strategy:
-    """Read and validate a strategy JSON file; a CommandError names every problem."""
-    from engine.core.strategy import StrategyInvalid, parse_strategy
-
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CommandError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    try:
-        data: Any = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CommandError(
-            f"{path}: not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
-    try:
-        return parse_strategy(data)
-    except StrategyInvalid as exc:
-        count = len(exc.problems)
-        lines = [f"{path}: invalid strategy ({count} problem{'s' if count != 1 else ''}):"]
-        lines += [f"  {where or '(top level)'}: {message}" for where, message in exc.problems]
-        raise CommandError("\n".join(lines)) from None
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    except Exception as exc:  # one line, never a traceback; ENGINE_DEBUG=1 shows it
+        if os.environ.get("ENGINE_DEBUG"):
+            raise
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 # --- replay ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import sys
 import time
 
 from engine.entrypoints.local.template import literal_environment
+from engine.settings import Settings
 
 
 def main() -> int:
@@ -18,7 +19,7 @@ def main() -> int:
     db_port = int(os.environ.get("LOCAL_DYNAMODB_PORT", "8000"))
     api_port = int(os.environ.get("LOCAL_API_PORT", "3000"))
     endpoint = f"http://{host}:{db_port}"
-    # Configure before anything imports the storage models (they read it at import).
+    # The functions' settings, as the template gives them, pointed at the local DynamoDB.
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
     os.environ.setdefault("AWS_REGION", "us-east-1")
@@ -51,6 +52,7 @@ def _serve(host: str, api_port: int, db_port: int, endpoint: str) -> int:
     from engine.adapters.dynamodb import (
         DynamoCandleRepository,
         DynamoStrategyRepository,
+        configure,
         create_tables,
     )
     from engine.entrypoints.local.seed import (
@@ -61,6 +63,7 @@ def _serve(host: str, api_port: int, db_port: int, endpoint: str) -> int:
     )
     from engine.entrypoints.local.server import make_server
 
+    configure(Settings.from_env())
     create_tables()
     if os.environ.get("LOCAL_SEED", "1") != "0":
         DynamoStrategyRepository().put(demo_strategy())
@@ -68,7 +71,7 @@ def _serve(host: str, api_port: int, db_port: int, endpoint: str) -> int:
             DEMO_ASSET, DEMO_TIMEFRAME, demo_candles(int(time.time() * 1000))
         )
 
-    server = make_server(host, api_port)
+    server = make_server(host, api_port, log=sys.stdout)
     print(f"DynamoDB (moto) on {endpoint}", flush=True)
     print(f"API on http://{host}:{api_port}/api/v1/execution  (OpenAPI: /openapi.json)", flush=True)
     try:

@@ -12,7 +12,7 @@ import time
 import traceback
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import parse_qsl, urlsplit
 
 from engine.entrypoints.local.template import Route, api_routes, load_function_module
@@ -134,7 +134,14 @@ class LocalHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
 
-def make_server(host: str, port: int) -> ThreadingHTTPServer:
+def request_line(method: str, path: str, status: int, elapsed_s: float, at_s: float) -> str:
+    """One request as `make dev` logs it: UTC time (Z), method, path, status, milliseconds."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at_s)) + f".{int(at_s % 1 * 1000):03d}Z"
+    return f"{stamp} {method} {path} {status} {elapsed_s * 1000:.0f} ms"
+
+
+def make_server(host: str, port: int, log: TextIO | None = None) -> ThreadingHTTPServer:
+    """The API on (host, port); with `log`, one line per request is written there."""
     routes = api_routes()
     handlers = {r.function: r.load_handler() for r in routes}
     # One warm container per function: Lambda never runs two invocations in one container at
@@ -146,6 +153,7 @@ def make_server(host: str, port: int) -> ThreadingHTTPServer:
         protocol_version = "HTTP/1.1"
 
         _head_only = False
+        _status = 0
 
         def _send(
             self,
@@ -154,6 +162,7 @@ def make_server(host: str, port: int) -> ThreadingHTTPServer:
             content_type: str = "application/json",
             headers: dict[str, str] | None = None,
         ) -> None:
+            self._status = status
             self.send_response(status)
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
@@ -169,6 +178,7 @@ def make_server(host: str, port: int) -> ThreadingHTTPServer:
             """http.server's own refusals (unknown method, 414, 431, bad request line) in JSON,
             not its HTML page."""
             status = 405 if code == 501 else code  # an unknown method, on any route
+            self._status = status
             try:
                 self.send_response(status, message)
                 body = error_body(status)
@@ -201,6 +211,18 @@ def make_server(host: str, port: int) -> ThreadingHTTPServer:
             self._send(status, error_body(status, message))
 
         def _dispatch(self, method: str) -> None:
+            started, at = time.perf_counter(), time.time()
+            try:
+                self._route(method)
+            finally:
+                if log is not None:
+                    elapsed = time.perf_counter() - started
+                    path = urlsplit(self.path).path
+                    print(
+                        request_line(method, path, self._status, elapsed, at), file=log, flush=True
+                    )
+
+        def _route(self, method: str) -> None:
             url = urlsplit(self.path)
             body = self._body()
             if body is None:

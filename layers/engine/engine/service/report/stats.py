@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.core.candles import FloatArray, IntArray
-from engine.core.timeframes import DAY_MS, HOUR_MS, MINUTE_MS, to_datetime
+from engine.core.timeframes import DAY_MS, HOUR_MS, MINUTE_MS, iso
 
 _SECOND_MS = 1000
 # Timedelta.resolution_string's units, largest first (pandas ceils to the smallest unit that
@@ -228,7 +228,7 @@ def _finite(value: float) -> float | None:
 
 
 def _iso(ms: int) -> str:
-    return to_datetime(ms).isoformat().replace("+00:00", "Z")
+    return iso(ms)
 
 
 def iso_duration(ms: int) -> str:

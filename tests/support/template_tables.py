@@ -16,7 +16,7 @@
 
 `cloudformation_table_definitions()` gives them in the template's own terms, keyed by the
 environment variable, normalized (sorted attribute definitions, HASH before RANGE, indexes by
-name) like `engine.adapters.dynamodb.models.table_definitions()`, so that the two compare directly.
+name) like `engine.adapters.dynamodb.dynamodb.table_definitions()`, so that the two compare directly.
 """
 
 from __future__ import annotations

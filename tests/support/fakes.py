@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from engine.core.candles import Candles
 from engine.core.state import Changes, ExecutionState, Order, Position
@@ -146,15 +146,24 @@ class MemoryStates:
 
 
 class MemoryMarket:
+    """The one in-memory MarketDataProvider of the tests. It answers as the port says a
+    provider must: the newest `bars` bars closed by `now_ms`, never one still forming, and
+    never more history than asked for. It records what was fetched and how many bars."""
+
     def __init__(
-        self, candles: dict[tuple[str, str], Candles], failing: set[tuple[str, str]] = frozenset()
-    ) -> None:  # type: ignore[assignment]
-        self.candles = candles
+        self,
+        candles: dict[tuple[str, str], Candles] | None = None,
+        failing: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        self.candles: dict[tuple[str, str], Candles] = dict(candles or {})
         self.failing = set(failing)
         self.fetches: list[tuple[str, str]] = []
+        self.asked: list[int] = []
 
     def fetch(self, asset: str, timeframe: str, bars: int, now_ms: int) -> Candles:
-        self.fetches.append((asset, timeframe))
-        if (asset, timeframe) in self.failing or (asset, timeframe) not in self.candles:
+        pair = (asset, timeframe)
+        self.fetches.append(pair)
+        self.asked.append(bars)
+        if pair in self.failing or pair not in self.candles:
             raise MarketDataUnavailable(f"no market data for {asset} {timeframe}")
-        return self.candles[(asset, timeframe)].tail(bars + 1)
+        return self.candles[pair].closed_by(timeframe, now_ms).tail(bars)

@@ -1,6 +1,6 @@
 """Small builders for driving the pure engine core by hand in tests.
 
-Import as `from tests.core_helpers import ...`. Candles are written as (open, high, low,
+Import as `from tests.support.core import ...`. Candles are written as (open, high, low,
 close, volume) per bar on an hourly (or daily) clock starting at T0; the helpers evaluate a strategy at "the bar that opened at index t" by passing
 now = that bar's close time. Everything here is plain data so that expectations stay
 hand-computable in the tests themselves.
@@ -24,7 +24,7 @@ from engine.core.timeframes import TIMEFRAME_MS
 
 # The example strategy of DESIGN §3, as examples/ ships it (and the README uses it).
 DESIGN_EXAMPLE: dict[str, Any] = json.loads(
-    (Path(__file__).resolve().parents[1] / "examples/strategies/rsi_meanrev.json").read_text()
+    (Path(__file__).resolve().parents[2] / "examples/strategies/rsi_meanrev.json").read_text()
 )
 
 H = 3_600_000

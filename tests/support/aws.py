@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from engine.adapters import dynamodb
 from engine.adapters.dynamodb import models as storage_models
 from engine.entrypoints.local.moto import dynamodb_requests_atomic
 
@@ -66,7 +67,7 @@ def models_restored(
             model.Meta.host = host
             model.Meta.region = region
         if reset_connections:
-            storage_models.reset_connections()
+            dynamodb.reset_connections()
 
 
 def scan_tables(client: Any) -> dict[str, list[dict[str, Any]]]:

@@ -1,0 +1,1 @@
+"""What the tests share: fakes that implement the ports, AWS set-up, trial machinery."""
