@@ -25,7 +25,6 @@ from engine.service.replay import ReplayResult, replay
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.core_helpers import T0
 from tests.property.core_generators import (
     ASSETS,
     Market,
@@ -34,6 +33,7 @@ from tests.property.core_generators import (
     random_walk,
     strategy_docs,
 )
+from tests.support.core import T0
 
 COMPARED = (
     "trades",
