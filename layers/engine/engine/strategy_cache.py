@@ -28,8 +28,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Final, Generic, TypeVar
 
-from engine.core.evaluate import CompiledStrategy, compile_strategy
-from engine.core.strategy import Strategy, parse_strategy
+from engine.core.evaluate import CompiledStrategy
+from engine.core.strategy import Strategy
+from engine.strategy_parts import StrategyParts
 
 DEFAULT_MAX_ENTRIES: Final = 20_000
 # Misses since the last gc.freeze() that make the next call freeze again.
@@ -72,20 +73,22 @@ class StrategyCache:
         self._parsed: _Lru[bytes, Strategy] = _Lru(max_entries)
         self._compiled: _Lru[int, tuple[Strategy, CompiledStrategy]] = _Lru(max_entries)
         self._misses_at_freeze = 0
+        # distinct bodies validated and compiled once (engine.strategy_parts)
+        self.parts = StrategyParts()
 
     def parse(self, definition: str) -> Strategy:
         """parse_strategy(json.loads(definition)), the same object for the same text.
         Raises what parsing raises (nothing is cached then)."""
         key = hashlib.blake2b(definition.encode(), digest_size=16).digest()
-        return self._parsed.get_or_make(key, lambda: parse_strategy(json.loads(definition)))
+        return self._parsed.get_or_make(key, lambda: self.parts.parse(json.loads(definition)))
 
     def compile(self, strategy: Strategy) -> CompiledStrategy:
         """compile_strategy(strategy), once per Strategy object."""
         held, compiled = self._compiled.get_or_make(
-            id(strategy), lambda: (strategy, compile_strategy(strategy))
+            id(strategy), lambda: (strategy, self.parts.compile(strategy))
         )
         if held is not strategy:  # unreachable while the entry holds the object; be sure
-            return compile_strategy(strategy)
+            return self.parts.compile(strategy)
         return compiled
 
     @contextmanager
@@ -121,6 +124,7 @@ class StrategyCache:
             "compiled": len(self._compiled),
             "compile_hits": self._compiled.hits,
             "compile_misses": self._compiled.misses,
+            **self.parts.stats,
         }
 
 
