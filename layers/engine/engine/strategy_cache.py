@@ -12,9 +12,10 @@ Bounded (least recently used out first) and thread-safe. A bulk call runs with t
 garbage collector paused (`loading`); after compiling many new strategies the newly
 cached objects are moved out of the garbage collector's sight (`gc.freeze`): they live as long
 as the container anyway, and otherwise every collection during the evaluations walks the
-million-odd objects of ten thousand compiled strategies again. A full collection just before
-freezing keeps garbage out of the frozen set; frozen objects are still freed by reference
-counting when evicted.
+objects of ten thousand compiled strategies again. A collection of the young generations
+just before freezing keeps this call's garbage out of the frozen set; frozen objects are still
+freed by reference counting when evicted. Strategies sharing a body share its parsed and
+compiled parts (engine.strategy_parts), so there are far fewer objects to begin with.
 """
 
 from __future__ import annotations
@@ -112,7 +113,10 @@ class StrategyCache:
         misses = self._parsed.misses + self._compiled.misses
         if misses - self._misses_at_freeze >= FREEZE_AFTER_MISSES:
             self._misses_at_freeze = misses
-            gc.collect()  # garbage frozen now would never be collected
+            # Garbage frozen now would never be collected: collect first, but only the young
+            # generations, where everything made since the collector was paused sits; the
+            # old one (the imported modules, what earlier calls cached) is not walked again.
+            gc.collect(1)
             gc.freeze()
 
     @property

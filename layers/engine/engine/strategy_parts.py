@@ -22,7 +22,6 @@ noticed); differential tests compare both paths on generated documents.
 
 from __future__ import annotations
 
-import copy
 import marshal
 import threading
 from collections import OrderedDict
@@ -175,8 +174,9 @@ class StrategyParts:
             with self._lock:
                 if id(template.entry) in self._by_entry:
                     self._by_entry[id(template.entry)] = (template, compiled)
-        shared = copy.copy(compiled)  # a frozen dataclass: every field the template's but one
-        object.__setattr__(shared, "strategy", strategy)
+        # a frozen dataclass: every field the template's but one
+        shared = object.__new__(CompiledStrategy)
+        shared.__dict__.update(compiled.__dict__, strategy=strategy)
         return shared
 
     @property
@@ -187,7 +187,8 @@ class StrategyParts:
 _KEPT: Final = frozenset(Strategy.model_fields) | frozenset(BODY_FACTS)
 
 
+_BODY_FIELDS: Final = tuple(name for name in Strategy.model_fields if name not in SHELL_FIELDS)
+
+
 def _same_body(values: dict[str, Any], template: dict[str, Any]) -> bool:
-    return all(
-        values[name] is template[name] for name in Strategy.model_fields if name not in SHELL_FIELDS
-    )
+    return all(values[name] is template[name] for name in _BODY_FIELDS)
