@@ -86,6 +86,7 @@ class StrategyParts:
         # id(template.entry) -> the template, and its compilation once asked for: the entry
         # object is the template's own (each is validated afresh), kept alive by the template
         self._by_entry: dict[int, tuple[Strategy, CompiledStrategy | None]] = {}
+        self._fields_sets: dict[frozenset[str], set[str]] = {}
         self._lock = threading.Lock()
         self.fast = 0
         self.full = 0
@@ -140,6 +141,9 @@ class StrategyParts:
         values.update((k, checked.__dict__[k]) for k in SHELL_FIELDS)
         # the fields this document set, as parse_strategy would record them
         fields_set = (template.model_fields_set - set(SHELL_FIELDS)) | set(shell)
+        # one set object for every strategy with these fields set (frozen models never
+        # change theirs): tens of thousands of strategies, a handful of sets
+        fields_set = self._fields_sets.setdefault(frozenset(fields_set), fields_set)
         self.fast += 1
         # what BaseModel.model_construct does, without filling in defaults first
         strategy = Strategy.__new__(Strategy)
