@@ -595,12 +595,15 @@ def make_long_candles(n: int) -> Candles:
 IMPORT_RUNS = 5
 
 # Import the handler, then do what the first invocation does before its first network
-# call: wire the service (storage and market-data adapters) and create the DynamoDB client.
+# call: patch botocore for X-Ray, wire the service (storage and market-data adapters) and
+# create the DynamoDB client.
 _COLD_START = """
 import sys, time
 t0 = time.perf_counter()
 import app
 t1 = time.perf_counter()
+from engine.observability import patch_once
+patch_once()
 from engine.bootstrap import service
 service()
 from engine.storage.models import StrategyModel
