@@ -14,7 +14,7 @@
   report.html) adds to it, as a ratio (`replay_100k_report_overhead_ratio`);
 - strategies/s of one whole bulk call over 10,000 strategies stored as JSON: parsing,
   compiling, evaluating and answering all count (ExecutionService, dry run, market data from
-  memory);
+  memory); and the peak RSS of a fresh process making one such call over 50,000;
 - one evaluation by id against moto's DynamoDB server over HTTP, as a ratio to one GetItem
   round trip in the same run (a strategy needing 1,100+ bars of warm-up from the packed
   candle table), and those 1,122 candles read packed vs. as rows of one item per bar;
@@ -87,8 +87,12 @@ def make_strategies(n: int, seed: int = 1) -> list[Strategy]:
 
 def strategy_documents(n: int, seed: int = 1) -> list[dict[str, Any]]:
     """make_strategies' strategies as the JSON documents a client sends."""
+    return list(iter_strategy_documents(n, seed))
+
+
+def iter_strategy_documents(n: int, seed: int = 1) -> Iterator[dict[str, Any]]:
+    """strategy_documents, one at a time."""
     rnd = random.Random(seed)
-    out = []
     for i in range(n):
         asset = f"ASSET{rnd.randrange(PAIRS):03d}/USDT"
         rsi_period = rnd.choice([7, 14, 21])
@@ -107,24 +111,21 @@ def strategy_documents(n: int, seed: int = 1) -> list[dict[str, Any]]:
         if rnd.random() < 0.5:
             indicators["atr"] = {"fn": "ATR", "params": {"timeperiod": 14}}
             config["stop_loss"] = {"type": "atr", "indicator": "atr", "multiplier": 2}
-        out.append(
-            {
-                "strategy_id": f"bench-{i:05d}",
-                "name": f"bench {i}",
-                "assets": [asset],
-                "timeframe": "1h",
-                "indicators": indicators,
-                "entry": {
-                    "all": [
-                        {"left": "rsi", "op": "<", "right": rnd.choice([25, 30, 35])},
-                        {"left": "close", "op": ">", "right": "sma"},
-                    ]
-                },
-                "exit": {"left": "rsi", "op": "crosses_above", "right": 70},
-                "execution_config": config,
-            }
-        )
-    return out
+        yield {
+            "strategy_id": f"bench-{i:05d}",
+            "name": f"bench {i}",
+            "assets": [asset],
+            "timeframe": "1h",
+            "indicators": indicators,
+            "entry": {
+                "all": [
+                    {"left": "rsi", "op": "<", "right": rnd.choice([25, 30, 35])},
+                    {"left": "close", "op": ">", "right": "sma"},
+                ]
+            },
+            "exit": {"left": "rsi", "op": "crosses_above", "right": 70},
+            "execution_config": config,
+        }
 
 
 def shared_run(
@@ -321,6 +322,70 @@ def commit_concurrency(n: int = 500, latency_s: float = 0.02) -> dict[str, float
         out[f"workers_{workers}"] = round(time.perf_counter() - start, 2)
         assert result.summary.succeeded == n, result.summary
     return out
+
+
+_RSS = """
+import gc, itertools, json, resource, sys, time
+sys.path[:0] = [{bench!r}, {root!r}]
+import bulk
+from engine.service.execution import ExecutionService
+from engine.service.strategy_cache import StrategyCache
+from tests.support.fakes import MemoryMarket, MemoryStates, MemoryStrategies
+
+n = {n}
+cache = StrategyCache()
+
+
+class StoredAsJson(MemoryStrategies):
+    # definitions as a read returns them, slice by slice: the table holds them, not here
+
+    def __init__(self):
+        super().__init__()
+        self.documents = bulk.iter_strategy_documents(n, seed=5)
+
+    def get_many(self, strategy_ids):
+        read = {{d["strategy_id"]: json.dumps(d) for d in itertools.islice(self.documents, len(strategy_ids))}}
+        assert list(read) == list(strategy_ids)
+        return {{i: cache.parse(text) for i, text in read.items()}}
+
+
+service = ExecutionService(
+    StoredAsJson(), MemoryStates(), MemoryMarket(bulk.ALL_CANDLES), stale_policy="warn",
+    clock=lambda: bulk.NOW, max_bulk=n, strategy_cache=cache,
+)
+
+
+def peak_mib():
+    # VmHWM: this process's own peak. ru_maxrss would not do: Linux carries it over from
+    # the parent across fork and exec, so a child of a big process reports the parent's.
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+gc.collect()
+before = peak_mib()
+start = time.perf_counter()
+result = service.evaluate_bulk([f"bench-{{i:05d}}" for i in range(n)], persist=False)
+elapsed = time.perf_counter() - start
+assert result.summary.succeeded == n, result.summary
+print(before, peak_mib(), n / elapsed)
+"""
+
+
+def rss_whole(n: int) -> tuple[float, float, float]:
+    """Peak RSS (MiB, VmHWM) of a fresh process making one whole bulk call over n
+    strategies stored as JSON (as `bulk_whole`, the definitions made as each slice is read,
+    as a DynamoDB read would return them), the peak before the call (interpreter, imports,
+    market data), and that call's strategies/s."""
+    code = _RSS.format(bench=str(ROOT / "bench"), root=str(ROOT), n=n)
+    answer = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    before, peak, rate = (float(x) for x in answer.stdout.split())
+    return peak, before, rate
 
 
 def bulk_whole(n: int) -> tuple[float, float]:
@@ -553,12 +618,15 @@ def make_long_candles(n: int) -> Candles:
 IMPORT_RUNS = 5
 
 # Import the handler, then do what the first invocation does before its first network
-# call: wire the service (storage and market-data adapters) and create the DynamoDB client.
+# call: patch botocore for X-Ray, wire the service (storage and market-data adapters) and
+# create the DynamoDB client.
 _COLD_START = """
 import sys, time
 t0 = time.perf_counter()
 import app
 t1 = time.perf_counter()
+from engine.entrypoints.observability import patch_once
+patch_once()
 from engine.bootstrap import service
 service()
 from engine.adapters.dynamodb.models import StrategyModel
@@ -702,6 +770,14 @@ def main() -> None:
             figures["dynamodb_requests_quiet_tick_1000"],
             figures["dynamodb_requests_new_bar_1000"],
         ) = quiet
+    peak, before, rate = rss_whole(50_000)
+    figures["rss_mib_50000"] = round(peak)
+    figures["rss_mib_before_call"] = round(before)
+    figures["bulk_whole_50000_per_s"] = round(rate)
+    print(
+        f"whole bulk call over 50000 strategies in a fresh process: peak RSS {peak:.0f} MiB "
+        f"({before:.0f} MiB before the call), {rate:,.0f}/s"
+    )
     whole, warm = bulk_whole(10_000)
     figures["bulk_whole_10000_per_s"] = round(whole)
     figures["bulk_whole_10000_warm_per_s"] = round(warm)

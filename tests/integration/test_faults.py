@@ -51,9 +51,9 @@ from engine.adapters.dynamodb import (
 from engine.adapters.dynamodb.models import StrategyModel
 from engine.core.candles import Candles
 from engine.core.strategy import Strategy, parse_strategy
-from engine.service import execution as service_module
 from engine.service.errors import EngineError, MarketDataUnavailable, StorageUnavailable
 from engine.service.execution import BulkFailure, ExecutionService
+from engine.service import execution as service_module
 from engine.service.schedule import run_scheduled_tick
 from moto import mock_aws
 
@@ -582,6 +582,25 @@ def check_backoff(sleeps: list[float]) -> None:
         assert cap / 2 <= slept <= cap, (n, sleeps)
 
 
+def check_concurrent_backoffs(sleeps: list[float], calls: int | None = None) -> None:
+    """Backoffs of calls that may run concurrently (an evaluation's open positions and open
+    orders are queried together), interleaved: each is retry n's of some call, in
+    [cap/2, cap] with cap = base·2^n, and no call retries n+1 times before n times (with
+    `calls`, exactly that many calls retried each time)."""
+    per_retry: list[int] = []
+    for slept in sleeps:
+        n = next(
+            (n for n in range(ATTEMPTS) if BASE_DELAY * 2**n / 2 <= slept < BASE_DELAY * 2**n),
+            None,
+        )
+        assert n is not None, sleeps
+        per_retry.extend([0] * (n + 1 - len(per_retry)))
+        per_retry[n] += 1
+    assert per_retry == sorted(per_retry, reverse=True), (per_retry, sleeps)
+    if calls is not None:
+        assert per_retry == [calls] * (ATTEMPTS - 1), (per_retry, sleeps)
+
+
 def test_the_scenario_exercises_every_kind_of_write(world: World) -> None:
     expected = baseline(world, "bulk")
     entries, exits, again = (outcomes for outcomes, _ in expected)
@@ -636,9 +655,8 @@ def test_transient_fault_is_retried_with_backoff_and_the_result_is_the_normal_on
         assert world.faults.replays == 0
         called = [op for op in operations if world.faults.calls(op)]
         assert all(faults[op].hits == 2 for op in called)
-        assert len(world.sleeps) == 2 * len(called)  # two backoffs per failing call
-        for n in range(len(called)):
-            check_backoff(world.sleeps[2 * n : 2 * n + 2])
+        assert len(world.sleeps) == 2 * len(called)  # two backoffs per failing operation
+        check_concurrent_backoffs(world.sleeps)
         hit.update(called)
     assert hit == set(operations)  # every operation was part of some step
 
@@ -668,8 +686,10 @@ def test_persistent_fault_is_503_storage_unavailable_and_writes_nothing(
         if fault.hits:
             hit += 1
             assert got == {SINGLE_ID: {"error": "storage_unavailable", "status": 503}}
-            assert fault.hits == ATTEMPTS and len(world.sleeps) == ATTEMPTS - 1
-            check_backoff(world.sleeps)
+            # the open positions and the open orders are queried together: both fail
+            calls = 2 if operation == "Query" else 1
+            assert fault.hits == calls * ATTEMPTS
+            check_concurrent_backoffs(world.sleeps, calls)
             assert scan_all() == before  # not one attribute of one item changed
             world.faults.clear()
             got = world.single(step, SINGLE_ID)

@@ -6,8 +6,10 @@ tells operators to watch.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -27,8 +29,27 @@ logger = Logger(service=SERVICE)
 logging.getLogger("engine")
 copy_config_to_registered_loggers(source_logger=logger, include={"engine"})
 # Patch only what the engine calls (DynamoDB and SQS through botocore): patching every
-# library X-Ray knows costs a large share of the cold start.
-tracer = Tracer(service=SERVICE, patch_modules=["botocore"])
+# library X-Ray knows costs a large share of the cold start. And patch it when the first
+# invocation starts, not at import: the patch imports botocore's client machinery, a quarter
+# of a handler's import, which the first request's DynamoDB client needs anyway, but which
+# at import would count twice over: in the init phase, and for every module that is only
+# imported (tests, the CLI, the local server). Patching is of botocore's client class, so
+# clients made before it are traced too.
+tracer = Tracer(service=SERVICE, auto_patch=False)
+_PATCHED: list[bool] = []
+_PATCH_LOCK = threading.Lock()
+
+
+def patch_once() -> None:
+    """Patch botocore for X-Ray, once per container (a no-op where tracing is disabled)."""
+    if _PATCHED:
+        return
+    with _PATCH_LOCK:
+        if not _PATCHED:
+            tracer.patch(modules=["botocore"])
+            _PATCHED.append(True)
+
+
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -43,7 +64,13 @@ def instrumented(correlation_id_path: str | None = None) -> Callable[[Handler], 
         logged: Handler = logger.inject_lambda_context(
             flushed, correlation_id_path=correlation_id_path, clear_state=True
         )
-        return logged
+
+        @functools.wraps(handler)
+        def patched(event: dict[str, Any], context: Any) -> dict[str, Any]:
+            patch_once()
+            return logged(event, context)
+
+        return patched
 
     return wrap
 

@@ -12,9 +12,10 @@ Bounded (least recently used out first) and thread-safe. A bulk call runs with t
 garbage collector paused (`loading`); after compiling many new strategies the newly
 cached objects are moved out of the garbage collector's sight (`gc.freeze`): they live as long
 as the container anyway, and otherwise every collection during the evaluations walks the
-million-odd objects of ten thousand compiled strategies again. A full collection just before
-freezing keeps garbage out of the frozen set; frozen objects are still freed by reference
-counting when evicted.
+objects of ten thousand compiled strategies again. A collection of the young generations
+just before freezing keeps this call's garbage out of the frozen set; frozen objects are still
+freed by reference counting when evicted. Strategies sharing a body share its parsed and
+compiled parts (engine.service.strategy_parts), so there are far fewer objects to begin with.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Final, Generic, TypeVar
 
-from engine.core.evaluate import CompiledStrategy, compile_strategy
-from engine.core.strategy import Strategy, parse_strategy
+from engine.core.evaluate import CompiledStrategy
+from engine.core.strategy import Strategy
+from engine.service.strategy_parts import StrategyParts
 
 DEFAULT_MAX_ENTRIES: Final = 20_000
 # Misses since the last gc.freeze() that make the next call freeze again.
@@ -72,20 +74,22 @@ class StrategyCache:
         self._parsed: _Lru[bytes, Strategy] = _Lru(max_entries)
         self._compiled: _Lru[int, tuple[Strategy, CompiledStrategy]] = _Lru(max_entries)
         self._misses_at_freeze = 0
+        # distinct bodies validated and compiled once (engine.service.strategy_parts)
+        self.parts = StrategyParts()
 
     def parse(self, definition: str) -> Strategy:
         """parse_strategy(json.loads(definition)), the same object for the same text.
         Raises what parsing raises (nothing is cached then)."""
         key = hashlib.blake2b(definition.encode(), digest_size=16).digest()
-        return self._parsed.get_or_make(key, lambda: parse_strategy(json.loads(definition)))
+        return self._parsed.get_or_make(key, lambda: self.parts.parse(json.loads(definition)))
 
     def compile(self, strategy: Strategy) -> CompiledStrategy:
         """compile_strategy(strategy), once per Strategy object."""
         held, compiled = self._compiled.get_or_make(
-            id(strategy), lambda: (strategy, compile_strategy(strategy))
+            id(strategy), lambda: (strategy, self.parts.compile(strategy))
         )
         if held is not strategy:  # unreachable while the entry holds the object; be sure
-            return compile_strategy(strategy)
+            return self.parts.compile(strategy)
         return compiled
 
     @contextmanager
@@ -109,7 +113,10 @@ class StrategyCache:
         misses = self._parsed.misses + self._compiled.misses
         if misses - self._misses_at_freeze >= FREEZE_AFTER_MISSES:
             self._misses_at_freeze = misses
-            gc.collect()  # garbage frozen now would never be collected
+            # Garbage frozen now would never be collected: collect first, but only the young
+            # generations, where everything made since the collector was paused sits; the
+            # old one (the imported modules, what earlier calls cached) is not walked again.
+            gc.collect(1)
             gc.freeze()
 
     @property
@@ -121,6 +128,7 @@ class StrategyCache:
             "compiled": len(self._compiled),
             "compile_hits": self._compiled.hits,
             "compile_misses": self._compiled.misses,
+            **self.parts.stats,
         }
 
 

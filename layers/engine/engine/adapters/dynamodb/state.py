@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from functools import partial
 from typing import Any, Final
 
 from pynamodb.exceptions import TransactWriteError
@@ -44,6 +46,7 @@ from engine.core.state import (
 )
 from engine.core.strategy import MAX_WRITES_PER_EVALUATION, Strategy
 from engine.core.timeframes import to_datetime, to_ms
+from engine.service.deadline import in_this_context
 from engine.service.errors import ConcurrentEvaluation, EngineError, StrategyNotFound
 from engine.service.ports import EvaluatedBar
 
@@ -53,6 +56,9 @@ log = logging.getLogger(__name__)
 MAX_TRANSACTION_ITEMS: Final = MAX_WRITES_PER_EVALUATION  # validation keeps strategies within it
 DEFAULT_BULK_THRESHOLD: Final = 8
 DEFAULT_CONSISTENCY_WINDOW_MS: Final = 10_000
+# Threads for the open-item queries of a small load, kept for the container's life (each
+# thread's botocore session is made once): two per strategy of up to DEFAULT_BULK_THRESHOLD.
+_OPEN_ITEM_QUERIES: Final = ThreadPoolExecutor(max_workers=4, thread_name_prefix="open-items")
 _HEAD_ATTRIBUTES: Final = [
     "strategy_id",
     "state_version",
@@ -161,22 +167,41 @@ class DynamoStateRepository:
     def _open_items_by_strategy(
         self, ids: Sequence[str]
     ) -> tuple[dict[str, list[Position]], dict[str, list[Order]]]:
+        """Each strategy's open positions and open orders: two queries each, sent together
+        (an evaluation by id waits for the slower of them, not for both in turn)."""
+
+        def query_positions(sid: str) -> list[PositionModel]:
+            index = PositionModel.strategy_open_positions_index
+            return list(index.query(sid, consistent_read=True))
+
+        def query_orders(sid: str) -> list[OrderModel]:
+            index = OrderModel.strategy_open_orders_index
+            return list(index.query(sid, consistent_read=True))
+
+        def read_positions(sid: str) -> list[Position]:
+            items = self.retry.call("Query", partial(query_positions, sid))
+            return [position_from_item(i) for i in items]
+
+        def read_orders(sid: str) -> list[Order]:
+            return [
+                order_from_item(i) for i in self.retry.call("Query", partial(query_orders, sid))
+            ]
+
+        pending: dict[str, tuple[Future[list[Position]], Future[list[Order]]]] = {
+            sid: (
+                _OPEN_ITEM_QUERIES.submit(in_this_context(read_positions), sid),
+                _OPEN_ITEM_QUERIES.submit(in_this_context(read_orders), sid),
+            )
+            for sid in ids
+        }
         positions: dict[str, list[Position]] = {}
         orders: dict[str, list[Order]] = {}
-        for sid in ids:
-
-            def query_positions(sid: str = sid) -> list[PositionModel]:
-                index = PositionModel.strategy_open_positions_index
-                return list(index.query(sid, consistent_read=True))
-
-            def query_orders(sid: str = sid) -> list[OrderModel]:
-                index = OrderModel.strategy_open_orders_index
-                return list(index.query(sid, consistent_read=True))
-
-            positions[sid] = [
-                position_from_item(i) for i in self.retry.call("Query", query_positions)
-            ]
-            orders[sid] = [order_from_item(i) for i in self.retry.call("Query", query_orders)]
+        # every query ended before any failure is raised: none is left retrying behind it
+        every: list[Future[Any]] = [f for pair in pending.values() for f in pair]
+        wait(every)
+        for sid, (p_future, o_future) in pending.items():
+            positions[sid] = p_future.result()  # a failure is raised as the query raised it
+            orders[sid] = o_future.result()
         return positions, orders
 
     def _open_items_from_indexes(

@@ -1,0 +1,60 @@
+"""X-Ray patching of botocore happens when a handler is first invoked, not when it is imported
+(issue 14: the patch imports botocore's client machinery, a quarter of a handler's import),
+and it does happen: in Lambda's environment, by the first invocation, before any request."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FUNCTION = ROOT / "functions" / "evaluate_by_id"
+
+_PROBE = """
+import json, sys
+import app
+imported = "botocore.client" in sys.modules
+try:
+    app.lambda_handler({"not": "an api gateway event"}, None)
+except Exception:
+    pass  # no context, no route: what matters is what the wrapper did first
+import botocore.client
+print(json.dumps({
+    "client_at_import": imported,
+    "patched": getattr(botocore.client, "_xray_enabled", False),  # set by X-Ray's patch
+}))
+"""
+
+
+def lambda_env() -> dict[str, str]:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from lambda_env import lambda_environment
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
+    return {
+        **keep,
+        **lambda_environment(FUNCTION),
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "PYTHONPATH": str(ROOT / "layers" / "engine"),
+    }
+
+
+def test_the_handler_patches_botocore_on_its_first_invocation_not_at_import() -> None:
+    answer = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        capture_output=True,
+        text=True,
+        env=lambda_env(),
+        cwd=FUNCTION,
+        check=True,
+    )
+    assert json.loads(answer.stdout.strip().splitlines()[-1]) == {
+        "client_at_import": False,
+        "patched": True,
+    }
