@@ -24,7 +24,7 @@ from engine.entrypoints.http import (
     responses,
 )
 from engine.entrypoints.observability import instrumented, logger, metrics
-from engine.service.execution import BulkResult, ScheduledResult
+from engine.service.results import BulkResult, ScheduledResult
 from engine.service.schedule import (
     ChunkIncomplete,
     evaluate_chunk,

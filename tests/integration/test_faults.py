@@ -51,9 +51,10 @@ from engine.adapters.dynamodb import (
 from engine.adapters.dynamodb.models import StrategyModel
 from engine.core.candles import Candles
 from engine.core.strategy import Strategy, parse_strategy
-from engine.service.errors import EngineError, MarketDataUnavailable, StorageUnavailable
-from engine.service.execution import BulkFailure, ExecutionService
 from engine.service import execution as service_module
+from engine.service.errors import EngineError, MarketDataUnavailable, StorageUnavailable
+from engine.service.execution import ExecutionService
+from engine.service.results import BulkFailure
 from engine.service.schedule import run_scheduled_tick
 from moto import mock_aws
 

@@ -36,8 +36,9 @@ from engine.adapters.dynamodb import RetryPolicy, dynamo_repositories
 from engine.core.candles import Candles
 from engine.core.strategy import Strategy, parse_strategy
 from engine.core.timeframes import bucket_start, timeframe_ms, to_ms
-from engine.service.execution import BulkFailure, ExecutionService, ScheduledResult
+from engine.service.execution import ExecutionService
 from engine.service.ports import MarketDataProvider, StateRepository, StrategyRepository
+from engine.service.results import BulkFailure, ScheduledResult
 from engine.service.schedule import ChunkIncomplete, evaluate_chunk, run_scheduled_tick
 
 from tests.support.fakes import MemoryMarket, MemoryStates, MemoryStrategies

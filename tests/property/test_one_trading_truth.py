@@ -23,8 +23,9 @@ from engine.core.evaluate import compile_strategy
 from engine.core.state import EvaluationResult
 from engine.core.strategy import Strategy, parse_strategy
 from engine.core.timeframes import TIMEFRAME_MS, timeframe_ms
-from engine.service.execution import BulkFailure, ExecutionService
+from engine.service.execution import ExecutionService
 from engine.service.replay import replay
+from engine.service.results import BulkFailure
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

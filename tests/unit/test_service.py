@@ -17,7 +17,8 @@ from engine.service.errors import (
     StorageUnavailable,
     StrategyNotFound,
 )
-from engine.service.execution import BulkFailure, ExecutionService
+from engine.service.execution import ExecutionService
+from engine.service.results import BulkFailure
 from engine.service.schedule import ChunkIncomplete, evaluate_chunk, plan_chunks, run_scheduled_tick
 
 from tests.support.fakes import MemoryMarket, MemoryStates, MemoryStrategies

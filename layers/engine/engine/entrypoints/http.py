@@ -30,7 +30,8 @@ from engine.core.strategy import _clean_loc as clean_loc
 from engine.entrypoints.observability import record_error
 from engine.service.deadline import time_budget
 from engine.service.errors import EngineError, InvalidRequest, MalformedJson
-from engine.service.execution import MAX_BULK_STRATEGIES, ErrorBody
+from engine.service.execution import MAX_BULK_STRATEGIES
+from engine.service.results import ErrorBody
 
 BASE_PATH = "/api/v1/execution"
 MAX_BODY_BYTES = 256 * 1024

@@ -15,10 +15,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from engine.adapters.marketdata import StalePolicy, load_market
 from engine.adapters.marketdata.shared import SharedMarketData
@@ -42,6 +41,15 @@ from engine.service.ports import (
     StateRepository,
     StrategyRepository,
 )
+from engine.service.results import (
+    BulkFailure,
+    BulkResult,
+    BulkSummary,
+    ErrorBody,
+    LateEvaluation,
+    ScheduledResult,
+    SkippedStrategy,
+)
 from engine.service.strategy_cache import STRATEGY_CACHE, StrategyCache
 
 logger = logging.getLogger("engine.service.execution")
@@ -64,56 +72,6 @@ _EARLY_FETCHES = ThreadPoolExecutor(max_workers=1, thread_name_prefix="market-da
 
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)
-
-
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-    details: list[dict[str, str]] = Field(default_factory=list)
-
-
-class BulkFailure(BaseModel):
-    strategy_id: str
-    error: ErrorBody
-
-
-class BulkSummary(BaseModel):
-    requested: int
-    succeeded: int
-    failed: int
-    pairs: int
-    market_data_fetches: int
-    indicator_computations: int
-    duration_ms: int
-
-
-class BulkResult(BaseModel):
-    results: list[EvaluationResult | BulkFailure]
-    summary: BulkSummary
-
-
-class SkippedStrategy(BaseModel):
-    """A strategy a scheduled run did not evaluate, and why (neither is a failure)."""
-
-    strategy_id: str
-    reason: Literal["paused", "already_evaluated"]
-
-
-class LateEvaluation(BaseModel):
-    """A scheduled evaluation at a newer bar than the one its tick was for (a late or
-    redelivered chunk): signals act at the newest closed bar only."""
-
-    strategy_id: str
-    scheduled_bar: datetime = Field(description="newest bar closed at the tick's time")
-    bar: datetime = Field(description="the bar evaluated")
-    bars_passed_over: int
-
-
-class ScheduledResult(BulkResult):
-    """A scheduled run over some strategy ids: the bulk answer, and what it left alone."""
-
-    skipped: list[SkippedStrategy] = Field(default_factory=list)
-    late: list[LateEvaluation] = Field(default_factory=list)
 
 
 @dataclass

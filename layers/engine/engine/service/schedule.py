@@ -19,13 +19,8 @@ from typing import Any, Protocol
 from engine.core.state import EvaluationResult
 from engine.core.strategy import Strategy
 from engine.core.timeframes import iso
-from engine.service.execution import (
-    BulkFailure,
-    ExecutionService,
-    LateEvaluation,
-    ScheduledResult,
-    SkippedStrategy,
-)
+from engine.service.execution import ExecutionService
+from engine.service.results import BulkFailure, LateEvaluation, ScheduledResult, SkippedStrategy
 
 log = logging.getLogger("engine.service.schedule")
 
