@@ -5,8 +5,8 @@ in the template's own terms so a test can compare the two.
 
 Configuration is read from the environment when this module is imported:
 
-- table names: STRATEGIES_TABLE, POSITIONS_TABLE, ORDERS_TABLE, COOLDOWNS_TABLE, CANDLES_TABLE
-  (defaults `execution-strategies`, `execution-positions`, ...);
+- table names: STRATEGIES_TABLE, POSITIONS_TABLE, ORDERS_TABLE, COOLDOWNS_TABLE, CANDLES_TABLE,
+  OUTBOX_TABLE (defaults `execution-strategies`, `execution-positions`, ...);
 - DYNAMODB_ENDPOINT: the endpoint (moto's server locally); unset means real AWS;
 - AWS_REGION: the region, default us-east-1.
 
@@ -56,6 +56,7 @@ TABLE_ENV: Final[dict[str, tuple[str, str]]] = {
     "OrderModel": ("ORDERS_TABLE", "execution-orders"),
     "CooldownModel": ("COOLDOWNS_TABLE", "execution-cooldowns"),
     "CandleModel": ("CANDLES_TABLE", "execution-candles"),
+    "OutboxModel": ("OUTBOX_TABLE", "execution-outbox"),
 }
 
 
@@ -290,6 +291,34 @@ class CooldownModel(Model):
     tier = UnicodeAttribute(null=True)  # short | long
 
 
+# --- event outbox -----------------------------------------------------------------------
+
+
+class OutboxModel(Model):
+    """The order events of one commit (DESIGN §12), written in the commit's own transaction.
+
+    One item per (strategy, state version): a commit's events, packed, cost the transaction
+    one item whatever their number. The table's stream (new images) feeds the publisher,
+    which puts the events on the EventBridge bus; the stream keeps one strategy's items in
+    the order they were written. Items expire (TTL `expires_at`) after OUTBOX_TTL_DAYS, long
+    after the stream (24 hours) has passed them on: they are what a republish reads.
+    """
+
+    class Meta(_Meta):
+        table_name = _table_name("OutboxModel")
+        stream_view_type = "NEW_IMAGE"
+
+    strategy_id = UnicodeAttribute(hash_key=True)
+    state_version = NumberAttribute(range_key=True)  # the version the commit wrote
+    events = UnicodeAttribute()  # a JSON array of engine.core.events.Event, in sequence order
+    committed_at = NumberAttribute()  # epoch ms
+    expires_at = NumberAttribute(null=True)  # epoch s (DynamoDB TTL)
+
+
+# Days an outbox item is kept (the stream itself keeps records for 24 hours).
+OUTBOX_TTL_DAYS: Final = 7
+
+
 # --- candles ----------------------------------------------------------------------------
 
 
@@ -336,6 +365,7 @@ ALL_MODELS: Final[tuple[type[Model], ...]] = (
     OrderModel,
     CooldownModel,
     CandleModel,
+    OutboxModel,
 )
 
 
@@ -399,7 +429,8 @@ def table_definitions() -> dict[str, dict[str, Any]]:
 
     Keyed by model name; each value holds `TableNameEnv` and `DefaultTableName` (how the
     functions find the table) and `BillingMode`, `AttributeDefinitions`, `KeySchema`,
-    `GlobalSecondaryIndexes`, `LocalSecondaryIndexes` as template.yaml writes them. Lists are
+    `GlobalSecondaryIndexes`, `LocalSecondaryIndexes` (and `StreamSpecification` for a table
+    with a stream) as template.yaml writes them. Lists are
     sorted so that a comparison does not depend on declaration order.
     """
     out: dict[str, dict[str, Any]] = {}
@@ -434,6 +465,9 @@ def table_definitions() -> dict[str, dict[str, Any]]:
             "GlobalSecondaryIndexes": indexes["global_secondary_indexes"],
             "LocalSecondaryIndexes": indexes["local_secondary_indexes"],
         }
+        stream = getattr(model.Meta, "stream_view_type", None)
+        if stream is not None:
+            out[model.__name__]["StreamSpecification"] = {"StreamViewType": stream}
     return out
 
 

@@ -13,6 +13,7 @@ from typing import Any, Final
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
+from engine.core.events import derive_events
 from engine.core.state import (
     Changes,
     CooldownState,
@@ -21,7 +22,7 @@ from engine.core.state import (
     Order,
     Position,
 )
-from engine.core.strategy import MAX_WRITES_PER_EVALUATION, Strategy
+from engine.core.strategy import COMMIT_OVERHEAD_ITEMS, MAX_WRITES_PER_EVALUATION, Strategy
 from engine.core.timeframes import to_datetime, to_ms
 from engine.errors import ConcurrentEvaluation, EngineError, StrategyNotFound
 from engine.ports import EvaluatedBar
@@ -34,11 +35,13 @@ from engine.storage.models import (
     OpenOrdersIndex,
     OpenPositionsIndex,
     OrderModel,
+    OutboxModel,
     PositionModel,
     StrategyModel,
     now_ms,
     open_shard,
 )
+from engine.storage.outbox import outbox_item
 from engine.storage.snapshots import SHARED_SNAPSHOTS, StateHead, StrategySnapshots
 from engine.storage.strategies import head_of
 
@@ -242,12 +245,13 @@ class DynamoStateRepository:
         strangers.discard(sid)
         if strangers:
             raise ValueError(f"changes for strategy {sid!r} hold items of {sorted(strangers)}")
-        total = 1 + len(positions) + len(orders) + len(cooldowns)
+        total = COMMIT_OVERHEAD_ITEMS + len(positions) + len(orders) + len(cooldowns)
         if total > MAX_TRANSACTION_ITEMS:
             raise TransactionTooLarge(
                 f"strategy {sid}: one evaluation changed {len(positions)} positions, "
                 f"{len(orders)} orders and {len(cooldowns)} cooldowns; with the state version "
-                f"that is {total} items, above DynamoDB's {MAX_TRANSACTION_ITEMS} per transaction. "
+                f"and the event outbox that is {total} items, above DynamoDB's "
+                f"{MAX_TRANSACTION_ITEMS} per transaction. "
                 "Nothing was written; reduce assets or max_open_positions."
             )
         new_version = state.version + 1
@@ -256,11 +260,22 @@ class DynamoStateRepository:
         now = now_ms()
         ttl = self.history_ttl_days
         expires = now // 1000 + ttl * 86_400 if ttl else None
-        puts: list[PositionModel | OrderModel | CooldownModel] = [
+        puts: list[PositionModel | OrderModel | CooldownModel | OutboxModel] = [
             *(position_item(p, expires) for p in positions),
             *(order_item(o, expires) for o in orders),
             *(cooldown_item(sid, c) for c in cooldowns),
         ]
+        # The order events of this commit, in the same transaction: they exist exactly
+        # when the commit does (DESIGN §12; engine.storage.outbox).
+        events = derive_events(
+            state,
+            changes,
+            version=new_version,
+            committed_ms=now,
+            bar_ms=None if evaluated is None else evaluated.bar_ms,
+        )
+        if events:
+            puts.append(outbox_item(sid, new_version, events, now))
         condition = version_condition(state.version)
         # One token per logical commit: a retry after a lost response is then answered from
         # DynamoDB's idempotency window instead of failing its own version condition. After a
