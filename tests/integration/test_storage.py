@@ -403,7 +403,8 @@ def test_configuration_is_read_from_the_environment_at_import() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout) == [
-        [name, "http://127.0.0.1:8000", "eu-west-1"] for name in ("s-t", "p-t", "o-t", "c-t", "k-t", "x-t")
+        [name, "http://127.0.0.1:8000", "eu-west-1"]
+        for name in ("s-t", "p-t", "o-t", "c-t", "k-t", "x-t")
     ]
     for key in ("STRATEGIES_TABLE", "DYNAMODB_ENDPOINT", "AWS_REGION"):
         env.pop(key)
