@@ -48,8 +48,9 @@ def registrars() -> list[Registrar]:
     brings its own dependencies, e.g. storage) and append it here.
     """
     from engine.commands import add_store_commands  # brings storage: imported on demand
+    from engine.events.cli import add_events_commands
 
-    return [add_store_commands, add_replay_command]
+    return [add_store_commands, add_replay_command, add_events_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:
