@@ -189,9 +189,16 @@ class Bus:
     faults: Faults
     first_put: list[Event] = field(default_factory=list)
     crash_after: int | None = None
+    outage: int = 0  # calls still to refuse whole
     _seen: set[str] = field(default_factory=set)
 
     def put(self, events: Sequence[Event]) -> list[int]:
+        if self.outage > 0:
+            self.outage -= 1
+            self.faults.counts["bus outage call"] += 1
+            if self.rng.random() < 0.5:
+                raise ConnectionError("EventBridge unavailable")
+            return list(range(len(events)))
         refused = []
         for i, event in enumerate(events):
             if self.crash_after is not None:
@@ -321,6 +328,8 @@ def _publish_all(rng: random.Random, store: Store, bus: Bus, faults: Faults) -> 
             batch = [records[position - 1], *batch]
         if rng.random() < 0.15:
             bus.crash_after = rng.randint(0, 6)
+        if rng.random() < 0.1:
+            bus.outage = rng.randint(1, 6)  # longer than the publisher's 3 attempts, at times
         try:
             answer = handle_stream_batch(batch, publisher)
         except Crash:
@@ -400,6 +409,7 @@ def test_every_committed_change_reaches_the_subscriber_and_nothing_else() -> Non
         "publisher crashed",
         "entry refused",
         "record reported failed",
+        "bus outage call",
         "stream record twice",
         "bus delivered twice",
         "subscriber 5xx",
