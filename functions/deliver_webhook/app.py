@@ -7,7 +7,6 @@ from functools import cache
 from typing import Any
 
 import boto3
-from engine.bootstrap import positive_int
 from engine.events.secrets import ParameterSecret
 from engine.events.webhook import (
     RetrySchedule,
@@ -32,7 +31,8 @@ def _queue() -> SqsDeliveryQueue:
     )
 
 
-SCHEDULE = RetrySchedule(attempts=positive_int(os.environ, "WEBHOOK_ATTEMPTS", default=8))
+# WebhookQueue's maxReceiveCount: the last receipt is not delayed (the redrive takes it)
+SCHEDULE = RetrySchedule(attempts=int(os.environ.get("WEBHOOK_ATTEMPTS") or 8))
 
 
 @logger.inject_lambda_context
