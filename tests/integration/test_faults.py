@@ -49,7 +49,7 @@ from engine.schedule import run_scheduled_tick
 from engine.service import BulkFailure, ExecutionService
 from engine.storage import ALL_MODELS, DynamoRepositories, RetryPolicy, dynamo_repositories
 from engine.storage import models as storage_models
-from engine.storage.models import StrategyModel
+from engine.storage.models import OutboxModel, StrategyModel
 from moto import mock_aws
 
 from tests.aws_fakes import moto_requests_atomic, scan_tables, use_fake_aws
@@ -404,18 +404,30 @@ WALL_CLOCK = ("updated_at", "committed_at")
 
 
 def normalized(scan: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
-    """The scan without the wall-clock times of strategy items (two runs never share them)."""
+    """The scan without the wall-clock times of strategy items and of the event outbox's
+    items and events (two runs never share them)."""
     strategies = StrategyModel.Meta.table_name
+    outbox = OutboxModel.Meta.table_name
     return {
         table: sorted(
             (
-                {k: v for k, v in item.items() if table != strategies or k not in WALL_CLOCK}
+                _without_commit_time(item)
+                if table == outbox
+                else {k: v for k, v in item.items() if table != strategies or k not in WALL_CLOCK}
                 for item in items
             ),
             key=lambda i: json.dumps(i, sort_keys=True),
         )
         for table, items in scan.items()
     }
+
+
+def _without_commit_time(item: dict[str, Any]) -> dict[str, Any]:
+    events = [
+        {k: v for k, v in event.items() if k != "time"} for event in json.loads(item["events"]["S"])
+    ]
+    kept = {k: v for k, v in item.items() if k not in ("committed_at", "expires_at", "events")}
+    return {**kept, "events": events}
 
 
 def by_strategy(scan: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, list[Any]]]:
