@@ -161,7 +161,12 @@ class Event(BaseModel):
 @dataclass(frozen=True)
 class GuardTrip:
     """A guard that tripped in this evaluation (DESIGN §11 guards): the hook through which
-    the evaluation reports it, so that a `guard.tripped` event is committed with it."""
+    the evaluation reports it, so that a `guard.tripped` event is committed with it.
+
+    Nothing produces one yet: guards arrive with the trading-breadth work, whose evaluation
+    result is to carry its trips to `derive_events(..., guard_trips=...)` (called by the
+    state repository's commit). A stop moved by a trailing stop or break-even needs no hook:
+    the rewritten stop order's new price is enough (`stop.moved`)."""
 
     guard: str
     bar_ms: int
@@ -296,6 +301,8 @@ def _order_drafts(
 
 
 def _position_drafts(sid: str, before: Position | None, after: Position) -> Iterable[_Draft]:
+    # Positions are long today; when they gain a direction (DESIGN §11 short side), the
+    # `side` of both data models below is to be set from it.
     if before is None:
         yield _Draft(
             "position.opened",
