@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from engine.core.events import Event
@@ -75,7 +75,6 @@ class Publisher:
     attempts: int = 4
     base_delay_s: float = 0.2
     sleep: Callable[[float], None] = time.sleep
-    published: list[str] = field(default_factory=list)  # ids put, in order (tests, logs)
 
     def publish(self, events: Sequence[Event]) -> None:
         """Raises PublishFailed when some events could not be put after every attempt."""
@@ -88,7 +87,6 @@ class Publisher:
                     if attempt == self.attempts - 1:
                         raise PublishFailed(f"PutEvents failed: {exc}") from exc
                     refused = set(range(len(pending)))
-                self.published.extend(e.id for i, e in enumerate(pending) if i not in refused)
                 pending = [e for i, e in enumerate(pending) if i in refused]
                 if not pending:
                     break
