@@ -609,6 +609,7 @@ def test_the_scenario_exercises_every_kind_of_write(world: World) -> None:
         "OrderModel": 12,
         "CooldownModel": 1,
         "CandleModel": 0,
+        "OutboxModel": 3,  # one per commit: the events of versions 1, 2 and 3
     }
 
 
