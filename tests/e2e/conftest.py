@@ -24,7 +24,10 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[dict[str, Any]]:
+    """The stack; a test module's STACK_ENV (a dict) adds to its environment."""
     api_port, db_port = _free_port(), _free_port()
     env = {
         **os.environ,
@@ -35,6 +38,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "AWS_REGION": "us-east-1",
         "AWS_DEFAULT_REGION": "us-east-1",
         "STALE_DATA_POLICY": "warn",
+        **getattr(request.module, "STACK_ENV", {}),
     }
     env.pop("DYNAMODB_ENDPOINT", None)
     log = (tmp_path_factory.mktemp("stack") / "stack.log").open("w")

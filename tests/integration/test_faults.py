@@ -48,7 +48,7 @@ from engine.adapters.dynamodb import (
     RetryPolicy,
     dynamo_repositories,
 )
-from engine.adapters.dynamodb.models import StrategyModel
+from engine.adapters.dynamodb.models import OutboxModel, StrategyModel
 from engine.core.candles import Candles
 from engine.core.strategy import Strategy, parse_strategy
 from engine.service import execution as service_module
@@ -410,18 +410,30 @@ WALL_CLOCK = ("updated_at", "committed_at")
 
 
 def normalized(scan: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
-    """The scan without the wall-clock times of strategy items (two runs never share them)."""
+    """The scan without the wall-clock times of strategy items and of the event outbox's
+    items and events (two runs never share them)."""
     strategies = StrategyModel.Meta.table_name
+    outbox = OutboxModel.Meta.table_name
     return {
         table: sorted(
             (
-                {k: v for k, v in item.items() if table != strategies or k not in WALL_CLOCK}
+                _without_commit_time(item)
+                if table == outbox
+                else {k: v for k, v in item.items() if table != strategies or k not in WALL_CLOCK}
                 for item in items
             ),
             key=lambda i: json.dumps(i, sort_keys=True),
         )
         for table, items in scan.items()
     }
+
+
+def _without_commit_time(item: dict[str, Any]) -> dict[str, Any]:
+    events = [
+        {k: v for k, v in event.items() if k != "time"} for event in json.loads(item["events"]["S"])
+    ]
+    kept = {k: v for k, v in item.items() if k not in ("committed_at", "expires_at", "events")}
+    return {**kept, "events": events}
 
 
 def by_strategy(scan: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, list[Any]]]:
@@ -622,6 +634,7 @@ def test_the_scenario_exercises_every_kind_of_write(world: World) -> None:
         "OrderModel": 12,
         "CooldownModel": 1,
         "CandleModel": 0,
+        "OutboxModel": 3,  # one per commit: the events of versions 1, 2 and 3
     }
 
 

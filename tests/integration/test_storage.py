@@ -246,6 +246,7 @@ def test_importing_reads_no_configuration_and_configure_applies_the_settings() -
         "ORDERS_TABLE": "o-t",
         "COOLDOWNS_TABLE": "c-t",
         "CANDLES_TABLE": "k-t",
+        "OUTBOX_TABLE": "x-t",
         "DYNAMODB_ENDPOINT": "http://127.0.0.1:8000",
         "AWS_REGION": "eu-west-1",
     }
@@ -265,7 +266,8 @@ def test_importing_reads_no_configuration_and_configure_applies_the_settings() -
         [sys.executable, "-c", configured], env=env, capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout) == [
-        [name, "http://127.0.0.1:8000", "eu-west-1"] for name in ("s-t", "p-t", "o-t", "c-t", "k-t")
+        [name, "http://127.0.0.1:8000", "eu-west-1"]
+        for name in ("s-t", "p-t", "o-t", "c-t", "k-t", "x-t")
     ]
 
 
@@ -666,18 +668,21 @@ def test_commit_of_more_than_100_items_is_refused_whole(
     changes = Changes(positions=positions, orders=[o for p in positions for o in orders_of(p)])
     before = scan_all()
     calls.reset()
-    with pytest.raises(TransactionTooLarge, match="137 items"):
+    with pytest.raises(TransactionTooLarge, match="138 items"):
         repos.states.commit(state, changes)
     assert calls.log == []
     assert scan_all() == before
 
-    # 99 changed items plus the strategy item is exactly the limit
+    # 98 changed items plus the strategy item and the event outbox is exactly the limit
     fits = Changes(
         positions=positions[:24],
         orders=[o for p in positions[:24] for o in orders_of(p)],
-        cooldowns=[CooldownState(asset=a) for a in ("A", "B", "C")],
+        cooldowns=[CooldownState(asset=a) for a in ("A", "B")],
     )
+    calls.reset()
     assert repos.states.commit(state, fits) == 1
+    (transaction,) = [body for name, body in calls.log if name == "TransactWriteItems"]
+    assert len(transaction["TransactItems"]) == 100
 
 
 def test_commit_is_one_transaction(repos: DynamoRepositories, calls: Requests) -> None:
@@ -688,8 +693,9 @@ def test_commit_is_one_transaction(repos: DynamoRepositories, calls: Requests) -
     repos.states.commit(state, stop_out_changes(open_position("s1")))
     assert calls.operations == ["TransactWriteItems"]
     items = calls.log[0][1]["TransactItems"]
-    assert len(items) == 1 + 1 + 2 + 1  # strategy update, position, 2 orders, cooldown
-    assert sum("Update" in i for i in items) == 1 and sum("Put" in i for i in items) == 4
+    # strategy update, position, 2 orders, cooldown, and the outbox item of their events
+    assert len(items) == 1 + 1 + 2 + 1 + 1
+    assert sum("Update" in i for i in items) == 1 and sum("Put" in i for i in items) == 5
 
 
 def test_throttled_commit_is_retried_with_backoff(
@@ -1253,9 +1259,9 @@ def test_a_strategy_whose_worst_bar_cannot_commit_is_refused_when_written() -> N
     assert info.value.problems == [
         (
             "assets",
-            "15 assets can change up to 7 items each in one evaluation (106 with the state "
-            "version), above the 100 one atomic commit may hold: with this execution_config at "
-            "most 14 assets fit; split the assets over several strategies or lower "
+            "15 assets can change up to 7 items each in one evaluation (107 with the state "
+            "version and the event outbox), above the 100 one atomic commit may hold: with this "
+            "execution_config at most 14 assets fit; split the assets over several strategies or lower "
             "execution_config.max_open_positions",
         )
     ]
@@ -1265,7 +1271,7 @@ def test_the_worst_bar_of_the_widest_accepted_strategy_commits_in_one_transactio
     repos: DynamoRepositories, calls: Requests
 ) -> None:
     strategy = parse_strategy(wide_strategy(14))
-    assert strategy.max_writes_per_evaluation == 99
+    assert strategy.max_writes_per_evaluation == 100
     repos.strategies.put(strategy)
     t0 = 1_704_067_200_000
     bars = Candles.from_rows(
@@ -1281,5 +1287,5 @@ def test_the_worst_bar_of_the_widest_accepted_strategy_commits_in_one_transactio
     assert [t.exit_price for t in result.closed_trades] == [98.0] * 14
     assert len(result.positions) == 14
     (transaction,) = [body for name, body in calls.log if name == "TransactWriteItems"]
-    assert len(transaction["TransactItems"]) == 99
+    assert len(transaction["TransactItems"]) == 100  # with the outbox item of its 112 events
     assert repos.states.load([strategy])["wide"].version == 2

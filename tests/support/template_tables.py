@@ -98,7 +98,8 @@ def cloudformation_table_definitions(
 
     Each value holds `BillingMode`, `AttributeDefinitions` (sorted by name), `KeySchema`
     (HASH first), `GlobalSecondaryIndexes` and `LocalSecondaryIndexes` (sorted by name;
-    `IndexName`, `KeySchema`, `Projection` with only `ProjectionType`).
+    `IndexName`, `KeySchema`, `Projection` with only `ProjectionType`), and
+    `StreamSpecification` (its `StreamViewType`) for a table with a stream.
     """
     template = template if template is not None else _template()
     env = table_env(template)
@@ -127,4 +128,8 @@ def cloudformation_table_definitions(
                 for kind in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes")
             },
         }
+        if "StreamSpecification" in props:
+            out[env.get(name, name)]["StreamSpecification"] = {
+                "StreamViewType": props["StreamSpecification"]["StreamViewType"]
+            }
     return out

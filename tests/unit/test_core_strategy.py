@@ -495,16 +495,20 @@ def test_thirty_assets_entering_at_once_are_refused_with_how_many_fit() -> None:
     ((path, message),) = info.value.problems
     assert path == "assets"
     assert message.startswith(
-        "30 assets can change up to 9 items each in one evaluation (271 with the state "
-        "version), above the 100 one atomic commit may hold: with this execution_config at "
-        "most 11 assets fit"
+        "30 assets can change up to 9 items each in one evaluation (272 with the state "
+        "version and the event outbox), above the 100 one atomic commit may hold: with this "
+        "execution_config at most 10 assets fit"
     )
-    doc["assets"] = doc["assets"][:11]
-    assert parse_strategy(doc).max_writes_per_evaluation == 100
+    doc["assets"] = doc["assets"][:10]
+    assert parse_strategy(doc).max_writes_per_evaluation == 92
+    doc["assets"] = [*doc["assets"], "A10/USD"]
+    with pytest.raises(StrategyInvalid):  # 11 would need 101
+        parse_strategy(doc)
 
 
 def test_positions_that_can_never_close_count_only_their_entry() -> None:
     # No stop, target, signal or time exit: nothing ever closes, so 100 open positions per
-    # asset cost only the entry's position and market order (2 items) and the state version.
+    # asset cost only the entry's position and market order (2 items), the state version and
+    # the event outbox.
     doc = strategy_doc(execution_config={"max_open_positions": 100})
-    assert parse_strategy(doc).max_writes_per_evaluation == 3
+    assert parse_strategy(doc).max_writes_per_evaluation == 4

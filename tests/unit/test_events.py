@@ -137,3 +137,20 @@ def test_event_files_are_stable_formatted_json() -> None:
     for path in sorted(EVENTS.glob("*.json")):
         text = path.read_text(encoding="utf-8")
         assert text == json.dumps(json.loads(text), indent=2) + "\n", path.name
+
+
+def test_order_event_samples_are_what_the_event_functions_receive() -> None:
+    from engine.adapters.events.publisher import events_of_record
+    from engine.adapters.events.webhook import event_of_message
+
+    (record,) = _load("outbox_stream.json")["Records"]
+    events = events_of_record(record)
+    assert [e.type for e in events][:3] == ["position.opened", "order.created", "order.filled"]
+    assert {e.strategy_id for e in events} == {"rsi-meanrev-btc"}
+    (message,) = _load("webhook_sqs.json")["Records"]
+    assert message["md5OfBody"] == hashlib.md5(message["body"].encode()).hexdigest()
+    detail = event_of_message(message["body"])
+    envelope = _load("order_event.json")
+    assert detail == envelope["detail"] == events[2].model_dump(mode="json")
+    assert envelope["detail-type"] == detail["type"] == "order.filled"
+    assert envelope["source"] == "execution-engine"

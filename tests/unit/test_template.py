@@ -32,9 +32,22 @@ FUNCTIONS = {
     "EvaluateByIdFunction": "evaluate_by_id",
     "EvaluateByObjectFunction": "evaluate_by_object",
     "EvaluateBulkFunction": "evaluate_bulk",
+    "PublishEventsFunction": "publish_events",
+    "DeliverWebhookFunction": "deliver_webhook",
+    "NotifyTelegramFunction": "notify_telegram",
 }
-TABLES = {"StrategiesTable", "PositionsTable", "OrdersTable", "CooldownsTable", "CandlesTable"}
+EVENT_FUNCTIONS = {"PublishEventsFunction", "DeliverWebhookFunction", "NotifyTelegramFunction"}
+TABLES = {
+    "StrategiesTable",
+    "PositionsTable",
+    "OrdersTable",
+    "CooldownsTable",
+    "CandlesTable",
+    "OutboxTable",
+}
+# what a commit writes: the state, and its events in the outbox (never read by an evaluation)
 STATE_TABLES = TABLES - {"CandlesTable"}
+READ_TABLES = TABLES - {"OutboxTable"}
 
 DYNAMODB_READ = {
     "dynamodb:GetItem",
@@ -54,8 +67,12 @@ DYNAMODB_WRITE = {
 # imports those).
 EXPECTED_DYNAMODB = {
     "EvaluateByObjectFunction": {"read": {"CandlesTable"}, "write": set()},
-    "EvaluateByIdFunction": {"read": TABLES, "write": STATE_TABLES},
-    "EvaluateBulkFunction": {"read": TABLES, "write": STATE_TABLES},
+    "EvaluateByIdFunction": {"read": READ_TABLES, "write": STATE_TABLES},
+    "EvaluateBulkFunction": {"read": READ_TABLES, "write": STATE_TABLES},
+    # the webhook and Telegram functions touch no table; the publisher only reads the
+    # outbox's stream (test_the_publisher_reads_only_the_outbox_stream_and_puts_only_on_the_bus)
+    "DeliverWebhookFunction": {"read": set(), "write": set()},
+    "NotifyTelegramFunction": {"read": set(), "write": set()},
 }
 
 
@@ -292,6 +309,8 @@ def test_bulk_consumes_the_fanout_queue_reporting_batch_item_failures(
     ]
     for mapping in resources_of_type(template, "AWS::Lambda::EventSourceMapping").values():
         props = mapping["Properties"]
+        if props["FunctionName"]["Ref"] in EVENT_FUNCTIONS:
+            continue  # the order events' sources: tested below
         assert props["FunctionName"] == {"Ref": "EvaluateBulkFunction"}
         sources.append((props["EventSourceArn"], props))
     assert len(sources) == 1
@@ -321,7 +340,14 @@ def test_alarms_watch_errors_throttles_and_both_dead_letter_queues(
     for function in FUNCTIONS:
         assert ("AWS/Lambda", "Errors", function) in watched
         assert ("AWS/Lambda", "Throttles", function) in watched
-    for queue in ("FanoutDeadLetterQueue", "ScheduleDeadLetterQueue"):
+    assert ("AWS/Lambda", "IteratorAge", "PublishEventsFunction") in watched
+    for queue in (
+        "FanoutDeadLetterQueue",
+        "ScheduleDeadLetterQueue",
+        "PublishDeadLetterQueue",
+        "WebhookDeadLetterQueue",
+        "TelegramDeadLetterQueue",
+    ):
         assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue) in watched
     assert template["Parameters"]["AlarmTopicArn"]["Default"] == ""
 
@@ -368,6 +394,12 @@ def test_tables_are_exactly_the_designed_ones() -> None:
             "range": "open_time",
             "gsis": {},
         },
+        "OutboxTable": {
+            "env": "OUTBOX_TABLE",
+            "hash": "strategy_id",
+            "range": "state_version",
+            "gsis": {},
+        },
     }
     for name, table in table_definitions().items():
         keys = {table["hash"], table["range"]} - {None}
@@ -375,7 +407,7 @@ def test_tables_are_exactly_the_designed_ones() -> None:
             keys |= {index_hash, index_range} - {None}
         # CloudFormation wants exactly the key attributes defined, no more
         assert set(table["attributes"]) == keys, name
-        expected_type = {"open_time": "N", "next_due_ms": "N"}
+        expected_type = {"open_time": "N", "next_due_ms": "N", "state_version": "N"}
         for attribute, kind in table["attributes"].items():
             assert kind == expected_type.get(attribute, "S"), (name, attribute)
         assert table["billing_mode"] == "PAY_PER_REQUEST", name
@@ -617,6 +649,120 @@ def test_write_actions_are_only_those_a_transaction_sends(template: dict[str, An
                     writes.setdefault(action, set()).add(_table_of(resource)[0])
         # positions, orders and cooldowns are put; the strategy's version is updated
         assert writes == {
-            "dynamodb:PutItem": {"PositionsTable", "OrdersTable", "CooldownsTable"},
+            "dynamodb:PutItem": {"PositionsTable", "OrdersTable", "CooldownsTable", "OutboxTable"},
             "dynamodb:UpdateItem": {"StrategiesTable"},
         }, name
+
+
+# --- order events (issue 13) ----------------------------------------------------------------
+
+
+def _grants(function: dict[str, Any]) -> dict[str, set[Any]]:
+    """action -> the resources (as written) the function's own statements grant it on."""
+    out: dict[str, set[Any]] = {}
+    for statement in _statements(function["Properties"].get("Policies", [])):
+        assert statement["Effect"] == "Allow"
+        for action in _as_list(statement["Action"]):
+            for resource in _as_list(statement["Resource"]):
+                out.setdefault(action, set()).add(
+                    _getatt(resource) or repr(resource)  # type: ignore[arg-type]
+                )
+    return out
+
+
+def test_only_a_commit_writes_events_and_evaluations_never_put_them_on_the_bus(
+    template: dict[str, Any],
+) -> None:
+    functions = _functions(template)
+    for name in ("EvaluateByIdFunction", "EvaluateBulkFunction", "EvaluateByObjectFunction"):
+        assert not any(a.startswith("events:") for a in _grants(functions[name])), name
+    outbox = template["Resources"]["OutboxTable"]["Properties"]
+    assert outbox["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}
+    assert outbox["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+
+
+def test_the_publisher_reads_only_the_outbox_stream_and_puts_only_on_the_bus(
+    template: dict[str, Any], resources: dict[str, dict[str, Any]]
+) -> None:
+    grants = _grants(_functions(template)["PublishEventsFunction"])
+    stream = {("OutboxTable", "StreamArn")}
+    assert grants == {
+        "dynamodb:DescribeStream": stream,
+        "dynamodb:GetRecords": stream,
+        "dynamodb:GetShardIterator": stream,
+        "dynamodb:ListStreams": stream,
+        "events:PutEvents": {("EventBus", "Arn")},
+        "sqs:SendMessage": {("PublishDeadLetterQueue", "Arn")},
+    }
+    source = resources["PublishEventsStreamSource"]["Properties"]
+    assert _getatt(source["EventSourceArn"]) == ("OutboxTable", "StreamArn")
+    assert source["FunctionName"] == {"Ref": "PublishEventsFunction"}
+    assert source["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert source["ParallelizationFactor"] == 1  # one strategy's records in order
+    # parked before the stream's 24 hours run out, never dropped silently
+    assert source["MaximumRecordAgeInSeconds"] < 86_400
+    on_failure = source["DestinationConfig"]["OnFailure"]["Destination"]
+    assert _getatt(on_failure) == ("PublishDeadLetterQueue", "Arn")
+    env = _functions(template)["PublishEventsFunction"]["Properties"]["Environment"]
+    assert env["Variables"]["EVENT_BUS_NAME"] == {"Ref": "EventBus"}
+
+
+def test_the_webhook_is_signed_with_a_secret_from_ssm_retried_then_dead_lettered(
+    template: dict[str, Any], resources: dict[str, dict[str, Any]]
+) -> None:
+    from engine.adapters.events.webhook import RetrySchedule
+
+    function = _functions(template)["DeliverWebhookFunction"]
+    props = function["Properties"]
+    assert function["Condition"] == "WebhookOn"
+    grants = _grants(function)
+    secret = repr(
+        {
+            "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:"
+            "parameter${WebhookSecretParameter}"
+        }
+    )
+    assert grants == {
+        "ssm:GetParameter": {secret},
+        "sqs:ReceiveMessage": {("WebhookQueue", "Arn")},
+        "sqs:DeleteMessage": {("WebhookQueue", "Arn")},
+        "sqs:GetQueueAttributes": {("WebhookQueue", "Arn")},
+        "sqs:ChangeMessageVisibility": {("WebhookQueue", "Arn")},
+        "sqs:SendMessage": {("WebhookDeadLetterQueue", "Arn")},
+    }
+    variables = props["Environment"]["Variables"]
+    # the template names the parameter, never holds the secret
+    assert variables["WEBHOOK_SECRET_PARAMETER"] == {"Ref": "WebhookSecretParameter"}
+    assert not any("SECRET" in k and k != "WEBHOOK_SECRET_PARAMETER" for k in variables)
+    assert template["Parameters"]["WebhookSecretParameter"]["Default"].startswith("/")
+    assert template["Parameters"]["WebhookUrl"]["Default"] == ""
+    queue = resources["WebhookQueue"]["Properties"]
+    attempts = queue["RedrivePolicy"]["maxReceiveCount"]
+    assert attempts == int(variables["WEBHOOK_ATTEMPTS"]) == RetrySchedule().attempts
+    assert _getatt(queue["RedrivePolicy"]["deadLetterTargetArn"]) == (
+        "WebhookDeadLetterQueue",
+        "Arn",
+    )
+    assert queue["VisibilityTimeout"] >= 6 * props["Timeout"]
+    rule = resources["WebhookRule"]["Properties"]
+    assert rule["EventBusName"] == {"Ref": "EventBus"}
+    (target,) = rule["Targets"]
+    assert _getatt(target["Arn"]) == ("WebhookQueue", "Arn")
+    assert _getatt(target["DeadLetterConfig"]["Arn"]) == ("WebhookDeadLetterQueue", "Arn")
+    source = resources["DeliverWebhookEventSource"]["Properties"]
+    assert _getatt(source["EventSourceArn"]) == ("WebhookQueue", "Arn")
+    assert source["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_telegram_is_off_by_default_and_hears_only_fills_and_cooldown_trips(
+    template: dict[str, Any],
+) -> None:
+    assert template["Parameters"]["TelegramNotifications"]["Default"] == "off"
+    function = _functions(template)["NotifyTelegramFunction"]
+    assert function["Condition"] == "TelegramOn"
+    (rule,) = _events(function, "EventBridgeRule").values()
+    assert rule["Properties"]["EventBusName"] == {"Ref": "EventBus"}
+    assert rule["Properties"]["Pattern"]["detail-type"] == ["order.filled", "cooldown.tripped"]
+    (secret,) = _grants(function)["ssm:GetParameter"]
+    assert "TelegramBotTokenParameter" in secret
+    assert set(_grants(function)) == {"ssm:GetParameter"}

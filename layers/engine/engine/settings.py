@@ -7,7 +7,7 @@ the variable, rather than in the middle of a request.
 Variable                     Meaning (default)
 DYNAMODB_ENDPOINT            DynamoDB endpoint; unset means AWS itself (moto's server locally)
 AWS_REGION                   region (us-east-1)
-STRATEGIES_TABLE, POSITIONS_TABLE, ORDERS_TABLE, COOLDOWNS_TABLE, CANDLES_TABLE
+STRATEGIES_TABLE, POSITIONS_TABLE, ORDERS_TABLE, COOLDOWNS_TABLE, CANDLES_TABLE, OUTBOX_TABLE
                              table names (execution-strategies, execution-positions, ...)
 MARKET_DATA_PROVIDER         dynamodb | ccxt | file (dynamodb)
 MARKET_DATA_CONCURRENCY      parallel candle reads of the dynamodb provider (8)
@@ -41,6 +41,7 @@ TABLE_ENV: Final[dict[str, tuple[str, str]]] = {
     "OrderModel": ("ORDERS_TABLE", "execution-orders"),
     "CooldownModel": ("COOLDOWNS_TABLE", "execution-cooldowns"),
     "CandleModel": ("CANDLES_TABLE", "execution-candles"),
+    "OutboxModel": ("OUTBOX_TABLE", "execution-outbox"),
 }
 DEFAULT_TABLE_NAMES: Final[dict[str, str]] = {m: name for m, (_, name) in TABLE_ENV.items()}
 

@@ -42,6 +42,9 @@ INDICATOR_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 # most 100 items, the state version among them. A strategy whose worst case would not fit
 # is refused when it is written, not when its signal could not become an order.
 MAX_WRITES_PER_EVALUATION = 100
+# Items every commit writes besides the changed ones: the strategy item (the state version)
+# and the event outbox item that holds the commit's order events (DESIGN §12).
+COMMIT_OVERHEAD_ITEMS = 2
 
 # Limits on a strategy's conditions, checked on the raw document before anything recursive
 # (validation, references, compilation, logging) walks it.
@@ -290,7 +293,7 @@ class Strategy(_Model):
 
     @cached_property
     def max_writes_per_evaluation(self) -> int:
-        """Items one evaluation may write at worst, the state version included.
+        """Items one evaluation may write at worst, the state version and outbox included.
 
         Per asset: each of `max_open_positions` positions closes (the position, its resting
         orders filled or cancelled, a market exit order when signal or time exits exist;
@@ -311,7 +314,7 @@ class Strategy(_Model):
         # a position with no stop, target, signal or time exit never closes
         closing = 1 + resting + market_exit if resting or market_exit else 0
         per_asset = config.max_open_positions * closing + (2 + resting) + cooldown
-        return len(self.assets) * per_asset + 1
+        return len(self.assets) * per_asset + COMMIT_OVERHEAD_ITEMS
 
     @cached_property
     def warnings(self) -> list[tuple[str, str]]:
@@ -359,13 +362,14 @@ class Strategy(_Model):
 
 
 def _too_large_problem(strategy: Strategy) -> tuple[tuple[str | int, ...], str, str]:
-    per_asset = (strategy.max_writes_per_evaluation - 1) // len(strategy.assets)
-    fits = (MAX_WRITES_PER_EVALUATION - 1) // per_asset
+    per_asset = (strategy.max_writes_per_evaluation - COMMIT_OVERHEAD_ITEMS) // len(strategy.assets)
+    fits = (MAX_WRITES_PER_EVALUATION - COMMIT_OVERHEAD_ITEMS) // per_asset
     return (
         ("assets",),
         "evaluation_too_large",
         f"{len(strategy.assets)} assets can change up to {per_asset} items each in one "
-        f"evaluation ({strategy.max_writes_per_evaluation} with the state version), above the "
+        f"evaluation ({strategy.max_writes_per_evaluation} with the state version and the event "
+        "outbox), above the "
         f"{MAX_WRITES_PER_EVALUATION} one atomic commit may hold: with this execution_config "
         f"at most {fits} assets fit; split the assets over several strategies or lower "
         "execution_config.max_open_positions",

@@ -44,7 +44,8 @@ def table_definitions() -> dict[str, dict[str, Any]]:
 
     Keyed by model name; each value holds `TableNameEnv` and `DefaultTableName` (how the
     functions find the table) and `BillingMode`, `AttributeDefinitions`, `KeySchema`,
-    `GlobalSecondaryIndexes`, `LocalSecondaryIndexes` as template.yaml writes them. Lists are
+    `GlobalSecondaryIndexes`, `LocalSecondaryIndexes` (and `StreamSpecification` for a table
+    with a stream) as template.yaml writes them. Lists are
     sorted so that a comparison does not depend on declaration order.
     """
     out: dict[str, dict[str, Any]] = {}
@@ -79,6 +80,9 @@ def table_definitions() -> dict[str, dict[str, Any]]:
             "GlobalSecondaryIndexes": indexes["global_secondary_indexes"],
             "LocalSecondaryIndexes": indexes["local_secondary_indexes"],
         }
+        stream = getattr(model.Meta, "stream_view_type", None)
+        if stream is not None:
+            out[model.__name__]["StreamSpecification"] = {"StreamViewType": stream}
     return out
 
 

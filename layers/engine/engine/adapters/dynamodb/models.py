@@ -241,6 +241,34 @@ class CooldownModel(Model):
     tier = UnicodeAttribute(null=True)  # short | long
 
 
+# --- event outbox -----------------------------------------------------------------------
+
+
+class OutboxModel(Model):
+    """The order events of one commit (DESIGN §12), written in the commit's own transaction.
+
+    One item per (strategy, state version): a commit's events, packed, cost the transaction
+    one item whatever their number. The table's stream (new images) feeds the publisher,
+    which puts the events on the EventBridge bus; the stream keeps one strategy's items in
+    the order they were written. Items expire (TTL `expires_at`) after OUTBOX_TTL_DAYS, long
+    after the stream (24 hours) has passed them on: they are what a republish reads.
+    """
+
+    class Meta(_Meta):
+        table_name = DEFAULT_TABLE_NAMES["OutboxModel"]
+        stream_view_type = "NEW_IMAGE"
+
+    strategy_id = UnicodeAttribute(hash_key=True)
+    state_version = NumberAttribute(range_key=True)  # the version the commit wrote
+    events = UnicodeAttribute()  # a JSON array of engine.core.events.Event, in sequence order
+    committed_at = NumberAttribute()  # epoch ms
+    expires_at = NumberAttribute(null=True)  # epoch s (DynamoDB TTL)
+
+
+# Days an outbox item is kept (the stream itself keeps records for 24 hours).
+OUTBOX_TTL_DAYS: Final = 7
+
+
 # --- candles ----------------------------------------------------------------------------
 
 
@@ -287,4 +315,5 @@ ALL_MODELS: Final[tuple[type[Model], ...]] = (
     OrderModel,
     CooldownModel,
     CandleModel,
+    OutboxModel,
 )

@@ -29,13 +29,16 @@ from engine.adapters.dynamodb.models import (
     OpenOrdersIndex,
     OpenPositionsIndex,
     OrderModel,
+    OutboxModel,
     PositionModel,
     StrategyModel,
     now_ms,
     open_shard,
 )
+from engine.adapters.dynamodb.outbox import outbox_item
 from engine.adapters.dynamodb.snapshots import StateHead, StrategySnapshots
 from engine.adapters.dynamodb.strategies import head_of
+from engine.core.events import derive_events
 from engine.core.state import (
     Changes,
     CooldownState,
@@ -44,7 +47,7 @@ from engine.core.state import (
     Order,
     Position,
 )
-from engine.core.strategy import MAX_WRITES_PER_EVALUATION, Strategy
+from engine.core.strategy import COMMIT_OVERHEAD_ITEMS, MAX_WRITES_PER_EVALUATION, Strategy
 from engine.core.timeframes import to_datetime, to_ms
 from engine.service.deadline import in_this_context
 from engine.service.errors import ConcurrentEvaluation, EngineError, StrategyNotFound
@@ -272,12 +275,13 @@ class DynamoStateRepository:
         strangers.discard(sid)
         if strangers:
             raise ValueError(f"changes for strategy {sid!r} hold items of {sorted(strangers)}")
-        total = 1 + len(positions) + len(orders) + len(cooldowns)
+        total = COMMIT_OVERHEAD_ITEMS + len(positions) + len(orders) + len(cooldowns)
         if total > MAX_TRANSACTION_ITEMS:
             raise TransactionTooLarge(
                 f"strategy {sid}: one evaluation changed {len(positions)} positions, "
                 f"{len(orders)} orders and {len(cooldowns)} cooldowns; with the state version "
-                f"that is {total} items, above DynamoDB's {MAX_TRANSACTION_ITEMS} per transaction. "
+                f"and the event outbox that is {total} items, above DynamoDB's "
+                f"{MAX_TRANSACTION_ITEMS} per transaction. "
                 "Nothing was written; reduce assets or max_open_positions."
             )
         new_version = state.version + 1
@@ -286,11 +290,22 @@ class DynamoStateRepository:
         now = self.clock()
         ttl = self.history_ttl_days
         expires = now // 1000 + ttl * 86_400 if ttl else None
-        puts: list[PositionModel | OrderModel | CooldownModel] = [
+        puts: list[PositionModel | OrderModel | CooldownModel | OutboxModel] = [
             *(position_item(p, expires) for p in positions),
             *(order_item(o, expires) for o in orders),
             *(cooldown_item(sid, c) for c in cooldowns),
         ]
+        # The order events of this commit, in the same transaction: they exist exactly
+        # when the commit does (DESIGN §12; engine.adapters.dynamodb.outbox).
+        events = derive_events(
+            state,
+            changes,
+            version=new_version,
+            committed_ms=now,
+            bar_ms=None if evaluated is None else evaluated.bar_ms,
+        )
+        if events:
+            puts.append(outbox_item(sid, new_version, events, now))
         condition = version_condition(state.version)
         # One token per logical commit: a retry after a lost response is then answered from
         # DynamoDB's idempotency window instead of failing its own version condition. After a

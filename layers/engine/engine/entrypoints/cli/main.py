@@ -26,6 +26,7 @@ from engine.entrypoints.cli.base import (
     write_json,
 )
 from engine.entrypoints.cli.commands import add_store_commands
+from engine.entrypoints.cli.events import add_events_commands
 
 if TYPE_CHECKING:
     from engine.core.candles import Candles
@@ -42,7 +43,7 @@ def registrars() -> list[Registrar]:
     To add a command, write `add_<name>_command(subparsers)` (in its own module when it
     brings its own dependencies, e.g. storage) and append it here.
     """
-    return [add_store_commands, add_replay_command]
+    return [add_store_commands, add_replay_command, add_events_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

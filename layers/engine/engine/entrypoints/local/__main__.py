@@ -2,12 +2,14 @@
 
 Runs until interrupted. moto keeps its data in memory: a restart begins from the seed.
 Ports: LOCAL_DYNAMODB_PORT (8000) and LOCAL_API_PORT (3000), on 127.0.0.1.
+With WEBHOOK_URL (and WEBHOOK_SECRET) set, the order events are POSTed there, signed.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 
 from engine.entrypoints.local.template import literal_environment
@@ -71,6 +73,7 @@ def _serve(host: str, api_port: int, db_port: int, endpoint: str) -> int:
             DEMO_ASSET, DEMO_TIMEFRAME, demo_candles(int(time.time() * 1000))
         )
 
+    relay_stop = _start_event_relay(endpoint)
     server = make_server(host, api_port, log=sys.stdout)
     print(f"DynamoDB (moto) on {endpoint}", flush=True)
     print(f"API on http://{host}:{api_port}/api/v1/execution  (OpenAPI: /openapi.json)", flush=True)
@@ -79,9 +82,24 @@ def _serve(host: str, api_port: int, db_port: int, endpoint: str) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if relay_stop is not None:
+            relay_stop.set()
         server.server_close()
         moto.stop()
     return 0
+
+
+def _start_event_relay(endpoint: str) -> threading.Event | None:
+    """With WEBHOOK_URL set: deliver the order events there, signed (engine.entrypoints.local.events)."""
+    from engine.entrypoints.local.events import relay_from_env
+
+    relay = relay_from_env(os.environ, endpoint, os.environ["AWS_REGION"])
+    if relay is None:
+        return None
+    stop = threading.Event()
+    threading.Thread(target=relay.run, args=(stop,), name="webhook-relay", daemon=True).start()
+    print(f"Order events to {relay.sender.url} (signed, X-Signature-256)", flush=True)
+    return stop
 
 
 if __name__ == "__main__":

@@ -1,0 +1,30 @@
+"""A Telegram message per fill and cooldown trip (engine.adapters.events.telegram); off by default."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+import boto3
+from engine.adapters.events.secrets import ParameterSecret
+from engine.adapters.events.telegram import TelegramNotifier
+from engine.entrypoints.observability import logger
+
+
+@cache
+def _token() -> ParameterSecret:
+    return ParameterSecret(boto3.client("ssm"), os.environ["TELEGRAM_BOT_TOKEN_PARAMETER"])
+
+
+class NotDelivered(Exception):
+    """Telegram did not take the message: raised so that Lambda retries the event."""
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    detail = event.get("detail", {})
+    notifier = TelegramNotifier(_token().get(), os.environ["TELEGRAM_CHAT_ID"])
+    if not notifier.notify(detail):
+        raise NotDelivered(f"telegram refused the message of event {detail.get('id')}")
+    return {"notified": detail.get("id")}

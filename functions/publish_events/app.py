@@ -1,0 +1,24 @@
+"""The outbox table's stream to the order events bus (engine.adapters.events.publisher)."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+import boto3
+from engine.adapters.events.publisher import EventBridgeBus, Publisher, handle_stream_batch
+from engine.entrypoints.observability import logger
+
+
+@cache
+def publisher() -> Publisher:
+    return Publisher(EventBridgeBus(boto3.client("events"), os.environ["EVENT_BUS_NAME"]))
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    answer = handle_stream_batch(event.get("Records", []), publisher())
+    if answer["batchItemFailures"]:
+        logger.warning("events not published; retried from record %s", answer["batchItemFailures"])
+    return answer
