@@ -376,9 +376,16 @@ class _Run:
         for fill in partial:
             position = self._partial(position, candles, fill.index, fill.price, fill.quantity)
             self._fill_order(fill.order_id, fill.price, fill.quantity, candles, fill.index)
+        if stop_order is not None and (partial or walked.stop_moved):
+            # the stop order carries the current level and what remains, whatever follows
+            stop_order = stop_order.model_copy(
+                update={"price": walked.stop, "quantity": position.quantity}
+            )
+            self.orders[stop_order.order_id] = stop_order
         if walked.closed:
             last = walked.fills[-1]
             reason: ExitReason = "stop_loss" if last.reason == "stop_loss" else "take_profit"
+            position = position.model_copy(update={"stop_loss_price": walked.stop})
             return None, self._close(
                 position, candles, last.index, last.price, reason, last.order_id
             )
@@ -394,15 +401,11 @@ class _Run:
             }
         )
         if stop_order is not None:
-            moved = stop_order.model_copy(
-                update={"price": walked.stop, "quantity": position.quantity}
-            )
-            self.orders[moved.order_id] = moved
-            self.reported[moved.order_id] = moved
+            self.reported[stop_order.order_id] = stop_order
         if partial:
             self.changes.positions.append(position)
             if stop_order is not None:
-                self.changes.orders.append(self.orders[stop_order.order_id])
+                self.changes.orders.append(stop_order)
         elif stop_order is not None and walked.stop is not None:
             self.changes.stop_moves.append(
                 StopMove(
