@@ -8,12 +8,16 @@ positions hold quantity 1.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import talib
+from engine.candles_io import read_candles_file
 from engine.core.strategy import StrategyInvalid, parse_strategy
+from engine.replay import replay
 
 from tests.core_helpers import (
     ENTRY_ON_VOLUME,
@@ -508,3 +512,13 @@ def test_scale_out_targets_count_in_the_worst_case_commit():
     # per position: 2 more resting orders to close, and 2 more to place at entry
     assert three.max_writes_per_evaluation == one.max_writes_per_evaluation + 4
     assert np.isclose(sum(t.fraction for t in three.execution_config.take_profit), 1.0)  # type: ignore[union-attr]
+
+
+def test_the_breadth_example_is_valid_and_replays_on_the_sample_candles():
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "examples/strategies/breadth_long_short.json").read_text()
+    strategy = parse_strategy(json.loads(doc))
+    sample = read_candles_file(root / "examples/candles/btc_1h_sample.csv", "1h")
+    result = replay(strategy, sample, asset="BTC/USDT", progress=False)
+    sides = {t.side for t in result.trades}
+    assert sides == {"long", "short"}, sides
