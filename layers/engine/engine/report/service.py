@@ -138,10 +138,13 @@ def _replayed_times(result: ReplayResult) -> IntArray:
 def _open_position(position: Position, history: Candles) -> dict[str, Any]:
     """A position still open after the last bar, marked at its asset's last close."""
     mark = float(history.close[-1])
-    unrealized = (mark - position.entry_price) * position.quantity - position.entry_fee
+    sign = -1.0 if position.side == "short" else 1.0
+    fee = position.entry_fee * position.quantity / position.entered_quantity
+    unrealized = sign * (mark - position.entry_price) * position.quantity - fee
     return {
         "position_id": position.position_id,
         "asset": position.asset,
+        "side": position.side,
         "entry_time": position.model_dump(mode="json")["entry_time"],
         "entry_price": position.entry_price,
         "quantity": position.quantity,
