@@ -89,16 +89,16 @@ def account_curve(
         in_trade[min(exit_ + 1, n)] -= 1
         sign = -1.0 if trade.side == "short" else 1.0
         entry_fee = trade.entry_price * trade.quantity * fee_rate
-        held = sign * trade.quantity
-        hold(trade.asset, entry, exit_, held, held * trade.entry_price + entry_fee)
+        signed = sign * trade.quantity
+        hold(trade.asset, entry, exit_, signed, signed * trade.entry_price + entry_fee)
         _, _, last = spans.get(trade.position_id, (trade.asset, entry, exit_))
         spans[trade.position_id] = (trade.asset, entry, max(last, exit_))
     for position in open_positions:
         entry = index(position.entry_time)
         sign = -1.0 if position.side == "short" else 1.0
-        held = sign * position.quantity
+        signed = sign * position.quantity
         fee = position.entry_fee * position.quantity / position.entered_quantity
-        hold(position.asset, entry, n, held, held * position.entry_price + fee)
+        hold(position.asset, entry, n, signed, signed * position.entry_price + fee)
         spans.pop(position.position_id, None)  # fills so far: it is still open
         counted(position.asset, entry, n)
     for asset, entry, exit_ in spans.values():
