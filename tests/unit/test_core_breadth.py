@@ -522,3 +522,32 @@ def test_the_breadth_example_is_valid_and_replays_on_the_sample_candles():
     result = replay(strategy, sample, asset="BTC/USDT", progress=False)
     sides = {t.side for t in result.trades}
     assert sides == {"long", "short"}, sides
+
+
+def test_a_retry_at_the_same_bar_changes_nothing_after_fills_moves_and_a_halt():
+    # a short with a trailing stop and two targets, sized from equity, under a drawdown guard
+    strategy = make_strategy(
+        entry=NEVER,
+        short_entry=ENTRY_ON_VOLUME,
+        execution_config={
+            "position_sizing": {"type": "equity_percent", "value": 0.5},
+            "stop_loss": {"type": "trailing_percent", "value": 0.1},
+            "take_profit": TWO_TARGETS,
+            "max_drawdown": {"value": 0.01, "halt_bars": 3},
+        },
+    )
+    bars = flat_bars(
+        7, b2=SIGNAL, b3=(100, 100, 87, 90, 1), b4=(90, 98.5, 89, 98, 1), b5=(98, 98, 97, 97, 1)
+    )
+    driver = Driver(strategy, candles(bars))
+    for bar in (2, 3, 4, 5):
+        first = driver.at(bar)
+        again = driver.at(bar)
+        assert again.changes.empty, bar
+        assert again.positions == first.positions
+        assert again.state.model_dump() == first.state.model_dump()
+        assert (again.equity, again.guards) == (first.equity, first.guards)
+    # bar 3 fills the first target at 87.5 and ratchets the stop from 110 to 99; bar 4 stays
+    # under it (98.5) and ratchets no further (98 · 1.1 > 99)
+    assert [t.exit_price for t in driver.closed_trades] == [87.5]
+    assert driver.results[-1].positions[0].stop_loss_price == pytest.approx(99.0)
