@@ -184,3 +184,55 @@ def test_schedule_event_evaluates_a_due_strategy_then_finds_nothing_due(stack: N
     # its newest closed bar is evaluated: the next tick finds nothing to do
     again = handler("EvaluateBulkFunction")(scheduled, Context())
     assert again == {"due": 0, "evaluated": 0, "chunks": 0, "skipped": 0, "bars_passed_over": 0}
+
+
+@pytest.mark.parametrize(
+    ("config", "path"),
+    [
+        (
+            {"position_sizing": {"type": "risk_percent", "value": 0.01}, "stop_loss": None},
+            "strategy.execution_config.position_sizing",
+        ),
+        (
+            {
+                "take_profit": [
+                    {"type": "percent", "value": 0.02, "fraction": 0.5},
+                    {"type": "percent", "value": 0.04, "fraction": 0.3},
+                ]
+            },
+            "strategy.execution_config.take_profit",
+        ),
+        ({"stop_loss": {"type": "trailing_percent"}}, "strategy.execution_config.stop_loss.value"),
+    ],
+)
+def test_invalid_trading_breadth_combinations_are_422_naming_the_path(
+    stack: None, config: dict[str, Any], path: str
+) -> None:
+    request = event("evaluate_by_object.json")
+    body = json.loads(request["body"])
+    body["strategy"]["execution_config"].update(config)
+    body["strategy"]["execution_config"] = {
+        k: v for k, v in body["strategy"]["execution_config"].items() if v is not None
+    }
+    body["strategy"]["short_entry"] = {"left": "rsi", "op": ">", "right": 70}
+    request["body"] = json.dumps(body)
+    status, answered = answer(handler("EvaluateByObjectFunction")(request, Context()))
+    assert status == 422, answered
+    assert path in [d["path"] for d in answered["details"]], answered
+
+
+def test_the_openapi_document_describes_every_trading_breadth_key() -> None:
+    from engine.entrypoints.local.server import merged_openapi
+    from engine.entrypoints.local.template import api_routes
+
+    schemas = merged_openapi(api_routes())["components"]["schemas"]
+    assert {"short_entry", "short_exit"} <= set(schemas["Strategy"]["properties"])
+    config = schemas["ExecutionConfig"]["properties"]
+    assert {"capital", "break_even_after", "max_open_positions_total", "max_drawdown"} <= set(
+        config
+    )
+    assert {"TrailingPercentStop", "TrailingAtrStop", "PercentTargetPart", "MaxDrawdown"} <= set(
+        schemas
+    )
+    assert {"equity", "guards"} <= set(schemas["EvaluationResult"]["properties"])
+    assert {"side", "initial_quantity", "realized_pnl"} <= set(schemas["Position"]["properties"])

@@ -1289,3 +1289,63 @@ def test_the_worst_bar_of_the_widest_accepted_strategy_commits_in_one_transactio
     (transaction,) = [body for name, body in calls.log if name == "TransactWriteItems"]
     assert len(transaction["TransactItems"]) == 100  # with the outbox item of its 112 events
     assert repos.states.load([strategy])["wide"].version == 2
+
+
+# --- trading breadth (DESIGN §11) -------------------------------------------------------
+
+
+def test_trailing_levels_partial_fills_and_realized_pnl_persist_with_each_commit(
+    repos: DynamoRepositories, calls: Requests
+) -> None:
+    """The real core over the real adapter: what is loaded back after each commit is the
+    state the evaluation left, and a stop that only moved is one small update."""
+    from engine.core.evaluate import evaluate
+
+    from tests.support.core import SIGNAL, candles, flat_bars, market, now_after, strategy_doc
+
+    strategy = parse_strategy(
+        strategy_doc(
+            strategy_id="trail",
+            execution_config={
+                "stop_loss": {"type": "trailing_percent", "value": 0.1},
+                "take_profit": [
+                    {"type": "percent", "value": 0.125, "fraction": 0.5},
+                    {"type": "percent", "value": 0.25, "fraction": 0.5},
+                ],
+            },
+        )
+    )
+    repos.strategies.put(strategy)
+    # entry 100 (stop 90, targets 112.5 and 125); bar 3: target 1 fills, stop -> 99.9;
+    # bar 4: only the stop moves (103.5); bar 5: the rest stops out at 103.5
+    c = candles(
+        flat_bars(
+            7,
+            b2=SIGNAL,
+            b3=(100, 113, 100, 111, 1),
+            b4=(111, 115, 110, 115, 1),
+            b5=(115, 116, 103, 104, 1),
+        )
+    )
+    data = market(strategy, {"BTC/USDT": c})
+    transactions = []
+    for bar in (2, 3, 4, 5):
+        state = repos.states.load([strategy])["trail"]
+        result = evaluate(strategy, state, data, now_after(c, bar))
+        calls.reset()
+        repos.states.commit(state, result.changes)
+        transactions.append(calls.log[-1][1]["TransactItems"])
+        loaded = repos.states.load([strategy])["trail"]
+        assert loaded.positions == result.state.positions
+        assert sorted(loaded.orders, key=lambda o: o.order_id) == sorted(
+            result.state.orders, key=lambda o: o.order_id
+        )
+        assert loaded.realized_pnl == result.state.realized_pnl
+    # bar 3 (the partial fill): strategy, position, the filled target, the stop's new quantity
+    assert sorted(next(iter(i)) for i in transactions[1]) == ["Put", "Put", "Put", "Update"]
+    # bar 4: one update of the stop order's level, beside the strategy item's version
+    moved = transactions[2]
+    assert [next(iter(i)) for i in moved] == ["Update", "Update"]
+    assert moved[0]["Update"]["TableName"] == OrderModel.Meta.table_name
+    assert loaded.positions == [] and loaded.realized_pnl == pytest.approx(6.25 + 1.75)
+    assert StrategyModel.get("trail").realized_pnl == pytest.approx(8.0)

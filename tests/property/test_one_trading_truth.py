@@ -10,6 +10,12 @@ ATR stop, to 1e-9 relative: the indicator itself is only promised to that precis
 A second property skips evaluations: only resting orders act in missed bars, so with
 entries only on evaluated bars and no signal or time exits, every fill and cooldown caught
 up afterwards must equal what replay decided bar by bar.
+
+The strategies take every rule of DESIGN §11 too: short entries and exits, trailing stops
+(percent and ATR, with and without activation), scale-out target lists with break-even,
+sizing from the account, the total-positions cap and (in the first property only: it
+samples equity at the bars evaluated) the drawdown halt. Replay runs every asset as one
+account, as live does.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ def _grid(lo: float, hi: float) -> st.SearchStrategy[float]:
 def strategy_docs(
     draw: st.DrawFn, sid: str, timeframe: str, assets: list[str], signal_exits: bool = True
 ) -> dict[str, Any]:
+    """A strategy of the §4 rules, often with §11's; `signal_exits` False leaves out every
+    rule that acts at t only beyond entries (signal and time exits, the drawdown halt)."""
     indicators: dict[str, Any] = {
         "rsi": {"fn": "RSI", "params": {"timeperiod": draw(st.integers(5, 30))}},
         "ema": {"fn": "EMA", "params": {"timeperiod": draw(st.integers(5, 40))}},
@@ -92,21 +100,50 @@ def strategy_docs(
     config: dict[str, Any] = {
         "max_open_positions": draw(st.integers(1, 2)),
         "fee_rate": draw(st.sampled_from([0.0, 0.001])),
-        "position_sizing": {"type": "fixed_notional", "value": 1000},
+        "position_sizing": draw(
+            st.sampled_from(
+                [
+                    {"type": "fixed_notional", "value": 1000},
+                    {"type": "equity_percent", "value": 0.1},
+                    {"type": "risk_percent", "value": 0.01},
+                ]
+            )
+        ),
     }
-    if draw(st.booleans()):
-        config["stop_loss"] = {"type": "atr", "indicator": "atr", "multiplier": draw(_grid(0.5, 2))}
+    stop = draw(st.sampled_from(["atr", "percent", "trailing_percent", "trailing_atr"]))
+    if stop in ("atr", "trailing_atr"):
+        config["stop_loss"] = {"type": stop, "indicator": "atr", "multiplier": draw(_grid(0.5, 2))}
     else:
-        config["stop_loss"] = {"type": "percent", "value": draw(_grid(0.003, 0.03))}
+        config["stop_loss"] = {"type": stop, "value": draw(_grid(0.003, 0.03))}
+    if stop.startswith("trailing") and draw(st.booleans()):
+        config["stop_loss"]["activation"] = draw(_grid(0.001, 0.02))
     config["take_profit"] = draw(
         st.sampled_from(
             [
                 {"type": "risk_reward", "ratio": 1.5},
                 {"type": "atr", "indicator": "atr", "multiplier": 2.0},
                 {"type": "percent", "value": 0.02},
+                [
+                    {"type": "percent", "value": 0.005, "fraction": 0.5},
+                    {"type": "risk_reward", "ratio": 2.0, "fraction": 0.5},
+                ],
+                [
+                    {"type": "risk_reward", "ratio": 0.5, "fraction": 0.3},
+                    {"type": "atr", "indicator": "atr", "multiplier": 1.0, "fraction": 0.3},
+                    {"type": "percent", "value": 0.03, "fraction": 0.4},
+                ],
             ]
         )
     )
+    if isinstance(config["take_profit"], list) and draw(st.booleans()):
+        config["break_even_after"] = 1
+    if draw(st.booleans()):
+        config["max_open_positions_total"] = draw(st.integers(1, 3))
+    if signal_exits and draw(st.booleans()):
+        config["max_drawdown"] = {
+            "value": draw(_grid(0.001, 0.01)),
+            "halt_bars": draw(st.integers(1, 12)),
+        }
     config["cooldown_config"] = {
         timeframe: {
             "short_loss_limit": draw(st.integers(0, 2)),
@@ -124,6 +161,21 @@ def strategy_docs(
         "entry": entry,
         "execution_config": config,
     }
+    if draw(st.booleans()):  # the short side, mirrored
+        doc["short_entry"] = {
+            "all": [
+                {"left": "volume", "op": ">", "right": 1},
+                {
+                    "any": [
+                        {"left": "rsi", "op": ">", "right": 100 - low},
+                        {"left": "macd.macd", "op": "crosses_below", "right": "macd.macdsignal"},
+                    ]
+                },
+                {"left": "close", "op": draw(st.sampled_from([">", "<"])), "right": "trend"},
+            ]
+        }
+        if signal_exits and draw(st.booleans()):
+            doc["short_exit"] = {"left": "rsi", "op": "<", "right": draw(st.integers(25, 45))}
     if signal_exits and draw(st.booleans()):
         doc["exit"] = {"left": "rsi", "op": ">", "right": draw(st.integers(55, 75))}
     if signal_exits and draw(st.booleans()):
@@ -220,8 +272,17 @@ def assert_replay_agrees(
     """Replay over the whole history decided exactly what live did; answers the trades."""
     trades = 0
     final = live[-1]
+    # one account over every asset, as live (the total-positions cap, equity, the halt)
+    replayed = replay(strategy, history, progress=False)
+    assert replayed.final_state is not None
+    account = ("realized_pnl", "equity_peak", "halted_at")
+    # a catch-up adds up several fills in another order than replay: to PRICE_RELATIVE
+    same(
+        final.state.model_dump(mode="json", include=set(account)),
+        replayed.final_state.model_dump(mode="json", include=set(account)),
+        "account",
+    )
     for asset in strategy.assets:
-        replayed = replay(strategy, history[asset], asset=asset, progress=False)
         live_orders: dict[str, Any] = {}
         for result in live:
             for order in result.orders:
@@ -229,7 +290,7 @@ def assert_replay_agrees(
                     live_orders[order.order_id] = order.model_dump(mode="json")
         same(
             live_orders,
-            {o.order_id: o.model_dump(mode="json") for o in replayed.orders},
+            {o.order_id: o.model_dump(mode="json") for o in replayed.orders if o.asset == asset},
             f"{asset} orders",
         )
 
@@ -248,10 +309,12 @@ def assert_replay_agrees(
                 ),
                 key=key,
             ),
-            sorted((t.model_dump(mode="json") for t in replayed.trades), key=key),
+            sorted(
+                (t.model_dump(mode="json") for t in replayed.trades if t.asset == asset),
+                key=key,
+            ),
             f"{asset} trades",
         )
-        assert replayed.final_state is not None
         mine, theirs = final.state.cooldowns.get(asset), replayed.final_state.cooldowns.get(asset)
         # the trip (when, which tier, how long); the list of recent losses is pruned at the
         # bars each run happened to evaluate, and holds the same losses that still count
@@ -260,7 +323,7 @@ def assert_replay_agrees(
             None if theirs is None else (theirs.tripped_at, theirs.tier, theirs.blocked_bars),
             f"{asset} cooldown",
         )
-        trades += len(replayed.trades)
+    trades += len(replayed.trades)
     return trades
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from engine.core.candles import Candles
-from engine.core.state import Changes, ExecutionState, Order, Position
+from engine.core.state import Account, Changes, ExecutionState, Order, Position
 from engine.core.strategy import Strategy
 from engine.core.timeframes import to_datetime
 from engine.service.errors import ConcurrentEvaluation, EngineError, MarketDataUnavailable
@@ -76,6 +76,7 @@ class MemoryStates:
         self.positions: dict[str, Position] = {}
         self.orders: dict[str, Order] = {}
         self.cooldowns: dict[tuple[str, str], object] = {}
+        self.accounts: dict[str, Account] = {}
         self.commits = 0
         self.recorded = 0  # quiet evaluations' bars recorded
 
@@ -92,6 +93,7 @@ class MemoryStates:
             ]
             cooldowns = {a: c for (i, a), c in self.cooldowns.items() if i == sid}
             last = self.schedule.last_bar.get(sid)
+            account = self.accounts.get(sid)
             out[sid] = ExecutionState(
                 strategy_id=sid,
                 version=self.versions.get(sid, 0),
@@ -99,6 +101,9 @@ class MemoryStates:
                 orders=orders,
                 cooldowns=cooldowns,  # type: ignore[arg-type]
                 last_bar=None if last is None else to_datetime(last),
+                realized_pnl=account.realized_pnl if account else 0.0,
+                equity_peak=account.equity_peak if account else None,
+                halted_at=account.halted_at if account else None,
             )
         return out
 
@@ -119,6 +124,19 @@ class MemoryStates:
             self.orders[o.order_id] = o
         for c in changes.cooldowns:
             self.cooldowns[(state.strategy_id, c.asset)] = c
+        for m in changes.stop_moves:  # as the tables: the order's level moves, nothing else
+            if m.position_id in {p.position_id for p in changes.positions}:
+                continue
+            self.orders[m.order_id] = self.orders[m.order_id].model_copy(update={"price": m.price})
+            self.positions[m.position_id] = self.positions[m.position_id].model_copy(
+                update={
+                    "stop_loss_price": m.price,
+                    "checked_through": m.checked_through,
+                    "trailing_active": m.trailing_active,
+                }
+            )
+        if changes.account is not None:
+            self.accounts[state.strategy_id] = changes.account
         self.versions[state.strategy_id] = current + 1
         self.commits += 1
         return current + 1
@@ -142,6 +160,7 @@ class MemoryStates:
             {k: v.model_dump() for k, v in self.positions.items()},
             {k: v.model_dump() for k, v in self.orders.items()},
             dict(self.cooldowns),
+            {k: v.model_dump() for k, v in self.accounts.items()},
         )
 
 

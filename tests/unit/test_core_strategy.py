@@ -428,6 +428,8 @@ def test_json_schema_export():
         "indicators",
         "entry",
         "exit",
+        "short_entry",
+        "short_exit",
         "execution_config",
     }
     defs = schema["$defs"]
@@ -440,8 +442,22 @@ def test_json_schema_export():
         "time_based_exits",
         "fee_rate",
         "cooldown_config",
+        "capital",
+        "break_even_after",
+        "max_open_positions_total",
+        "max_drawdown",
     ):
         assert key in config
+    stop_types = set(config["stop_loss"]["anyOf"][0]["discriminator"]["mapping"])
+    assert stop_types == {"percent", "atr", "trailing_percent", "trailing_atr"}
+    target_forms = config["take_profit"]["anyOf"][0]["oneOf"]
+    assert [form.get("type") for form in target_forms] == [None, "array"]  # a level, or a list
+    assert set(defs["PositionSizing"]["properties"]["type"]["enum"]) == {
+        "fixed_notional",
+        "fixed_quantity",
+        "equity_percent",
+        "risk_percent",
+    }
     assert set(defs["CooldownTiers"]["properties"]) >= {
         "short_loss_limit",
         "short_window_bars",

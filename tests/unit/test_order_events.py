@@ -201,3 +201,71 @@ def test_the_body_is_canonical_and_the_signature_is_the_hmac_of_it() -> None:
     assert not verify(body + b" ", "s3cret", "sha256=" + expected)
     events = _events(Driver(strategy, candles([FLAT, SIGNAL])), 1)
     assert parse_events(events_json(events)) == events
+
+
+def test_a_trailing_stop_that_only_moved_in_place_is_a_stop_moved_event() -> None:
+    from engine.core.state import StopMove
+    from engine.core.timeframes import to_datetime
+
+    strategy = make_strategy(execution_config={"stop_loss": {"type": "percent", "value": 0.02}})
+    driver = Driver(strategy, candles(flat_bars(3, b1=SIGNAL)))
+    driver.at(1)
+    state = driver.state
+    (stop,) = [o for o in state.orders if o.type == "stop_loss"]
+    move = StopMove(
+        position_id=stop.position_id,
+        order_id=stop.order_id,
+        price=99.1,
+        checked_through=to_datetime(ts(2)),
+        trailing_active=True,
+    )
+    (event,) = derive_events(state, Changes(stop_moves=[move]), version=3, committed_ms=COMMITTED)
+    assert (event.type, event.bar, event.asset) == (
+        "stop.moved",
+        "2024-01-01T02:00:00.000Z",
+        stop.asset,
+    )
+    assert event.data["previous_price"] == pytest.approx(98.0) and event.data["price"] == 99.1
+    # the same move through a rewritten order is the same change: the same id
+    (same,) = derive_events(
+        state,
+        Changes(orders=[stop.model_copy(update={"price": 99.1})]),
+        version=3,
+        committed_ms=COMMITTED,
+        bar_ms=ts(2),
+    )
+    assert same.id == event.id
+    # a move to where the stop already is, is no event
+    still = move.model_copy(update={"price": stop.price})
+    assert derive_events(state, Changes(stop_moves=[still]), version=3, committed_ms=0) == []
+
+
+def test_a_drawdown_halt_committed_in_the_account_is_a_guard_tripped_event() -> None:
+    from engine.core.state import Account
+    from engine.core.timeframes import to_datetime
+
+    state = ExecutionState(strategy_id="s")
+    halted = Account(realized_pnl=-2_500.0, equity_peak=10_000.0, halted_at=to_datetime(ts(5)))
+    (event,) = derive_events(state, Changes(account=halted), version=2, committed_ms=0)
+    assert (event.type, event.data["guard"]) == ("guard.tripped", "max_drawdown")
+    assert event.data["tripped_at"] == "2024-01-01T05:00:00.000Z"
+    # the same halt committed again (a later evaluation during it) is no new event
+    during = state.model_copy(update={"halted_at": to_datetime(ts(5))})
+    assert derive_events(during, Changes(account=halted), version=3, committed_ms=0) == []
+    # an account change without a halt is none either
+    quiet = Account(realized_pnl=10.0)
+    assert derive_events(state, Changes(account=quiet), version=2, committed_ms=0) == []
+
+
+def test_a_short_position_is_announced_as_short() -> None:
+    strategy = make_strategy(
+        entry={"left": "volume", "op": ">", "right": 1_000_000},
+        short_entry={"left": "volume", "op": ">", "right": 5},
+        execution_config={"stop_loss": {"type": "percent", "value": 0.02}},
+    )
+    driver = Driver(strategy, candles(flat_bars(3, b1=SIGNAL)))
+    events = _events(driver, 1)
+    (opened,) = [e for e in events if e.type == "position.opened"]
+    assert opened.data["side"] == "short"
+    (stop,) = [e for e in events if e.type == "order.created" and e.data["type"] == "stop_loss"]
+    assert stop.data["side"] == "exit_short" and stop.data["price"] > opened.data["entry_price"]

@@ -79,6 +79,7 @@ def test_volume_spike_entry_then_stop_two_bars_later(tmp_path: Path) -> None:
     (record,) = result.trade_records()
     assert record == {
         "asset": "BTC/USDT",
+        "side": "long",
         "entry_time": "2024-01-01T02:00:00Z",
         "exit_time": "2024-01-01T04:00:00Z",
         "entry_price": 100.0,

@@ -7,6 +7,7 @@ the result and the new state, and names exactly what changed so storage writes o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 
@@ -15,31 +16,41 @@ from engine.core.candles import Candles
 from engine.core.conditions import Frame, Predicate, compile_condition
 from engine.core.cooldown import (
     CooldownRules,
+    bar_index,
     cooldown_rules,
     deprecation_message,
     record_losses,
     status_at,
 )
 from engine.core.market import MarketData
+from engine.core.resting import Target, walk
 from engine.core.state import (
+    Account,
     Changes,
     ClosedTrade,
     CooldownState,
     CooldownStatus,
+    Direction,
     EvaluationResult,
     ExecutionState,
     ExitReason,
+    GuardStatus,
     Order,
     Position,
+    StopMove,
     Warning,
     assemble,
 )
 from engine.core.strategy import (
     AtrLevel,
+    Condition,
     PercentStop,
     PercentTarget,
     RiskRewardTarget,
     Strategy,
+    TrailingAtrStop,
+    TrailingPercentStop,
+    target_levels,
 )
 from engine.core.timeframes import iso, timeframe_ms, to_datetime, to_ms
 
@@ -52,6 +63,8 @@ class CompiledStrategy:
     entry: Predicate
     exit: Predicate | None
     cooldown: CooldownRules
+    short_entry: Predicate | None = None
+    short_exit: Predicate | None = None
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
@@ -87,7 +100,13 @@ def compile_strategy(strategy: Strategy) -> CompiledStrategy:
         entry=compile_condition(strategy.entry),
         exit=compile_condition(strategy.exit) if strategy.exit is not None else None,
         cooldown=cooldown_rules(strategy.execution_config, strategy.timeframe),
+        short_entry=_maybe(strategy.short_entry),
+        short_exit=_maybe(strategy.short_exit),
     )
+
+
+def _maybe(condition: Condition | None) -> Predicate | None:
+    return compile_condition(condition) if condition is not None else None
 
 
 def evaluate(
@@ -100,46 +119,33 @@ def evaluate(
     compiled = strategy if isinstance(strategy, CompiledStrategy) else compile_strategy(strategy)
     run = _Run(compiled, state, market, now_ms)
     for asset in compiled.strategy.assets:
-        run.asset(asset)
+        run.exits(asset)
     run.keep_untraded_positions()
+    untraded = list(run.positions)
+    for item in run.assets:
+        run.positions.extend(item.still_open)
+    # Guards look at the whole account after every asset's exits, before any entry, so the
+    # order of the assets decides nothing but which asset takes the last free slot.
+    run.guard()
+    for item in run.assets:
+        run.entries(item)
+    run.positions = [p for item in run.assets for p in item.still_open] + untraded
     return run.result()
 
 
 @dataclass
-class _Fill:
-    index: int
-    price: float
-    reason: ExitReason
+class _Asset:
+    """One asset between the exits (steps 1-4) and the entry (step 5) of a run."""
+
+    asset: str
+    candles: Candles
+    frame: Frame
+    t: int
+    still_open: list[Position]
+    cooldown: CooldownStatus
 
 
-def first_resting_fill(
-    candles: Candles, start: int, end: int, stop: float | None, target: float | None
-) -> _Fill | None:
-    """The first bar in [start, end] at which the stop or the target fills, and at what price.
-
-    Gap through either fills at the open; otherwise the stop wins a bar that touches both.
-    """
-    if start > end or (stop is None and target is None):
-        return None
-    opens = candles.open[start : end + 1]
-    hit = np.zeros(len(opens), dtype=bool)
-    if stop is not None:
-        hit |= candles.low[start : end + 1] <= stop
-    if target is not None:
-        hit |= candles.high[start : end + 1] >= target
-    if not hit.any():
-        return None
-    k = int(np.argmax(hit))
-    i = start + k
-    open_price = float(opens[k])
-    if stop is not None and open_price <= stop:
-        return _Fill(i, open_price, "stop_loss")
-    if target is not None and open_price >= target:
-        return _Fill(i, open_price, "take_profit")
-    if stop is not None and float(candles.low[i]) <= stop:
-        return _Fill(i, stop, "stop_loss")
-    assert target is not None
-    return _Fill(i, target, "take_profit")
+_SIGN: dict[Direction, float] = {"long": 1.0, "short": -1.0}
 
 
 @dataclass
@@ -157,10 +163,18 @@ class _Run:
     warnings: dict[tuple[str, str], Warning] = field(default_factory=dict)
     changes: Changes = field(default_factory=lambda: assemble(Changes))
     bar_ms: int | None = None
+    realized: float = 0.0
+    assets: list[_Asset] = field(default_factory=list)
+    guards: list[GuardStatus] = field(default_factory=list)
+    equity_peak: float | None = None
+    halted_at: datetime | None = None
 
     def __post_init__(self) -> None:
         self.cooldowns = dict(self.state.cooldowns)
         self.orders = {o.order_id: o for o in self.state.orders}
+        self.realized = self.state.realized_pnl
+        self.equity_peak = self.state.equity_peak
+        self.halted_at = self.state.halted_at
         for code, message in self.strategy.warnings:
             self.warn(code, message)
         if self.compiled.cooldown.legacy:
@@ -194,7 +208,8 @@ class _Run:
 
     # --- per asset ------------------------------------------------------------------------
 
-    def asset(self, asset: str) -> None:
+    def exits(self, asset: str) -> None:
+        """Steps 1-4 for one asset: resting orders (catch-up), signal and time exits, cooldown."""
         strategy = self.strategy
         open_positions = sorted(
             (p for p in self.state.positions if p.asset == asset), key=lambda p: p.entry_time
@@ -213,27 +228,24 @@ class _Run:
         losses: list[tuple[int, str]] = []
 
         still_open: list[Position] = []
-        for position in open_positions:
-            entry_ms = to_ms(position.entry_time)
+        for before in open_positions:
+            entry_ms = to_ms(before.entry_time)
             if entry_ms < int(candles.time[0]):
                 self.warn(
                     "insufficient_history",
-                    f"{asset}: position {position.position_id} entered before the first candle; "
+                    f"{asset}: position {before.position_id} entered before the first candle; "
                     "bars held and catch-up start at the first candle",
                 )
             start = int(np.searchsorted(candles.time, entry_ms, side="right"))
-            # 1. resting stop and target, over every bar since entry up to t (catch-up)
-            fill = first_resting_fill(
-                candles, start, t, position.stop_loss_price, position.take_profit_price
-            )
-            if fill is not None:
-                losses += self._close(position, candles, fill.index, fill.price, fill.reason)
+            # 1. resting stop and targets, over every bar since entry up to t (catch-up)
+            position, loss = self._resting(before, candles, frame, start, t)
+            if position is None:
+                losses += loss
                 continue
             # 2. signal exit and 3. time exit act at t only, never on the entry bar itself
             if entry_ms < t_ms:
-                if self.compiled.exit is not None and self._true(
-                    self.compiled.exit, frame, t, asset
-                ):
+                signal = self.compiled.exit if position.side == "long" else self.compiled.short_exit
+                if signal is not None and self._true(signal, frame, t, asset):
                     losses += self._close(position, candles, t, float(candles.close[t]), "signal")
                     continue
                 max_hold = strategy.execution_config.time_based_exits.max_hold_bars
@@ -256,22 +268,51 @@ class _Run:
             self.changes.cooldowns.append(cooldown)
         status = status_at(cooldown, asset, candles.time, t, strategy.timeframe)
         self.statuses.append(status)
+        self.assets.append(_Asset(asset, candles, frame, t, still_open, status))
 
-        # 5. entry
-        config = strategy.execution_config
+    def entries(self, item: _Asset) -> None:
+        """Step 5 (entry, either side) and step 6 for one asset, after every asset's exits."""
+        config = self.strategy.execution_config
+        asset, candles, frame, t, still_open = (
+            item.asset,
+            item.candles,
+            item.frame,
+            item.t,
+            item.still_open,
+        )
+        t_ms = int(candles.time[t])
         entered_here = any(to_ms(p.entry_time) == t_ms for p in still_open)
+        total = config.max_open_positions_total
         if (
-            not status.active
+            not item.cooldown.active
             and not entered_here
             and len(still_open) < config.max_open_positions
-            and self._true(self.compiled.entry, frame, t, asset)
+            and (total is None or len(self.positions) < total)
+            and not self._halted(candles, t)
         ):
-            opened = self._enter(asset, candles, frame, t)
-            if opened is not None:
-                still_open.append(opened)
+            sides: list[tuple[Direction, Predicate | None]] = [
+                ("long", self.compiled.entry),
+                ("short", self.compiled.short_entry),
+            ]
+            for side, predicate in sides:
+                if predicate is None or not self._true(predicate, frame, t, asset):
+                    continue
+                opposite = [p for p in still_open if p.side != side]
+                if opposite:
+                    self.warn(
+                        "opposite_position_open",
+                        f"{asset}: {side} entry signal at {to_datetime(t_ms).isoformat()} "
+                        f"skipped: {len(opposite)} {opposite[0].side} position(s) still open "
+                        "(an asset holds one direction at a time)",
+                    )
+                    continue
+                opened = self._enter(asset, candles, frame, t, side)
+                if opened is not None:
+                    still_open.append(opened)
+                    self.positions.append(opened)
+                    break
 
         # 6. open positions keep (and report) their resting orders
-        self.positions.extend(still_open)
         for position in still_open:
             for order in self._orders_of(position.position_id):
                 self.reported.setdefault(order.order_id, order)
@@ -291,17 +332,178 @@ class _Run:
     def _orders_of(self, position_id: str) -> list[Order]:
         return [o for o in self.orders.values() if o.position_id == position_id]
 
+    # --- resting orders -------------------------------------------------------------------
+
+    def _resting(
+        self, position: Position, candles: Candles, frame: Frame, start: int, t: int
+    ) -> tuple[Position | None, list[tuple[int, str]]]:
+        """Step 1 for one position; (the position still open or None, its loss if it closed).
+
+        Bars up to `checked_through` were walked by an evaluation that changed the position
+        and wrote that; walking them again could fill at a stop that moved since. Bars after
+        it that an evaluation walked without changing anything are walked again, to the same
+        result: nothing filled and nothing moved there.
+        """
+        config = self.strategy.execution_config
+        if position.checked_through is not None:
+            start = max(
+                start,
+                int(np.searchsorted(candles.time, to_ms(position.checked_through), side="right")),
+            )
+        orders = [o for o in self._orders_of(position.position_id) if o.status == "open"]
+        stop_order = next((o for o in orders if o.type == "stop_loss"), None)
+        targets = [
+            Target(o.order_id, float(o.price or 0.0), o.quantity)
+            for o in orders
+            if o.type == "take_profit"
+        ]
+        trailing = (
+            config.stop_loss
+            if isinstance(config.stop_loss, TrailingPercentStop | TrailingAtrStop)
+            else None
+        )
+        walked = walk(
+            candles,
+            frame,
+            start,
+            t,
+            short=position.side == "short",
+            entry_price=position.entry_price,
+            remaining=position.quantity,
+            stop=position.stop_loss_price if stop_order is not None else None,
+            targets=targets,
+            targets_filled=position.targets_filled,
+            trailing=trailing if stop_order is not None else None,
+            trailing_active=position.trailing_active,
+            break_even_after=config.break_even_after,
+        )
+        partial = walked.fills if not walked.closed else walked.fills[:-1]
+        for fill in partial:
+            position = self._partial(position, candles, fill.index, fill.price, fill.quantity)
+            self._fill_order(fill.order_id, fill.price, fill.quantity, candles, fill.index)
+        if stop_order is not None and (partial or walked.stop_moved):
+            # the stop order carries the current level and what remains, whatever follows
+            stop_order = stop_order.model_copy(
+                update={"price": walked.stop, "quantity": position.quantity}
+            )
+            self.orders[stop_order.order_id] = stop_order
+        if walked.closed:
+            last = walked.fills[-1]
+            reason: ExitReason = "stop_loss" if last.reason == "stop_loss" else "take_profit"
+            position = position.model_copy(update={"stop_loss_price": walked.stop})
+            return None, self._close(
+                position, candles, last.index, last.price, reason, last.order_id
+            )
+        if not partial and not walked.stop_moved:
+            return position, []
+        t_time = to_datetime(int(candles.time[t]))
+        position = position.model_copy(
+            update={
+                "stop_loss_price": walked.stop,
+                "take_profit_price": walked.targets[0].price if walked.targets else None,
+                "trailing_active": walked.trailing_active,
+                "checked_through": t_time,
+            }
+        )
+        if stop_order is not None:
+            self.reported[stop_order.order_id] = stop_order
+        if partial:
+            self.changes.positions.append(position)
+            if stop_order is not None:
+                self.changes.orders.append(stop_order)
+        elif stop_order is not None and walked.stop is not None:
+            self.changes.stop_moves.append(
+                StopMove(
+                    position_id=position.position_id,
+                    order_id=stop_order.order_id,
+                    price=walked.stop,
+                    checked_through=t_time,
+                    trailing_active=walked.trailing_active,
+                )
+            )
+        return position, []
+
+    def _fill_order(
+        self, order_id: str | None, price: float, quantity: float, candles: Candles, index: int
+    ) -> None:
+        if order_id is None or order_id not in self.orders:
+            return
+        at = to_datetime(int(candles.time[index]))
+        filled = self.orders.pop(order_id).model_copy(
+            update={"status": "filled", "price": price, "quantity": quantity, "filled_at": at}
+        )
+        self._record_order(filled)
+
+    def _fill_pnl(
+        self, position: Position, price: float, quantity: float
+    ) -> tuple[float, float, float]:
+        """(pnl, exit fee, share of the entry fee) of a fill closing `quantity` at `price`."""
+        exit_fee = price * quantity * self.strategy.execution_config.fee_rate
+        entry_share = position.entry_fee * quantity / position.entered_quantity
+        gross = _SIGN[position.side] * (price - position.entry_price) * quantity
+        return gross - entry_share - exit_fee, exit_fee, entry_share
+
+    def _trade(
+        self,
+        position: Position,
+        candles: Candles,
+        index: int,
+        price: float,
+        quantity: float,
+        reason: ExitReason,
+    ) -> float:
+        """Record one fill that closed `quantity` as a trade; returns its PnL."""
+        pnl, exit_fee, entry_share = self._fill_pnl(position, price, quantity)
+        self.realized += pnl
+        self.closed.append(
+            ClosedTrade(
+                position_id=position.position_id,
+                asset=position.asset,
+                side=position.side,
+                entry_time=position.entry_time,
+                exit_time=to_datetime(int(candles.time[index])),
+                entry_price=position.entry_price,
+                exit_price=price,
+                quantity=quantity,
+                fees=entry_share + exit_fee,
+                pnl=pnl,
+                exit_reason=reason,
+            )
+        )
+        return pnl
+
+    def _partial(
+        self, position: Position, candles: Candles, index: int, price: float, quantity: float
+    ) -> Position:
+        """A scale-out target filled part of the position: a trade of that quantity."""
+        pnl = self._trade(position, candles, index, price, quantity, "take_profit")
+        return position.model_copy(
+            update={
+                "initial_quantity": position.entered_quantity,
+                "quantity": position.quantity - quantity,
+                "realized_pnl": position.realized_pnl + pnl,
+                "targets_filled": position.targets_filled + 1,
+            }
+        )
+
     # --- exits ----------------------------------------------------------------------------
 
     def _close(
-        self, position: Position, candles: Candles, index: int, price: float, reason: ExitReason
+        self,
+        position: Position,
+        candles: Candles,
+        index: int,
+        price: float,
+        reason: ExitReason,
+        filled_order: str | None = None,
     ) -> list[tuple[int, str]]:
-        """Close a position at bar `index`; returns [(index, id)] when the trade lost money."""
-        fee_rate = self.strategy.execution_config.fee_rate
+        """Close what remains of a position at bar `index`; [(index, id)] when the position
+        lost money over all its fills (DESIGN §5, §11)."""
         exit_ms = int(candles.time[index])
         exit_time = to_datetime(exit_ms)
-        exit_fee = price * position.quantity * fee_rate
-        pnl = (price - position.entry_price) * position.quantity - position.entry_fee - exit_fee
+        fill_pnl = self._trade(position, candles, index, price, position.quantity, reason)
+        _, exit_fee, _ = self._fill_pnl(position, price, position.quantity)
+        pnl = position.realized_pnl + fill_pnl
         closed = position.model_copy(
             update={
                 "status": "closed",
@@ -310,151 +512,268 @@ class _Run:
                 "exit_fee": exit_fee,
                 "exit_reason": reason,
                 "pnl": pnl,
+                "realized_pnl": pnl,
             }
         )
         self.changes.positions.append(closed)
 
+        exit_side = "exit_short" if position.side == "short" else "exit_long"
         resting = self._orders_of(position.position_id)
         for order in resting:
             if order.status != "open":
                 continue
-            if order.type == reason:
-                update = {"status": "filled", "price": price, "filled_at": exit_time}
+            hit = order.order_id == filled_order or (
+                filled_order is None and order.type == reason == "stop_loss"
+            )
+            if hit:
+                update = {
+                    "status": "filled",
+                    "price": price,
+                    "quantity": position.quantity,
+                    "filled_at": exit_time,
+                }
             else:
                 update = {"status": "cancelled"}
             changed = order.model_copy(update=update)
             self._record_order(changed)
         if reason in ("signal", "time"):
-            market_exit = Order(
-                order_id=ids.order_id(position.position_id, "exit_long", exit_ms),
-                position_id=position.position_id,
-                strategy_id=position.strategy_id,
-                asset=position.asset,
-                side="exit_long",
-                type="market",
-                quantity=position.quantity,
-                price=price,
-                status="filled",
-                reason=reason,
-                created_at=exit_time,
-                filled_at=exit_time,
+            market_exit = Order.model_validate(
+                {
+                    "order_id": ids.order_id(position.position_id, exit_side, exit_ms),
+                    "position_id": position.position_id,
+                    "strategy_id": position.strategy_id,
+                    "asset": position.asset,
+                    "side": exit_side,
+                    "type": "market",
+                    "quantity": position.quantity,
+                    "price": price,
+                    "status": "filled",
+                    "reason": reason,
+                    "created_at": exit_time,
+                    "filled_at": exit_time,
+                }
             )
             self._record_order(market_exit)
         for order in resting:
             self.orders.pop(order.order_id, None)
-
-        self.closed.append(
-            ClosedTrade(
-                position_id=position.position_id,
-                asset=position.asset,
-                entry_time=position.entry_time,
-                exit_time=exit_time,
-                entry_price=position.entry_price,
-                exit_price=price,
-                quantity=position.quantity,
-                fees=position.entry_fee + exit_fee,
-                pnl=pnl,
-                exit_reason=reason,
-            )
-        )
         return [(index, position.position_id)] if pnl < 0 else []
 
     def _record_order(self, order: Order) -> None:
         self.changes.orders.append(order)
         self.reported[order.order_id] = order
 
+    # --- account and guards ---------------------------------------------------------------
+
+    @property
+    def equity(self) -> float:
+        """Capital plus realized PnL: what `equity_percent` and `risk_percent` size from."""
+        return self.strategy.execution_config.capital + self.realized
+
+    def marked_equity(self) -> float:
+        """Equity with the open positions marked at their asset's close at t (the drawdown)."""
+        marks = {a.asset: float(a.candles.close[a.t]) for a in self.assets}
+        unrealized = 0.0
+        for p in self.positions:
+            mark = marks.get(p.asset)
+            if mark is None:
+                continue
+            share = p.entry_fee * p.quantity / p.entered_quantity
+            unrealized += _SIGN[p.side] * (mark - p.entry_price) * p.quantity - share
+        return self.equity + unrealized
+
+    def guard(self) -> None:
+        """The max_drawdown guard at t, after every asset's exits and before any entry."""
+        config = self.strategy.execution_config
+        limit = config.max_drawdown
+        if limit is None or not self.assets:
+            return
+        newest = max(self.assets, key=lambda a: int(a.candles.time[a.t]))
+        equity = self.marked_equity()
+        peak = max(self.equity_peak or config.capital, equity)
+        if not self._halted(newest.candles, newest.t) and equity <= (1 - limit.value) * peak:
+            self.halted_at = to_datetime(int(newest.candles.time[newest.t]))
+            peak = equity  # a new peak is measured from here once the halt ends
+        self.equity_peak = peak
+
+    def _halt_until(self, candles: Candles, t: int) -> int | None:
+        limit = self.strategy.execution_config.max_drawdown
+        if limit is None or self.halted_at is None:
+            return None
+        tripped = bar_index(candles.time, to_ms(self.halted_at))
+        return None if tripped is None else tripped + limit.halt_bars
+
+    def _halted(self, candles: Candles, t: int) -> bool:
+        """Entries are blocked at the halting bar and the `halt_bars` bars after it."""
+        until = self._halt_until(candles, t)
+        return until is not None and t <= until
+
+    def guard_statuses(self) -> list[GuardStatus]:
+        config = self.strategy.execution_config
+        out: list[GuardStatus] = []
+        if config.max_open_positions_total is not None:
+            count = len(self.positions)
+            out.append(
+                GuardStatus(
+                    guard="max_open_positions_total",
+                    active=count >= config.max_open_positions_total,
+                    detail=f"{count} of {config.max_open_positions_total} positions open",
+                )
+            )
+        if config.max_drawdown is not None:
+            newest = max(self.assets, key=lambda a: int(a.candles.time[a.t]), default=None)
+            until = None if newest is None else self._halt_until(newest.candles, newest.t)
+            if newest is not None and until is not None and newest.t <= until:
+                step = timeframe_ms(self.strategy.timeframe)
+                until_ms = int(newest.candles.time[newest.t]) + (until - newest.t) * step
+                out.append(
+                    GuardStatus(
+                        guard="max_drawdown",
+                        active=True,
+                        until=to_datetime(until_ms),
+                        remaining_bars=until - newest.t + 1,
+                        detail=f"equity fell {config.max_drawdown.value:.0%} from its peak "
+                        f"at {self.halted_at.isoformat() if self.halted_at else '?'}",
+                    )
+                )
+            else:
+                out.append(GuardStatus(guard="max_drawdown", active=False))
+        return out
+
     # --- entry ----------------------------------------------------------------------------
 
-    def _enter(self, asset: str, candles: Candles, frame: Frame, t: int) -> Position | None:
+    def _enter(
+        self, asset: str, candles: Candles, frame: Frame, t: int, side: Direction
+    ) -> Position | None:
         config = self.strategy.execution_config
         price = float(candles.close[t])
         t_ms = int(candles.time[t])
-        stop = self._level(config.stop_loss, price, frame, t, stop=None, is_stop=True)
-        target = self._level(config.take_profit, price, frame, t, stop=stop, is_stop=False)
-        if (config.stop_loss is not None and stop is None) or (
-            config.take_profit is not None and target is None
-        ):
+        sign = _SIGN[side]
+        stop = self._level(config.stop_loss, price, frame, t, stop=None, is_stop=True, sign=sign)
+        levels = target_levels(config.take_profit)
+        targets = [
+            self._level(spec, price, frame, t, stop=stop, is_stop=False, sign=sign)
+            for spec in levels
+        ]
+        if (config.stop_loss is not None and stop is None) or any(x is None for x in targets):
             self.warn(
                 "entry_skipped",
                 f"{asset}: entry signal at {iso(t_ms)} skipped: "
                 "its stop or target could not be priced (indicator undefined or not beyond the price)",
             )
             return None
-        sizing = config.position_sizing
-        quantity = sizing.value / price if sizing.type == "fixed_notional" else sizing.value
-        if not np.isfinite(quantity) or quantity <= 0:
-            self.warn("entry_skipped", f"{asset}: cannot size a position at price {price}")
+        quantity = self._size(price, stop)
+        if quantity is None or not np.isfinite(quantity) or quantity <= 0:
+            self.warn(
+                "entry_skipped",
+                f"{asset}: cannot size a position at price {price} (equity {self.equity:g})",
+            )
             return None
         entry_time = to_datetime(t_ms)
         position_id = ids.position_id(self.strategy.strategy_id, asset, t_ms)
+        prices = [float(x) for x in targets if x is not None]
         position = Position(
             position_id=position_id,
             strategy_id=self.strategy.strategy_id,
             asset=asset,
+            side=side,
             entry_time=entry_time,
             entry_price=price,
             quantity=quantity,
             entry_fee=price * quantity * config.fee_rate,
             stop_loss_price=stop,
-            take_profit_price=target,
+            take_profit_price=min(prices, key=lambda x: sign * x) if prices else None,
         )
         self.changes.positions.append(position)
+        enter, exit_ = (
+            ("enter_short", "exit_short") if side == "short" else ("enter_long", "exit_long")
+        )
 
-        def order(kind: str, side: str, type_: str, at: float, status: str) -> Order:
+        def order(kind: str, side_: str, type_: str, at: float, qty: float, status: str) -> Order:
             return Order.model_validate(
                 {
                     "order_id": ids.order_id(position_id, kind, t_ms),
                     "position_id": position_id,
                     "strategy_id": self.strategy.strategy_id,
                     "asset": asset,
-                    "side": side,
+                    "side": side_,
                     "type": type_,
-                    "quantity": quantity,
+                    "quantity": qty,
                     "price": at,
                     "status": status,
-                    "reason": "entry" if kind == "enter_long" else kind,
+                    "reason": "entry" if kind == enter else type_,
                     "created_at": entry_time,
                     "filled_at": entry_time if status == "filled" else None,
                 }
             )
 
-        self._record_order(order("enter_long", "enter_long", "market", price, "filled"))
-        for kind, level in (("stop_loss", stop), ("take_profit", target)):
-            if level is not None:
-                resting = order(kind, "exit_long", kind, level, "open")
-                self._record_order(resting)
-                self.orders[resting.order_id] = resting
+        self._record_order(order(enter, enter, "market", price, quantity, "filled"))
+        resting: list[Order] = []
+        if stop is not None:
+            resting.append(order("stop_loss", exit_, "stop_loss", stop, quantity, "open"))
+        if isinstance(config.take_profit, list):
+            left = quantity
+            for n, (spec, level) in enumerate(zip(config.take_profit, prices, strict=True)):
+                last = n == len(prices) - 1
+                qty = left if last else quantity * spec.fraction
+                left -= qty
+                kind = f"take_profit_{n + 1}"
+                resting.append(order(kind, exit_, "take_profit", level, qty, "open"))
+        elif prices:
+            resting.append(order("take_profit", exit_, "take_profit", prices[0], quantity, "open"))
+        for item in resting:
+            self._record_order(item)
+            self.orders[item.order_id] = item
         return position
+
+    def _size(self, price: float, stop: float | None) -> float | None:
+        sizing = self.strategy.execution_config.position_sizing
+        if sizing.type == "fixed_notional":
+            return sizing.value / price
+        if sizing.type == "fixed_quantity":
+            return sizing.value
+        equity = self.equity
+        if equity <= 0:
+            return None
+        if sizing.type == "equity_percent":
+            return equity * sizing.value / price
+        if stop is None or stop == price:
+            return None
+        return equity * sizing.value / abs(price - stop)
 
     def _level(
         self,
-        spec: PercentStop | PercentTarget | AtrLevel | RiskRewardTarget | None,
+        spec: PercentStop
+        | PercentTarget
+        | AtrLevel
+        | RiskRewardTarget
+        | TrailingPercentStop
+        | TrailingAtrStop
+        | None,
         price: float,
         frame: Frame,
         t: int,
         *,
         stop: float | None,
         is_stop: bool,
+        sign: float = 1.0,
     ) -> float | None:
-        """Price a stop or a target from the entry price at bar t; None when it can't be."""
+        """Price a stop or a target from the entry price at bar t; None when it can't be.
+
+        A long's stop lies below the price and its targets above; a short's mirror them.
+        """
         if spec is None:
             return None
-        if isinstance(spec, PercentStop):
-            level = price * (1 - spec.value)
-        elif isinstance(spec, PercentTarget):
-            level = price * (1 + spec.value)
+        away = -sign if is_stop else sign  # direction of the level from the price
+        if isinstance(spec, PercentStop | TrailingPercentStop | PercentTarget):
+            level = price * (1 + away * spec.value)
         elif isinstance(spec, RiskRewardTarget):
             if stop is None:
                 return None
             level = price + spec.ratio * (price - stop)
         else:
             distance = spec.multiplier * float(frame[spec.indicator][t])
-            level = price - distance if is_stop else price + distance
-        if (
-            not np.isfinite(level)
-            or (is_stop and not 0 < level < price)
-            or (not is_stop and level <= price)
-        ):
+            level = price + away * distance
+        if not np.isfinite(level) or level <= 0 or away * (level - price) <= 0:
             return None
         return float(level)
 
@@ -462,6 +781,17 @@ class _Run:
 
     def result(self) -> EvaluationResult:
         open_ids = {p.position_id for p in self.positions}
+        account_changed = (
+            self.realized != self.state.realized_pnl
+            or self.equity_peak != self.state.equity_peak
+            or self.halted_at != self.state.halted_at
+        )
+        if account_changed:
+            self.changes.account = Account(
+                realized_pnl=self.realized,
+                equity_peak=self.equity_peak,
+                halted_at=self.halted_at,
+            )
         # Every part was validated when it was built: assemble without validating again.
         new_state = assemble(
             ExecutionState,
@@ -470,6 +800,9 @@ class _Run:
             positions=self.positions,
             orders=[o for o in self.orders.values() if o.position_id in open_ids],
             cooldowns=self.cooldowns,
+            realized_pnl=self.realized,
+            equity_peak=self.equity_peak,
+            halted_at=self.halted_at,
         )
         return assemble(
             EvaluationResult,
@@ -480,6 +813,8 @@ class _Run:
             positions=self.positions,
             closed_trades=self.closed,
             cooldowns=self.statuses,
+            equity=self.equity,
+            guards=self.guard_statuses(),
             warnings=list(self.warnings.values()),
             state=new_state,
             changes=self.changes,

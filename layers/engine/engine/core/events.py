@@ -163,10 +163,9 @@ class GuardTrip:
     """A guard that tripped in this evaluation (DESIGN §11 guards): the hook through which
     the evaluation reports it, so that a `guard.tripped` event is committed with it.
 
-    Nothing produces one yet: guards arrive with the trading-breadth work, whose evaluation
-    result is to carry its trips to `derive_events(..., guard_trips=...)` (called by the
-    state repository's commit). A stop moved by a trailing stop or break-even needs no hook:
-    the rewritten stop order's new price is enough (`stop.moved`)."""
+    The drawdown halt is read from the committed account (`Changes.account.halted_at`); other
+    guards can pass theirs to `derive_events(..., guard_trips=...)`. A stop moved by a trailing
+    stop or break-even is read from `Changes.stop_moves` or its rewritten order (`stop.moved`)."""
 
     guard: str
     bar_ms: int
@@ -301,8 +300,6 @@ def _order_drafts(
 
 
 def _position_drafts(sid: str, before: Position | None, after: Position) -> Iterable[_Draft]:
-    # Positions are long today; when they gain a direction (DESIGN §11 short side), the
-    # `side` of both data models below is to be set from it.
     if before is None:
         yield _Draft(
             "position.opened",
@@ -313,6 +310,7 @@ def _position_drafts(sid: str, before: Position | None, after: Position) -> Iter
             event_id(sid, "position.opened", after.position_id),
             PositionOpenedData(
                 position_id=after.position_id,
+                side=after.side,
                 entry_time=iso(to_ms(after.entry_time)),
                 entry_price=after.entry_price,
                 quantity=after.quantity,
@@ -332,6 +330,7 @@ def _position_drafts(sid: str, before: Position | None, after: Position) -> Iter
             event_id(sid, "position.closed", after.position_id),
             PositionClosedData(
                 position_id=after.position_id,
+                side=after.side,
                 entry_time=iso(to_ms(after.entry_time)),
                 exit_time=iso(exit_ms),
                 entry_price=after.entry_price,
@@ -370,6 +369,30 @@ def _cooldown_drafts(
             losses=len(after.losses),
         ),
     )
+
+
+def _stop_move_drafts(sid: str, orders: Mapping[str, Order], changes: Changes) -> Iterable[_Draft]:
+    """A trailing or break-even stop that only moved (written in place, not as an order)."""
+    rewritten = {o.order_id for o in changes.orders}
+    for move in {m.order_id: m for m in changes.stop_moves}.values():
+        before = orders.get(move.order_id)
+        if move.order_id in rewritten or before is None or before.price == move.price:
+            continue  # a rewritten order says it itself (`_order_drafts`)
+        yield _Draft(
+            "stop.moved",
+            before.asset,
+            to_ms(move.checked_through),
+            _RANK["stop.moved", ""],
+            move.order_id,
+            event_id(sid, "stop.moved", move.order_id, move.price),
+            StopMovedData(
+                order_id=move.order_id,
+                position_id=move.position_id,
+                previous_price=before.price,
+                price=move.price,
+                quantity=before.quantity,
+            ),
+        )
 
 
 def _guard_draft(sid: str, trip: GuardTrip) -> _Draft:
@@ -420,7 +443,13 @@ def derive_events(
         drafts.extend(_order_drafts(sid, orders.get(order.order_id), order, closes))
     for cooldown in {c.asset: c for c in changes.cooldowns}.values():
         drafts.extend(_cooldown_drafts(sid, state.cooldowns.get(cooldown.asset), cooldown))
-    drafts.extend(_guard_draft(sid, trip) for trip in guard_trips)
+    drafts.extend(_stop_move_drafts(sid, orders, changes))
+    trips = list(guard_trips)
+    if changes.account is not None and changes.account.halted_at is not None:
+        halted = to_ms(changes.account.halted_at)
+        if state.halted_at is None or to_ms(state.halted_at) != halted:
+            trips.append(GuardTrip(guard="max_drawdown", bar_ms=halted))
+    drafts.extend(_guard_draft(sid, trip) for trip in trips)
     latest = bar_ms if bar_ms is not None else max((d.bar_ms for d in drafts), default=-1)
     placed = [d if d.bar_ms >= 0 else _with_bar(d, latest) for d in drafts]
     placed.sort(key=lambda d: (d.bar_ms, d.rank, d.asset or "", d.subject))

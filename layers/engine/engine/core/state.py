@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticUndefined
 
-OrderSide = Literal["enter_long", "exit_long"]
+OrderSide = Literal["enter_long", "exit_long", "enter_short", "exit_short"]
+Direction = Literal["long", "short"]
 OrderType = Literal["market", "stop_loss", "take_profit"]
 OrderStatus = Literal["filled", "open", "cancelled"]
 ExitReason = Literal["stop_loss", "take_profit", "signal", "time"]
@@ -53,16 +54,33 @@ class Order(_State):
 
 
 class Position(_State):
-    """An open or closed long position; a closed position is a trade."""
+    """An open or closed position; a closed position is a trade.
+
+    A scale-out target that fills reduces `quantity` (what is still held) and adds its PnL to
+    `realized_pnl`; the position closes when nothing remains, `pnl` then being the PnL of all
+    its fills (DESIGN §11).
+    """
 
     position_id: str
     strategy_id: str
     asset: str
+    side: Direction = "long"
     status: Literal["open", "closed"] = "open"
     entry_time: Time = Field(description="open time of the entry bar")
     entry_price: Price
-    quantity: Price
-    entry_fee: Amount = 0.0
+    quantity: Price = Field(description="quantity still held (at the last fill, once closed)")
+    initial_quantity: Price | None = Field(
+        default=None, description="quantity entered; absent when equal to `quantity`"
+    )
+    entry_fee: Amount = Field(default=0.0, description="fee of the entry, on all its quantity")
+    realized_pnl: Money = Field(default=0.0, description="PnL of the partial fills so far")
+    targets_filled: Annotated[int, Field(ge=0, le=10)] = 0
+    trailing_active: bool = Field(default=False, description="the trailing stop has activated")
+    checked_through: Time | None = Field(
+        default=None,
+        description="open time of the last bar whose resting orders were checked and whose "
+        "close moved the stop; absent: none since the entry bar changed anything",
+    )
     stop_loss_price: Price | None = None
     take_profit_price: Price | None = None
     exit_time: Time | None = None
@@ -70,6 +88,10 @@ class Position(_State):
     exit_fee: Amount | None = None
     exit_reason: ExitReason | None = None
     pnl: Money | None = None
+
+    @property
+    def entered_quantity(self) -> float:
+        return self.initial_quantity if self.initial_quantity is not None else self.quantity
 
 
 class LossRecord(_State):
@@ -98,6 +120,13 @@ class ExecutionState(_State):
     positions: list[Position] = Field(default_factory=list, description="open positions")
     orders: list[Order] = Field(default_factory=list, description="orders of open positions")
     cooldowns: dict[str, CooldownState] = Field(default_factory=dict)
+    realized_pnl: float = Field(default=0.0, description="PnL of every fill that closed a quantity")
+    equity_peak: float | None = Field(
+        default=None, description="highest equity seen at an evaluation (max_drawdown guard)"
+    )
+    halted_at: datetime | None = Field(
+        default=None, description="bar at which the max_drawdown guard last halted entries"
+    )
     last_bar: datetime | None = Field(
         default=None,
         description="open time of the newest bar a committed evaluation was at (the schedule's "
@@ -120,9 +149,22 @@ class CooldownStatus(_State):
     remaining_bars: int = Field(default=0, description="bars from this one to `until`, inclusive")
 
 
+class GuardStatus(_State):
+    """A guard of DESIGN §11 and whether it blocks entries at this bar."""
+
+    guard: Literal["max_open_positions_total", "max_drawdown"]
+    active: bool
+    until: datetime | None = Field(default=None, description="last bar at which it blocks")
+    remaining_bars: int = 0
+    detail: str = ""
+
+
 class ClosedTrade(_State):
+    """One fill that closed a quantity: a whole position, or one scale-out target of it."""
+
     position_id: str
     asset: str
+    side: Direction = "long"
     entry_time: datetime
     exit_time: datetime
     entry_price: float
@@ -133,16 +175,38 @@ class ClosedTrade(_State):
     exit_reason: ExitReason
 
 
+class StopMove(_State):
+    """A trailing stop that only moved: storage updates the stop order's level in place."""
+
+    position_id: str
+    order_id: str
+    price: float
+    checked_through: datetime
+    trailing_active: bool
+
+
+class Account(_State):
+    """The strategy-wide account figures an evaluation changed (on the strategy item)."""
+
+    realized_pnl: float
+    equity_peak: float | None = None
+    halted_at: datetime | None = None
+
+
 class Changes(_State):
     """What an evaluation changed: the items storage must write, nothing else."""
 
     positions: list[Position] = Field(default_factory=list)
     orders: list[Order] = Field(default_factory=list)
     cooldowns: list[CooldownState] = Field(default_factory=list)
+    stop_moves: list[StopMove] = Field(default_factory=list)
+    account: Account | None = None
 
     @property
     def empty(self) -> bool:
-        return not (self.positions or self.orders or self.cooldowns)
+        return not (
+            self.positions or self.orders or self.cooldowns or self.stop_moves or self.account
+        )
 
 
 class EvaluationResult(_State):
@@ -153,6 +217,10 @@ class EvaluationResult(_State):
     positions: list[Position] = Field(default_factory=list)
     closed_trades: list[ClosedTrade] = Field(default_factory=list)
     cooldowns: list[CooldownStatus] = Field(default_factory=list)
+    equity: float | None = Field(
+        default=None, description="capital plus the strategy's realized PnL (DESIGN §11)"
+    )
+    guards: list[GuardStatus] = Field(default_factory=list)
     warnings: list[Warning] = Field(default_factory=list)
     bars_passed_over: int = Field(
         default=0,

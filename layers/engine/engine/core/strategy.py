@@ -171,8 +171,29 @@ NotOf.model_rebuild()
 
 
 class PositionSizing(_Model):
-    type: Literal["fixed_notional", "fixed_quantity"] = "fixed_quantity"
+    """`fixed_notional` (quote amount), `fixed_quantity`, or from the account's equity
+    (capital plus realized PnL): `equity_percent` (notional = equity·value) and
+    `risk_percent` (quantity = equity·value / |entry - stop|, needs a stop)."""
+
+    type: Literal["fixed_notional", "fixed_quantity", "equity_percent", "risk_percent"] = (
+        "fixed_quantity"
+    )
     value: Annotated[float, Field(gt=0, le=1e12)] = 1.0
+
+    @model_validator(mode="after")
+    def _fraction_of_equity(self) -> PositionSizing:
+        if self.type in ("equity_percent", "risk_percent") and self.value > 1:
+            raise _errors(
+                "PositionSizing",
+                [
+                    (
+                        ("value",),
+                        "invalid_fraction",
+                        f"{self.type} takes a fraction of equity: 0 < value <= 1 (0.02 is 2%)",
+                    )
+                ],
+            )
+        return self
 
 
 class PercentStop(_Model):
@@ -198,8 +219,81 @@ class RiskRewardTarget(_Model):
     ratio: Annotated[float, Field(gt=0, le=1000)]
 
 
-StopLoss = Annotated[PercentStop | AtrLevel, Field(discriminator="type")]
-TakeProfit = Annotated[PercentTarget | AtrLevel | RiskRewardTarget, Field(discriminator="type")]
+Activation = Annotated[
+    float,
+    Field(
+        gt=0,
+        le=100,
+        description="trailing starts once a bar closes at least this far in profit "
+        "(0.01: 1% beyond the entry price); absent: from the entry on",
+    ),
+]
+
+
+class TrailingPercentStop(_Model):
+    """A stop placed like `percent`, ratcheted at every bar's close: a long's to
+    max(stop, close·(1 - value)), a short's to min(stop, close·(1 + value))."""
+
+    type: Literal["trailing_percent"]
+    value: Annotated[float, Field(gt=0, lt=1, description="distance from the close")]
+    activation: Activation | None = None
+
+
+class TrailingAtrStop(_Model):
+    """A stop placed like `atr`, ratcheted at every bar's close to close ∓ multiplier·ATR."""
+
+    type: Literal["trailing_atr"]
+    indicator: str = Field(description="name of an ATR-like indicator defined in `indicators`")
+    multiplier: Annotated[float, Field(gt=0, le=1000)]
+    activation: Activation | None = None
+
+
+Fraction = Annotated[
+    float, Field(gt=0, le=1, description="share of the entry quantity this target sells")
+]
+
+
+class PercentTargetPart(PercentTarget):
+    fraction: Fraction
+
+
+class AtrTargetPart(AtrLevel):
+    fraction: Fraction
+
+
+class RiskRewardTargetPart(RiskRewardTarget):
+    fraction: Fraction
+
+
+StopLoss = Annotated[
+    PercentStop | AtrLevel | TrailingPercentStop | TrailingAtrStop, Field(discriminator="type")
+]
+TakeProfitLevel = Annotated[
+    PercentTarget | AtrLevel | RiskRewardTarget, Field(discriminator="type")
+]
+TakeProfitPart = Annotated[
+    PercentTargetPart | AtrTargetPart | RiskRewardTargetPart, Field(discriminator="type")
+]
+# One target, or a scale-out list (DESIGN §11) whose fractions sum to 1; told apart by
+# their JSON type so an error names one form, not both.
+TakeProfit = Annotated[
+    Annotated[TakeProfitLevel, Tag("level")]
+    | Annotated[list[TakeProfitPart], Field(min_length=1, max_length=10), Tag("levels")],
+    Discriminator(
+        lambda value: "levels" if isinstance(value, list | tuple) else "level",
+        custom_error_type="invalid_take_profit",
+        custom_error_message="a take-profit is one level or a list of levels with fractions",
+    ),
+]
+# Fractions may be written as decimals (0.3 + 0.3 + 0.4): they sum to 1 within this.
+FRACTION_TOLERANCE = 1e-9
+
+
+class MaxDrawdown(_Model):
+    """Entries are blocked for `halt_bars` bars once equity falls to (1 - value)·peak."""
+
+    value: Annotated[float, Field(gt=0, lt=1, description="0.2: a 20% fall from the peak")]
+    halt_bars: Annotated[int, Field(ge=1, le=100_000)]
 
 
 class TimeBasedExits(_Model):
@@ -230,8 +324,19 @@ class CooldownTiers(_Model):
 class ExecutionConfig(_Model):
     position_sizing: PositionSizing = Field(default_factory=PositionSizing)
     max_open_positions: Annotated[int, Field(ge=1, le=100)] = 1
+    max_open_positions_total: Annotated[int, Field(ge=1, le=5000)] | None = Field(
+        default=None, description="open positions across all the strategy's assets"
+    )
     stop_loss: StopLoss | None = None
     take_profit: TakeProfit | None = None
+    break_even_after: Annotated[int, Field(ge=1, le=10)] | None = Field(
+        default=None,
+        description="move the stop to the entry price once this many scale-out targets filled",
+    )
+    capital: Annotated[float, Field(gt=0, le=1e12)] = Field(
+        default=10_000.0, description="starting equity; equity = capital + realized PnL"
+    )
+    max_drawdown: MaxDrawdown | None = None
     time_based_exits: TimeBasedExits = Field(default_factory=TimeBasedExits)
     fee_rate: Annotated[float, Field(ge=0, lt=0.1)] = 0.0
     cooldown_config: dict[Timeframe, CooldownTiers] | None = None
@@ -245,7 +350,8 @@ class ExecutionConfig(_Model):
 
 
 class Strategy(_Model):
-    """A long-only strategy evaluated bar by bar on its primary timeframe."""
+    """A strategy evaluated bar by bar on its primary timeframe: `entry`/`exit` are the long
+    side, `short_entry`/`short_exit` the short side."""
 
     model_config = ConfigDict(
         extra="forbid", frozen=True, title="Strategy", allow_inf_nan=False, strict=True
@@ -261,6 +367,8 @@ class Strategy(_Model):
     )
     entry: Condition
     exit: Condition | None = None
+    short_entry: Condition | None = None
+    short_exit: Condition | None = None
     execution_config: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
     @model_validator(mode="before")
@@ -300,9 +408,13 @@ class Strategy(_Model):
         nothing when it has no way to close), then one entry (position, market order, resting orders), and its cooldown state.
         """
         config = self.execution_config
-        resting = (config.stop_loss is not None) + (config.take_profit is not None)
+        # a scale-out target list rests one order per level; a partial fill or a stop move
+        # touches no more items than the position's close would (position, resting orders)
+        resting = (config.stop_loss is not None) + len(target_levels(config.take_profit))
         market_exit = int(
-            self.exit is not None or config.time_based_exits.max_hold_bars is not None
+            self.exit is not None
+            or self.short_exit is not None
+            or config.time_based_exits.max_hold_bars is not None
         )
         cooldown = int(
             bool(config.cooldown_config)
@@ -387,7 +499,9 @@ def _max_shift(strategy: Strategy) -> int:
 
 
 def _conditions(strategy: Strategy) -> Iterator[Any]:
-    roots = [strategy.entry] + ([strategy.exit] if strategy.exit is not None else [])
+    roots = [strategy.entry] + [
+        c for c in (strategy.exit, strategy.short_entry, strategy.short_exit) if c is not None
+    ]
     stack: list[Any] = list(roots)
     while stack:
         cond = stack.pop()
@@ -406,7 +520,7 @@ def _limit_problems(data: Any) -> Iterator[tuple[tuple[str | int, ...], str, str
     if not isinstance(data, dict):
         return
     total = 0
-    for root in ("entry", "exit"):
+    for root in CONDITION_ROOTS:
         stack: list[tuple[Any, int]] = [(data.get(root), 1)]
         deepest = 0
         while stack and deepest <= MAX_CONDITION_DEPTH and total <= MAX_CONDITIONS:
@@ -433,7 +547,7 @@ def _limit_problems(data: Any) -> Iterator[tuple[tuple[str | int, ...], str, str
                 (root,),
                 "too_many_conditions",
                 f"more than {MAX_CONDITIONS} conditions; at most {MAX_CONDITIONS} "
-                "(entry and exit together) are allowed",
+                "(all conditions together) are allowed",
             )
             return
 
@@ -492,8 +606,8 @@ def _reference_problems(data: Any) -> Iterator[tuple[tuple[str | int, ...], str,
         yield from operand(cond.get("left"), (*path, "left"))
         yield from operand(cond.get("right"), (*path, "right"))
 
-    yield from walk(data.get("entry"), ("entry",))
-    yield from walk(data.get("exit"), ("exit",))
+    for root in CONDITION_ROOTS:
+        yield from walk(data.get(root), (root,))
 
     assets = data.get("assets")
     first_at: dict[str, int] = {}
@@ -511,25 +625,7 @@ def _reference_problems(data: Any) -> Iterator[tuple[tuple[str | int, ...], str,
 
     config = data.get("execution_config")
     config = config if isinstance(config, dict) else {}
-    for key in ("stop_loss", "take_profit"):
-        level = config.get(key)
-        if (
-            isinstance(level, dict)
-            and level.get("type") == "atr"
-            and isinstance(level.get("indicator"), str)
-        ):
-            yield from operand(level["indicator"], ("execution_config", key, "indicator"))
-    take_profit = config.get("take_profit")
-    if (
-        isinstance(take_profit, dict)
-        and take_profit.get("type") == "risk_reward"
-        and not config.get("stop_loss")
-    ):
-        yield (
-            ("execution_config", "take_profit"),
-            "missing_stop_loss",
-            "a risk_reward take-profit is priced from the stop: set execution_config.stop_loss",
-        )
+    yield from _execution_problems(config, operand)
     primary = data.get("timeframe")
     for name, ind in indicators_.items():
         tf = ind.get("timeframe") if isinstance(ind, dict) else None
@@ -545,6 +641,89 @@ def _reference_problems(data: Any) -> Iterator[tuple[tuple[str | int, ...], str,
                 "invalid_timeframe",
                 f"informative timeframe {tf} is finer than the strategy's {primary}",
             )
+
+
+CONDITION_ROOTS = ("entry", "exit", "short_entry", "short_exit")
+
+
+def target_levels(take_profit: Any) -> list[Any]:
+    """The take-profit levels of an execution config: none, one, or a scale-out list."""
+    if take_profit is None:
+        return []
+    return list(take_profit) if isinstance(take_profit, list) else [take_profit]
+
+
+def _execution_problems(
+    config: dict[str, Any], operand: Any
+) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
+    """Combinations within execution_config that cannot work (DESIGN §3, §11)."""
+    stop = config.get("stop_loss")
+    take_profit = config.get("take_profit")
+    levels: list[tuple[tuple[str | int, ...], Any]] = [(("execution_config", "stop_loss"), stop)]
+    if isinstance(take_profit, list):
+        levels += [
+            (("execution_config", "take_profit", i), item) for i, item in enumerate(take_profit)
+        ]
+    else:
+        levels.append((("execution_config", "take_profit"), take_profit))
+    for path, level in levels:
+        if (
+            isinstance(level, dict)
+            and level.get("type") in ("atr", "trailing_atr")
+            and isinstance(level.get("indicator"), str)
+        ):
+            yield from operand(level["indicator"], (*path, "indicator"))
+        if (
+            path[1] == "take_profit"
+            and isinstance(level, dict)
+            and level.get("type") == "risk_reward"
+            and not stop
+        ):
+            yield (
+                path,
+                "missing_stop_loss",
+                "a risk_reward take-profit is priced from the stop: set execution_config.stop_loss",
+            )
+    if isinstance(take_profit, list) and take_profit:
+        fractions = [i.get("fraction") if isinstance(i, dict) else None for i in take_profit]
+        numbers = [f for f in fractions if isinstance(f, int | float) and not isinstance(f, bool)]
+        if len(numbers) == len(fractions) and abs(sum(numbers) - 1) > FRACTION_TOLERANCE:
+            yield (
+                ("execution_config", "take_profit"),
+                "invalid_fractions",
+                f"the fractions of a scale-out take-profit list must sum to 1; they sum to "
+                f"{sum(numbers):g}",
+            )
+    break_even = config.get("break_even_after")
+    if isinstance(break_even, int) and not isinstance(break_even, bool):
+        if not isinstance(take_profit, list):
+            yield (
+                ("execution_config", "break_even_after"),
+                "invalid_break_even",
+                "break_even_after counts filled scale-out targets: execution_config.take_profit "
+                "must be a list of targets",
+            )
+        elif break_even > len(take_profit):
+            yield (
+                ("execution_config", "break_even_after"),
+                "invalid_break_even",
+                f"break_even_after is {break_even} but the take-profit list has only "
+                f"{len(take_profit)} targets",
+            )
+        if not stop:
+            yield (
+                ("execution_config", "break_even_after"),
+                "missing_stop_loss",
+                "break_even_after moves the stop: set execution_config.stop_loss",
+            )
+    sizing = config.get("position_sizing")
+    if isinstance(sizing, dict) and sizing.get("type") == "risk_percent" and not stop:
+        yield (
+            ("execution_config", "position_sizing"),
+            "missing_stop_loss",
+            "risk_percent sizing divides the risked equity by the distance to the stop: "
+            "set execution_config.stop_loss",
+        )
 
 
 def _errors(title: str, problems: list[tuple[tuple[str | int, ...], str, str]]) -> ValidationError:
@@ -616,11 +795,13 @@ def _field_names() -> frozenset[str]:
 
 _UNION_TAGS = frozenset({"compare", "int", "float", "str", "Ref"})
 _CONDITION_TAGS = frozenset({"all", "any", "not"})
-_LEVEL_TAGS = frozenset({"percent", "atr", "risk_reward"})
+_LEVEL_TAGS = frozenset({"percent", "atr", "risk_reward", "trailing_percent", "trailing_atr"})
 _REFERENCE_CODES = frozenset(
     {
         "undefined_reference",
         "missing_stop_loss",
+        "invalid_fractions",
+        "invalid_break_even",
         "reserved_name",
         "invalid_timeframe",
         "too_deep",
@@ -636,6 +817,10 @@ def _is_tag(part: Any, cleaned: list[str | int]) -> bool:
         return prev in ("entry", "exit", "not") or (
             isinstance(prev, int) and len(cleaned) > 1 and cleaned[-2] in ("all", "any")
         )
+    if part in _LEVEL_TAGS and isinstance(prev, int):  # an item of a scale-out list
+        return len(cleaned) > 1 and cleaned[-2] == "take_profit"
+    if part in ("level", "levels"):  # one take-profit level or a scale-out list
+        return prev == "take_profit"
     return part in _LEVEL_TAGS and prev in ("stop_loss", "take_profit")
 
 
@@ -651,7 +836,8 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
         if isinstance(part, str) and (part in _UNION_TAGS or part.startswith("function-")):
             continue
         if not after_tag and _is_tag(part, cleaned):
-            after_tag = True
+            # the form of a take-profit (level or levels) is followed by the level's own tag
+            after_tag = part not in ("level", "levels")
             continue
         after_tag = False
         cleaned.append(part)

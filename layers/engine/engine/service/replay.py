@@ -38,6 +38,7 @@ from engine.core.timeframes import iso, open_offset_ms, timeframe_ms, to_ms
 # The fields of a closed trade a replay reports (DIR/trades.json), in this order.
 TRADE_FIELDS: tuple[str, ...] = (
     "asset",
+    "side",
     "entry_time",
     "exit_time",
     "entry_price",

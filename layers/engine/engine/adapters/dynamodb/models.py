@@ -111,6 +111,11 @@ class StrategyModel(Model):
     # a quiet one, by itself); absent until the first evaluation.
     last_bar_ms = NumberAttribute(null=True)
     next_due_ms = NumberAttribute(null=True)  # 0 for a strategy never evaluated: due now
+    # The account (DESIGN §11): realized PnL of every fill, the equity peak the drawdown
+    # guard measures from, and the bar (epoch ms) at which that guard last halted entries.
+    realized_pnl = NumberAttribute(null=True)
+    equity_peak = NumberAttribute(null=True)
+    halted_at_ms = NumberAttribute(null=True)
 
     status_timeframe_index = StatusTimeframeIndex()
     due_index = DueIndex()
@@ -151,11 +156,17 @@ class PositionModel(Model):
     strategy_id = UnicodeAttribute(hash_key=True)
     position_id = UnicodeAttribute(range_key=True)
     asset = UnicodeAttribute()
+    side = UnicodeAttribute(null=True)  # long (when absent) | short
     status = UnicodeAttribute()  # open | closed
     entry_time = NumberAttribute()  # epoch ms of the entry bar
     entry_price = NumberAttribute()
-    quantity = NumberAttribute()
+    quantity = NumberAttribute()  # still held (at the last fill once closed)
+    initial_quantity = NumberAttribute(null=True)  # entered, when targets filled part of it
     entry_fee = NumberAttribute(default=0)
+    realized_pnl = NumberAttribute(null=True)  # PnL of its partial fills so far
+    targets_filled = NumberAttribute(null=True)
+    trailing_active = NumberAttribute(null=True)  # 1 once a trailing stop's activation passed
+    checked_through = NumberAttribute(null=True)  # epoch ms: bar its levels last changed at
     stop_loss_price = NumberAttribute(null=True)
     take_profit_price = NumberAttribute(null=True)
     exit_time = NumberAttribute(null=True)  # epoch ms
@@ -204,7 +215,7 @@ class OrderModel(Model):
     order_id = UnicodeAttribute(range_key=True)
     position_id = UnicodeAttribute()
     asset = UnicodeAttribute()
-    side = UnicodeAttribute()  # enter_long | exit_long
+    side = UnicodeAttribute()  # enter_long | exit_long | enter_short | exit_short
     order_type = UnicodeAttribute(attr_name="type")  # market | stop_loss | take_profit
     quantity = NumberAttribute()
     price = NumberAttribute(null=True)
@@ -212,6 +223,11 @@ class OrderModel(Model):
     reason = UnicodeAttribute()
     created_at = NumberAttribute()  # epoch ms of the bar that created the order
     filled_at = NumberAttribute(null=True)  # epoch ms
+    # A trailing stop that moved while nothing else changed is updated in place: its level
+    # (`price`), the bar it moved at and whether its activation passed (the position's own
+    # `checked_through` and `trailing_active` are behind it then; loading takes the later).
+    checked_through = NumberAttribute(null=True)
+    trailing_active = NumberAttribute(null=True)
     open_shard = UnicodeAttribute(null=True)  # set only while status == open
     expires_at = NumberAttribute(null=True)  # epoch s for DynamoDB's TTL: done, if configured
 

@@ -32,6 +32,9 @@ class StateHead:
     cooldown_assets: frozenset[str]
     committed_at: int | None = None  # epoch ms of the last commit
     last_bar_ms: int | None = None  # open time of the newest bar an evaluation recorded
+    realized_pnl: float = 0.0
+    equity_peak: float | None = None
+    halted_at_ms: int | None = None
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,9 @@ _HEAD_ATTRIBUTES: Final = [
     "cooldown_assets",
     "committed_at",
     "last_bar_ms",
+    "realized_pnl",
+    "equity_peak",
+    "halted_at_ms",
 ]
 
 
@@ -145,6 +148,9 @@ class DynamoStateRepository:
                 orders=sorted(orders.get(sid, []), key=lambda o: (o.created_at, o.order_id)),
                 cooldowns=cooldowns.get(sid, {}),
                 last_bar=_dt(heads[sid].last_bar_ms),
+                realized_pnl=heads[sid].realized_pnl,
+                equity_peak=heads[sid].equity_peak,
+                halted_at=_dt(heads[sid].halted_at_ms),
             )
             for sid in ids
         }
@@ -185,12 +191,10 @@ class DynamoStateRepository:
             items = self.retry.call("Query", partial(query_positions, sid))
             return [position_from_item(i) for i in items]
 
-        def read_orders(sid: str) -> list[Order]:
-            return [
-                order_from_item(i) for i in self.retry.call("Query", partial(query_orders, sid))
-            ]
+        def read_orders(sid: str) -> list[OrderModel]:
+            return list(self.retry.call("Query", partial(query_orders, sid)))
 
-        pending: dict[str, tuple[Future[list[Position]], Future[list[Order]]]] = {
+        pending: dict[str, tuple[Future[list[Position]], Future[list[OrderModel]]]] = {
             sid: (
                 _OPEN_ITEM_QUERIES.submit(in_this_context(read_positions), sid),
                 _OPEN_ITEM_QUERIES.submit(in_this_context(read_orders), sid),
@@ -203,8 +207,9 @@ class DynamoStateRepository:
         every: list[Future[Any]] = [f for pair in pending.values() for f in pair]
         wait(every)
         for sid, (p_future, o_future) in pending.items():
-            positions[sid] = p_future.result()  # a failure is raised as the query raised it
-            orders[sid] = o_future.result()
+            order_items = o_future.result()  # a failure is raised as the query raised it
+            positions[sid] = with_stop_moves(p_future.result(), order_items)
+            orders[sid] = [order_from_item(i) for i in order_items]
         return positions, orders
 
     def _open_items_from_indexes(
@@ -215,6 +220,7 @@ class DynamoStateRepository:
         low, high = min(ids), max(ids)
         positions: dict[str, list[Position]] = {}
         orders: dict[str, list[Order]] = {}
+        order_items: dict[str, list[OrderModel]] = {}
         for shard in shards:
 
             def query_positions(shard: str = shard) -> list[PositionModel]:
@@ -237,7 +243,10 @@ class DynamoStateRepository:
                     positions.setdefault(p_item.strategy_id, []).append(position_from_item(p_item))
             for o_item in self.retry.call("Query", query_orders):
                 if o_item.strategy_id in wanted and o_item.status == "open":
-                    orders.setdefault(o_item.strategy_id, []).append(order_from_item(o_item))
+                    order_items.setdefault(o_item.strategy_id, []).append(o_item)
+        for sid, items in order_items.items():
+            orders[sid] = [order_from_item(i) for i in items]
+            positions[sid] = with_stop_moves(positions.get(sid, []), items)
         return positions, orders
 
     def _cooldowns(self, heads: dict[str, StateHead]) -> dict[str, dict[str, CooldownState]]:
@@ -275,11 +284,20 @@ class DynamoStateRepository:
         strangers.discard(sid)
         if strangers:
             raise ValueError(f"changes for strategy {sid!r} hold items of {sorted(strangers)}")
-        total = COMMIT_OVERHEAD_ITEMS + len(positions) + len(orders) + len(cooldowns)
+        # a stop that only moved is one small update of its order; a full write supersedes it
+        written = {p.position_id for p in positions} | {o.order_id for o in orders}
+        moves = [
+            m
+            for m in {m.order_id: m for m in changes.stop_moves}.values()
+            if m.position_id not in written and m.order_id not in written
+        ]
+        account = changes.account
+        total = COMMIT_OVERHEAD_ITEMS + len(positions) + len(orders) + len(cooldowns) + len(moves)
         if total > MAX_TRANSACTION_ITEMS:
             raise TransactionTooLarge(
                 f"strategy {sid}: one evaluation changed {len(positions)} positions, "
-                f"{len(orders)} orders and {len(cooldowns)} cooldowns; with the state version "
+                f"{len(orders)} orders, {len(moves)} stop moves and {len(cooldowns)} cooldowns; "
+                "with the state version "
                 f"and the event outbox that is {total} items, above DynamoDB's "
                 f"{MAX_TRANSACTION_ITEMS} per transaction. "
                 "Nothing was written; reduce assets or max_open_positions."
@@ -320,6 +338,16 @@ class DynamoStateRepository:
             ]
             if cooldowns:
                 actions.append(StrategyModel.cooldown_assets.add({c.asset for c in cooldowns}))
+            if account is not None:
+                actions.append(StrategyModel.realized_pnl.set(account.realized_pnl))
+                actions += [
+                    StrategyModel.equity_peak.set(account.equity_peak)
+                    if account.equity_peak is not None
+                    else StrategyModel.equity_peak.remove(),
+                    StrategyModel.halted_at_ms.set(to_ms(account.halted_at))
+                    if account.halted_at is not None
+                    else StrategyModel.halted_at_ms.remove(),
+                ]
             if evaluated is not None:
                 # Unconditionally: this commit's state was evaluated at this bar and no later
                 # one. An older bar than one recorded before means a newer bar has closed
@@ -333,6 +361,16 @@ class DynamoStateRepository:
                 ) as tx:
                     for item in puts:
                         tx.save(item)
+                    for move in moves:
+                        tx.update(
+                            OrderModel(sid, move.order_id),
+                            [
+                                OrderModel.price.set(move.price),
+                                OrderModel.checked_through.set(to_ms(move.checked_through)),
+                                OrderModel.trailing_active.set(int(move.trailing_active)),
+                            ],
+                            condition=OrderModel.status == "open",
+                        )
                     tx.update(
                         StrategyModel(sid),
                         actions,
@@ -342,7 +380,9 @@ class DynamoStateRepository:
             except TransactWriteError as exc:
                 codes = cancellation_codes(exc)
                 if "ConditionalCheckFailed" in codes:
-                    raise _condition_failed(sid, state.version, exc, len(puts)) from None
+                    raise _condition_failed(
+                        sid, state.version, exc, len(puts) + len(moves)
+                    ) from None
                 if codes or error_code(exc) in THROTTLING_CODES:
                     token[0] = uuid.uuid4().hex
                 raise
@@ -471,11 +511,17 @@ def position_item(p: Position, expires_at: int | None = None) -> PositionModel:
         p.strategy_id,
         p.position_id,
         asset=p.asset,
+        side=p.side if p.side != "long" else None,
         status=p.status,
         entry_time=to_ms(p.entry_time),
         entry_price=p.entry_price,
         quantity=p.quantity,
+        initial_quantity=p.initial_quantity,
         entry_fee=p.entry_fee,
+        realized_pnl=p.realized_pnl or None,
+        targets_filled=p.targets_filled or None,
+        trailing_active=1 if p.trailing_active else None,
+        checked_through=_ms(p.checked_through),
         stop_loss_price=p.stop_loss_price,
         take_profit_price=p.take_profit_price,
         exit_time=_ms(p.exit_time),
@@ -494,11 +540,17 @@ def position_from_item(item: PositionModel) -> Position:
             "position_id": item.position_id,
             "strategy_id": item.strategy_id,
             "asset": item.asset,
+            "side": item.side or "long",
             "status": item.status,
             "entry_time": _dt(item.entry_time),
             "entry_price": item.entry_price,
             "quantity": item.quantity,
+            "initial_quantity": item.initial_quantity,
             "entry_fee": item.entry_fee or 0.0,
+            "realized_pnl": float(item.realized_pnl or 0.0),
+            "targets_filled": int(item.targets_filled or 0),
+            "trailing_active": bool(item.trailing_active),
+            "checked_through": _dt(item.checked_through),
             "stop_loss_price": item.stop_loss_price,
             "take_profit_price": item.take_profit_price,
             "exit_time": _dt(item.exit_time),
@@ -508,6 +560,34 @@ def position_from_item(item: PositionModel) -> Position:
             "pnl": item.pnl,
         }
     )
+
+
+def with_stop_moves(positions: list[Position], order_items: Sequence[OrderModel]) -> list[Position]:
+    """Positions with their stop order's level: a stop that only moved was updated in place
+    on the order item (price, checked_through, trailing_active), not on the position."""
+    moved = {
+        i.position_id: i
+        for i in order_items
+        if i.order_type == "stop_loss" and i.status == "open" and i.checked_through is not None
+    }
+    out = []
+    for p in positions:
+        item = moved.get(p.position_id)
+        if item is None or (
+            p.checked_through is not None and to_ms(p.checked_through) >= item.checked_through
+        ):
+            out.append(p)
+            continue
+        out.append(
+            p.model_copy(
+                update={
+                    "stop_loss_price": item.price,
+                    "checked_through": _dt(item.checked_through),
+                    "trailing_active": p.trailing_active or bool(item.trailing_active),
+                }
+            )
+        )
+    return out
 
 
 def order_item(o: Order, expires_at: int | None = None) -> OrderModel:

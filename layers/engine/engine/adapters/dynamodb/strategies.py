@@ -31,6 +31,9 @@ def head_of(item: StrategyModel) -> StateHead:
         cooldown_assets=frozenset(item.cooldown_assets or ()),
         committed_at=None if item.committed_at is None else int(item.committed_at),
         last_bar_ms=None if item.last_bar_ms is None else int(item.last_bar_ms),
+        realized_pnl=float(item.realized_pnl or 0.0),
+        equity_peak=None if item.equity_peak is None else float(item.equity_peak),
+        halted_at_ms=None if item.halted_at_ms is None else int(item.halted_at_ms),
     )
 
 

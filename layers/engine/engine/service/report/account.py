@@ -1,7 +1,12 @@
 """The account over a replay: equity marked to market at the close of every replayed bar.
 
 equity(t) = capital + realized PnL of the trades closed by t (fees included)
-          + Σ over positions open at t's close of (close(t) - entry)·quantity - entry fee.
+          + Σ over positions open at t's close of ±(close(t) - entry)·quantity - entry fee
+            (+ for a long, - for a short; quantity and entry fee of what is still held).
+
+A trade is one fill that closed a quantity (a whole position, or one scale-out target of
+it): that quantity was held from the entry to that fill. A position counts as one open
+position from its entry to its last fill.
 
 An entry fee is paid when the position opens, so it is in the equity from the entry bar on;
 the exit fee with the exit. With several assets the bars are the distinct bar times of all of
@@ -61,36 +66,43 @@ def account_curve(
     cost: dict[str, FloatArray] = {a: np.zeros(n + 1) for a in candles}
 
     def hold(asset: str, entry: int, exit_: int, qty: float, paid: float) -> None:
+        """`qty` signed (a short's is negative), `paid` = qty·entry price + entry fee."""
         if exit_ <= entry or asset not in quantity:
             return
         quantity[asset][entry] += qty
         quantity[asset][exit_] -= qty
         cost[asset][entry] += paid
         cost[asset][exit_] -= paid
+
+    def counted(asset: str, entry: int, exit_: int) -> None:
+        if exit_ <= entry or asset not in count:
+            return
         count[asset][entry] += 1
         count[asset][exit_] -= 1
 
+    # a position's span: its entry to its last fill (several fills when it scaled out)
+    spans: dict[str, tuple[str, int, int]] = {}
     for trade in trades:
         entry, exit_ = index(trade.entry_time), index(trade.exit_time)
         realized[exit_] += trade.pnl
         in_trade[entry] += 1
         in_trade[min(exit_ + 1, n)] -= 1
+        sign = -1.0 if trade.side == "short" else 1.0
         entry_fee = trade.entry_price * trade.quantity * fee_rate
-        hold(
-            trade.asset,
-            entry,
-            exit_,
-            trade.quantity,
-            trade.entry_price * trade.quantity + entry_fee,
-        )
+        signed = sign * trade.quantity
+        hold(trade.asset, entry, exit_, signed, signed * trade.entry_price + entry_fee)
+        _, _, last = spans.get(trade.position_id, (trade.asset, entry, exit_))
+        spans[trade.position_id] = (trade.asset, entry, max(last, exit_))
     for position in open_positions:
-        hold(
-            position.asset,
-            index(position.entry_time),
-            n,
-            position.quantity,
-            position.entry_price * position.quantity + position.entry_fee,
-        )
+        entry = index(position.entry_time)
+        sign = -1.0 if position.side == "short" else 1.0
+        signed = sign * position.quantity
+        fee = position.entry_fee * position.quantity / position.entered_quantity
+        hold(position.asset, entry, n, signed, signed * position.entry_price + fee)
+        spans.pop(position.position_id, None)  # fills so far: it is still open
+        counted(position.asset, entry, n)
+    for asset, entry, exit_ in spans.values():
+        counted(asset, entry, exit_)
 
     equity = capital + np.cumsum(realized)[:n]
     total = np.zeros(n, dtype=np.int64)

@@ -138,10 +138,13 @@ def _replayed_times(result: ReplayResult) -> IntArray:
 def _open_position(position: Position, history: Candles) -> dict[str, Any]:
     """A position still open after the last bar, marked at its asset's last close."""
     mark = float(history.close[-1])
-    unrealized = (mark - position.entry_price) * position.quantity - position.entry_fee
+    sign = -1.0 if position.side == "short" else 1.0
+    fee = position.entry_fee * position.quantity / position.entered_quantity
+    unrealized = sign * (mark - position.entry_price) * position.quantity - fee
     return {
         "position_id": position.position_id,
         "asset": position.asset,
+        "side": position.side,
         "entry_time": position.model_dump(mode="json")["entry_time"],
         "entry_price": position.entry_price,
         "quantity": position.quantity,
@@ -175,11 +178,16 @@ def _entries_blocked(result: ReplayResult, asset: str, first: int) -> int:
         return 0
     # positions open at bar t after t's exits: entered before t, exiting after t (or never)
     held = np.zeros(n + 1, dtype=np.int64)
-    spans: list[tuple[datetime, datetime | None]] = [
-        (t.entry_time, t.exit_time) for t in result.trades if t.asset == asset
-    ]
-    spans += [(p.entry_time, None) for p in result.open_positions if p.asset == asset]
-    for entry_time, exit_time in spans:
+    # one span per position: a scale-out position is several trades, held to its last fill
+    last_fill: dict[str, tuple[datetime, datetime | None]] = {}
+    for t in result.trades:
+        if t.asset == asset:
+            _, seen = last_fill.get(t.position_id, (t.entry_time, t.exit_time))
+            last_fill[t.position_id] = (t.entry_time, max(seen or t.exit_time, t.exit_time))
+    for p in result.open_positions:
+        if p.asset == asset:
+            last_fill[p.position_id] = (p.entry_time, None)
+    for entry_time, exit_time in last_fill.values():
         e = int(np.searchsorted(history.time, to_ms(entry_time), side="left")) + 1
         x = n if exit_time is None else int(np.searchsorted(history.time, to_ms(exit_time)))
         if x > e:
@@ -189,9 +197,11 @@ def _entries_blocked(result: ReplayResult, asset: str, first: int) -> int:
     strategy = result.compiled.strategy
     frame = result.market.frame(strategy, asset)
     limit = strategy.execution_config.max_open_positions
-    entry = result.compiled.entry
+    sides = [p for p in (result.compiled.entry, result.compiled.short_entry) if p is not None]
     return sum(
-        1 for t in np.flatnonzero(mask).tolist() if open_count[t] < limit and entry(frame, t, set())
+        1
+        for t in np.flatnonzero(mask).tolist()
+        if open_count[t] < limit and any(entry(frame, t, set()) for entry in sides)
     )
 
 
