@@ -108,6 +108,16 @@ _POSITION_FIELDS = frozenset(
         "exit_fee",
         "exit_reason",
         "pnl",
+        # trading breadth: these hold their defaults, or follow the bar-by-bar walk that the
+        # evaluated bars still make, unless the strategy shorts, trails or scales out, which
+        # `understood` refuses (short_entry/short_exit, trailing stops and target lists are
+        # rules this module does not know)
+        "side",
+        "initial_quantity",
+        "realized_pnl",
+        "targets_filled",
+        "trailing_active",
+        "checked_through",
     }
 )
 
