@@ -36,6 +36,7 @@ from engine.adapters.dynamodb import (
 from engine.adapters.dynamodb import models as storage_models
 from engine.adapters.dynamodb.models import (
     OrderModel,
+    OutboxModel,
     PositionModel,
     StrategyModel,
     all_open_shards,
@@ -1341,11 +1342,22 @@ def test_trailing_levels_partial_fills_and_realized_pnl_persist_with_each_commit
             result.state.orders, key=lambda o: o.order_id
         )
         assert loaded.realized_pnl == result.state.realized_pnl
-    # bar 3 (the partial fill): strategy, position, the filled target, the stop's new quantity
-    assert sorted(next(iter(i)) for i in transactions[1]) == ["Put", "Put", "Put", "Update"]
-    # bar 4: one update of the stop order's level, beside the strategy item's version
-    moved = transactions[2]
-    assert [next(iter(i)) for i in moved] == ["Update", "Update"]
-    assert moved[0]["Update"]["TableName"] == OrderModel.Meta.table_name
+
+    def items(transaction: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        return sorted(
+            (op, item[op]["TableName"]) for item in transaction for op in item if op != "_"
+        )
+
+    orders, outbox = OrderModel.Meta.table_name, OutboxModel.Meta.table_name
+    positions, strategies = PositionModel.Meta.table_name, StrategyModel.Meta.table_name
+    # bar 3 (the partial fill): strategy, position, the filled target, the stop's new
+    # quantity, and the commit's events
+    bar3 = [("Put", orders), ("Put", orders), ("Put", outbox), ("Put", positions)]
+    assert items(transactions[1]) == sorted([*bar3, ("Update", strategies)])
+    # bar 4: one update of the stop order's level beside the strategy item's version, and
+    # the stop.moved event in the outbox
+    assert items(transactions[2]) == sorted(
+        [("Put", outbox), ("Update", orders), ("Update", strategies)]
+    )
     assert loaded.positions == [] and loaded.realized_pnl == pytest.approx(6.25 + 1.75)
     assert StrategyModel.get("trail").realized_pnl == pytest.approx(8.0)
