@@ -296,6 +296,18 @@ class MaxDrawdown(_Model):
     halt_bars: Annotated[int, Field(ge=1, le=100_000)]
 
 
+class Instrument(_Model):
+    """What an exchange accepts for one asset: prices in ticks, quantities in lots
+    (core.rounding says how each is rounded)."""
+
+    tick_size: Annotated[float, Field(gt=0, le=1e9)] | None = Field(
+        default=None, description="price increment: stops and targets are multiples of it"
+    )
+    lot_size: Annotated[float, Field(gt=0, le=1e9)] | None = Field(
+        default=None, description="quantity increment: quantities are rounded down to it"
+    )
+
+
 class TimeBasedExits(_Model):
     max_hold_bars: Annotated[int, Field(ge=1)] | None = None
 
@@ -338,6 +350,11 @@ class ExecutionConfig(_Model):
     )
     max_drawdown: MaxDrawdown | None = None
     time_based_exits: TimeBasedExits = Field(default_factory=TimeBasedExits)
+    instruments: dict[AssetSymbol, Instrument] | None = Field(
+        default=None,
+        description="tick and lot size per asset (optional; an asset without one is not "
+        "rounded, and one the strategy does not hold is ignored)",
+    )
     fee_rate: Annotated[float, Field(ge=0, lt=0.1)] = 0.0
     cooldown_config: dict[Timeframe, CooldownTiers] | None = None
     # Legacy flat cooldown keys (DESIGN §5): still honoured, with a deprecation warning.
