@@ -528,3 +528,12 @@ def test_positions_that_can_never_close_count_only_their_entry() -> None:
     # the event outbox.
     doc = strategy_doc(execution_config={"max_open_positions": 100})
     assert parse_strategy(doc).max_writes_per_evaluation == 4
+
+
+def test_a_short_condition_error_names_the_path_as_written() -> None:
+    # pydantic locates it as short_entry.all.all[0].op (the union's tag doubled)
+    doc = strategy_doc()
+    doc["short_entry"] = {"all": [{"left": "close", "op": "=>", "right": 1}]}
+    with pytest.raises(StrategyInvalid) as info:
+        parse_strategy(doc)
+    assert [path for path, _ in info.value.problems] == ["short_entry.all[0].op"]

@@ -19,6 +19,8 @@ HISTORY_TTL_DAYS             days closed positions and orders are kept; 0 keeps 
 SCHEDULE_INTERVAL_SECONDS    the schedule's tick interval, to tell a late tick (60)
 BULK_CHUNK_SIZE              strategies per fan-out chunk (200)
 FANOUT_QUEUE_URL             the SQS queue of fan-out chunks; unset evaluates in the tick
+POWERTOOLS_SERVICE_NAME      the service name of logs, traces and metrics (execution-engine)
+POWERTOOLS_METRICS_NAMESPACE the CloudWatch namespace of the metrics (ExecutionEngine)
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ class Settings:
     schedule_interval_ms: int = 60_000
     bulk_chunk_size: int = 200
     fanout_queue_url: str | None = None
+    service_name: str = "execution-engine"
+    metrics_namespace: str = "ExecutionEngine"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -85,6 +89,8 @@ class Settings:
             schedule_interval_ms=positive_int(env, "SCHEDULE_INTERVAL_SECONDS", default=60) * 1000,
             bulk_chunk_size=positive_int(env, "BULK_CHUNK_SIZE", default=200),
             fanout_queue_url=_text(env, "FANOUT_QUEUE_URL"),
+            service_name=_text(env, "POWERTOOLS_SERVICE_NAME") or "execution-engine",
+            metrics_namespace=_text(env, "POWERTOOLS_METRICS_NAMESPACE") or "ExecutionEngine",
         )
 
 

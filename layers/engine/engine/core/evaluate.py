@@ -24,6 +24,7 @@ from engine.core.cooldown import (
 )
 from engine.core.market import MarketData
 from engine.core.resting import Target, walk
+from engine.core.rounding import round_price, round_quantity
 from engine.core.state import (
     Account,
     Changes,
@@ -376,6 +377,7 @@ class _Run:
             trailing=trailing if stop_order is not None else None,
             trailing_active=position.trailing_active,
             break_even_after=config.break_even_after,
+            tick=self._increments(position.asset)[0],
         )
         partial = walked.fills if not walked.closed else walked.fills[:-1]
         for fill in partial:
@@ -661,11 +663,22 @@ class _Run:
                 "its stop or target could not be priced (indicator undefined or not beyond the price)",
             )
             return None
+        tick, lot = self._increments(asset)
+        stop = None if stop is None else round_price(stop, tick)
+        targets = [None if x is None else round_price(x, tick) for x in targets]
         quantity = self._size(price, stop)
         if quantity is None or not np.isfinite(quantity) or quantity <= 0:
             self.warn(
                 "entry_skipped",
                 f"{asset}: cannot size a position at price {price} (equity {self.equity:g})",
+            )
+            return None
+        quantity = round_quantity(quantity, lot)
+        if quantity <= 0:
+            self.warn(
+                "entry_skipped",
+                f"{asset}: entry signal at {iso(t_ms)} skipped: the sized quantity is below "
+                f"one lot ({lot:g})",
             )
             return None
         entry_time = to_datetime(t_ms)
@@ -714,7 +727,11 @@ class _Run:
             left = quantity
             for n, (spec, level) in enumerate(zip(config.take_profit, prices, strict=True)):
                 last = n == len(prices) - 1
-                qty = left if last else quantity * spec.fraction
+                qty = (
+                    round_quantity(left, lot)
+                    if last
+                    else round_quantity(quantity * spec.fraction, lot)
+                )
                 left -= qty
                 kind = f"take_profit_{n + 1}"
                 resting.append(order(kind, exit_, "take_profit", level, qty, "open"))
@@ -724,6 +741,13 @@ class _Run:
             self._record_order(item)
             self.orders[item.order_id] = item
         return position
+
+    def _increments(self, asset: str) -> tuple[float | None, float | None]:
+        """The asset's tick and lot size; (None, None) when it has none (nothing rounded)."""
+        instrument = (self.strategy.execution_config.instruments or {}).get(asset)
+        if instrument is None:
+            return None, None
+        return instrument.tick_size, instrument.lot_size
 
     def _size(self, price: float, stop: float | None) -> float | None:
         sizing = self.strategy.execution_config.position_sizing

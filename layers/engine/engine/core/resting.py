@@ -24,6 +24,7 @@ import numpy as np
 
 from engine.core.candles import Candles
 from engine.core.conditions import Frame
+from engine.core.rounding import round_price
 from engine.core.strategy import TrailingAtrStop, TrailingPercentStop
 
 Trailing = TrailingPercentStop | TrailingAtrStop
@@ -74,8 +75,10 @@ def walk(
     trailing: Trailing | None,
     trailing_active: bool,
     break_even_after: int | None,
+    tick: float | None = None,
 ) -> Walk:
-    """Walk bars start..end (inclusive) for one position; stops at the bar that closes it."""
+    """Walk bars start..end (inclusive) for one position; stops at the bar that closes it.
+    A trailing level is rounded to `tick` before it may tighten the stop."""
     sign = -1.0 if short else 1.0
     out = Walk(
         stop=stop,
@@ -96,7 +99,7 @@ def walk(
         if _bar(candles, i, sign, out):
             out.closed = True
             return out
-        _after_bar(candles, frame, i, sign, entry_price, trailing, break_even_after, out)
+        _after_bar(candles, frame, i, sign, entry_price, trailing, break_even_after, out, tick)
         i += 1
     return out
 
@@ -172,6 +175,7 @@ def _after_bar(
     trailing: Trailing | None,
     break_even_after: int | None,
     out: Walk,
+    tick: float | None = None,
 ) -> None:
     """Break-even move and trailing ratchet at bar i's close; they apply from bar i + 1."""
     stop = out.stop
@@ -193,7 +197,7 @@ def _after_bar(
             else:
                 level = close - sign * trailing.multiplier * float(frame[trailing.indicator][i])
             if np.isfinite(level) and level > 0:
-                new = _tighter(new, level, sign)
+                new = _tighter(new, round_price(level, tick), sign)
     if new != stop:
         out.stop = new
         out.stop_moved = True

@@ -8,7 +8,7 @@ sound. Every problem carries its JSON path.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from functools import cache, cached_property
 from typing import Annotated, Any, Literal
 
@@ -29,6 +29,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from engine.core import indicators
 from engine.core.candles import CANDLE_FIELDS
+from engine.core.error_paths import CONDITION_ROOTS, format_path, problems_from
 from engine.core.timeframes import TIMEFRAME_MS, Timeframe, timeframe_ms
 
 STRATEGY_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -296,6 +297,18 @@ class MaxDrawdown(_Model):
     halt_bars: Annotated[int, Field(ge=1, le=100_000)]
 
 
+class Instrument(_Model):
+    """What an exchange accepts for one asset: prices in ticks, quantities in lots
+    (core.rounding says how each is rounded)."""
+
+    tick_size: Annotated[float, Field(gt=0, le=1e9)] | None = Field(
+        default=None, description="price increment: stops and targets are multiples of it"
+    )
+    lot_size: Annotated[float, Field(gt=0, le=1e9)] | None = Field(
+        default=None, description="quantity increment: quantities are rounded down to it"
+    )
+
+
 class TimeBasedExits(_Model):
     max_hold_bars: Annotated[int, Field(ge=1)] | None = None
 
@@ -338,6 +351,11 @@ class ExecutionConfig(_Model):
     )
     max_drawdown: MaxDrawdown | None = None
     time_based_exits: TimeBasedExits = Field(default_factory=TimeBasedExits)
+    instruments: dict[AssetSymbol, Instrument] | None = Field(
+        default=None,
+        description="tick and lot size per asset (optional; an asset without one is not "
+        "rounded, and one the strategy does not hold is ignored)",
+    )
     fee_rate: Annotated[float, Field(ge=0, lt=0.1)] = 0.0
     cooldown_config: dict[Timeframe, CooldownTiers] | None = None
     # Legacy flat cooldown keys (DESIGN §5): still honoured, with a deprecation warning.
@@ -643,9 +661,6 @@ def _reference_problems(data: Any) -> Iterator[tuple[tuple[str | int, ...], str,
             )
 
 
-CONDITION_ROOTS = ("entry", "exit", "short_entry", "short_exit")
-
-
 def target_levels(take_profit: Any) -> list[Any]:
     """The take-profit levels of an execution config: none, one, or a scale-out list."""
     if take_profit is None:
@@ -742,49 +757,8 @@ class StrategyInvalid(ValueError):
         super().__init__("; ".join(f"{path}: {msg}" for path, msg in problems))
 
 
-def format_path(loc: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def problems_from(error: ValidationError) -> list[tuple[str, str]]:
-    """Flatten pydantic's errors into (JSON path, message), one per path.
-
-    A union (an operand may be a number, a name or a ref) fails once per branch; those
-    branch messages are merged so the caller reads one problem per place.
-    """
-    merged: dict[str, list[str]] = {}
-    for err in error.errors(include_url=False):
-        loc = tuple(err["loc"])
-        # reference problems carry the document's own path already (no union tags in it)
-        path = format_path(loc if err["type"] in _REFERENCE_CODES else _clean_loc(loc))
-        messages = merged.setdefault(path, [])
-        message = error_message(err)
-        if message not in messages:
-            messages.append(message)
-    return [
-        (path, msgs[0] if len(msgs) == 1 else "none of the accepted forms: " + "; ".join(msgs))
-        for path, msgs in merged.items()
-    ]
-
-
-def error_message(err: Mapping[str, Any], keys: Iterable[str] = ()) -> str:
-    """pydantic's message for one error; an unknown key gets the closest known key (of a
-    strategy, or `keys`) as a suggestion."""
-    message = str(err.get("msg", "invalid"))
-    loc = tuple(err.get("loc", ()))
-    if err.get("type") == "extra_forbidden" and loc and isinstance(loc[-1], str):
-        message += indicators.did_you_mean(loc[-1], _field_names() | set(keys))
-    return message
-
-
 @cache
-def _field_names() -> frozenset[str]:
+def strategy_keys() -> frozenset[str]:
     """Every key a strategy document may hold somewhere: what an unknown key is matched to."""
     return frozenset(
         info.alias or name
@@ -793,63 +767,12 @@ def _field_names() -> frozenset[str]:
     )
 
 
-_UNION_TAGS = frozenset({"compare", "int", "float", "str", "Ref"})
-_CONDITION_TAGS = frozenset({"all", "any", "not"})
-_LEVEL_TAGS = frozenset({"percent", "atr", "risk_reward", "trailing_percent", "trailing_atr"})
-_REFERENCE_CODES = frozenset(
-    {
-        "undefined_reference",
-        "missing_stop_loss",
-        "invalid_fractions",
-        "invalid_break_even",
-        "reserved_name",
-        "invalid_timeframe",
-        "too_deep",
-        "too_many_conditions",
-    }
-)
-
-
-def _is_tag(part: Any, cleaned: list[str | int]) -> bool:
-    """Whether `part` is the tag pydantic puts right after a place holding a tagged union."""
-    prev = cleaned[-1] if cleaned else None
-    if part in _CONDITION_TAGS:  # a condition: entry, exit, an item of all/any, inside not
-        return prev in ("entry", "exit", "not") or (
-            isinstance(prev, int) and len(cleaned) > 1 and cleaned[-2] in ("all", "any")
-        )
-    if part in _LEVEL_TAGS and isinstance(prev, int):  # an item of a scale-out list
-        return len(cleaned) > 1 and cleaned[-2] == "take_profit"
-    if part in ("level", "levels"):  # one take-profit level or a scale-out list
-        return prev == "take_profit"
-    return part in _LEVEL_TAGS and prev in ("stop_loss", "take_profit")
-
-
-def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
-    """Drop pydantic's union tags so paths match the JSON the user wrote.
-
-    entry.all.all[0] -> entry.all[0], entry.not.not.not.not.op -> entry.not.not.op,
-    execution_config.stop_loss.percent.value -> execution_config.stop_loss.value.
-    """
-    cleaned: list[str | int] = []
-    after_tag = False  # the part after a tag is the field itself, never another tag
-    for part in loc:
-        if isinstance(part, str) and (part in _UNION_TAGS or part.startswith("function-")):
-            continue
-        if not after_tag and _is_tag(part, cleaned):
-            # the form of a take-profit (level or levels) is followed by the level's own tag
-            after_tag = part not in ("level", "levels")
-            continue
-        after_tag = False
-        cleaned.append(part)
-    return tuple(cleaned)
-
-
 def parse_strategy(data: Any) -> Strategy:
     """Validate a strategy document; raises StrategyInvalid naming every problem."""
     try:
         return Strategy.model_validate(data)
     except ValidationError as exc:
-        problems = problems_from(exc)
+        problems = problems_from(exc, strategy_keys())
     if any(True for _ in _limit_problems(data)):
         raise StrategyInvalid(problems)  # too big to walk: the limit is the problem
     # The structure failed, so the reference checks did not run: add what they find.

@@ -17,16 +17,10 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from engine.core.error_paths import clean_loc, error_message, format_path
 from engine.core.indicators import did_you_mean
 from engine.core.state import Position
-from engine.core.strategy import (
-    STRATEGY_ID_PATTERN,
-    Strategy,
-    StrategyInvalid,
-    error_message,
-    format_path,
-)
-from engine.core.strategy import _clean_loc as clean_loc
+from engine.core.strategy import STRATEGY_ID_PATTERN, Strategy, StrategyInvalid, strategy_keys
 from engine.entrypoints.observability import record_error
 from engine.service.deadline import time_budget
 from engine.service.errors import EngineError, InvalidRequest, MalformedJson
@@ -128,7 +122,9 @@ def build_resolver() -> APIGatewayRestResolver:
             loc = tuple(err.get("loc", ()))
             where = loc[0] if loc else "body"
             path = format_path(clean_loc(loc[1:])) or str(where)
-            details.append({"path": path, "message": error_message(err, REQUEST_KEYS)})
+            details.append(
+                {"path": path, "message": error_message(err, REQUEST_KEYS | strategy_keys())}
+            )
         message = "; ".join(f"{d['path']}: {d['message']}" for d in details) or "invalid request"
         if _bare_strategy(exc):
             message = (

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -18,9 +17,10 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 from aws_lambda_powertools.metrics import MetricUnit
 
 from engine.core.state import EvaluationResult
+from engine.settings import settings
 
-SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "execution-engine")
-NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "ExecutionEngine")
+SERVICE = settings().service_name
+NAMESPACE = settings().metrics_namespace
 
 logger = Logger(service=SERVICE)
 # The engine's modules log with the standard library (the core knows nothing of Lambda);
