@@ -282,21 +282,8 @@ def _order_drafts(
         and after.price is not None
         and before.price != after.price
     ):
-        yield _Draft(
-            "stop.moved",
-            after.asset,
-            -1,  # placed by the caller: the evaluation's bar
-            _RANK["stop.moved", ""],
-            after.order_id,
-            event_id(sid, "stop.moved", after.order_id, after.price),
-            StopMovedData(
-                order_id=after.order_id,
-                position_id=after.position_id,
-                previous_price=before.price,
-                price=after.price,
-                quantity=after.quantity,
-            ),
-        )
+        # placed by the caller at the evaluation's bar (-1)
+        yield _stop_moved(sid, before, after.price, after.quantity, -1)
 
 
 def _position_drafts(sid: str, before: Position | None, after: Position) -> Iterable[_Draft]:
@@ -378,21 +365,26 @@ def _stop_move_drafts(sid: str, orders: Mapping[str, Order], changes: Changes) -
         before = orders.get(move.order_id)
         if move.order_id in rewritten or before is None or before.price == move.price:
             continue  # a rewritten order says it itself (`_order_drafts`)
-        yield _Draft(
-            "stop.moved",
-            before.asset,
-            to_ms(move.checked_through),
-            _RANK["stop.moved", ""],
-            move.order_id,
-            event_id(sid, "stop.moved", move.order_id, move.price),
-            StopMovedData(
-                order_id=move.order_id,
-                position_id=move.position_id,
-                previous_price=before.price,
-                price=move.price,
-                quantity=before.quantity,
-            ),
-        )
+        yield _stop_moved(sid, before, move.price, before.quantity, to_ms(move.checked_through))
+
+
+def _stop_moved(sid: str, before: Order, price: float, quantity: float, bar_ms: int) -> _Draft:
+    """The stop order `before` now at `price`: one id per (order, level), however written."""
+    return _Draft(
+        "stop.moved",
+        before.asset,
+        bar_ms,
+        _RANK["stop.moved", ""],
+        before.order_id,
+        event_id(sid, "stop.moved", before.order_id, price),
+        StopMovedData(
+            order_id=before.order_id,
+            position_id=before.position_id,
+            previous_price=before.price,
+            price=price,
+            quantity=quantity,
+        ),
+    )
 
 
 def _guard_draft(sid: str, trip: GuardTrip) -> _Draft:
