@@ -351,8 +351,9 @@ class ExecutionConfig(_Model):
     )
     max_drawdown: MaxDrawdown | None = None
     time_based_exits: TimeBasedExits = Field(default_factory=TimeBasedExits)
-    instruments: dict[AssetSymbol, Instrument] | None = Field(
+    instruments: dict[str, Instrument] | None = Field(
         default=None,
+        max_length=50,
         description="tick and lot size per asset (optional; an asset without one is not "
         "rounded, and one the strategy does not hold is ignored)",
     )
