@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from engine.adapters import dynamodb
 from engine.adapters.dynamodb.models import OutboxModel
 from engine.adapters.dynamodb.outbox import outbox_item
 from engine.adapters.events.publisher import Publisher, batches, handle_stream_batch
@@ -24,40 +23,17 @@ from engine.core.events import Event, derive_events
 from engine.core.state import Changes, CooldownState, ExecutionState
 from engine.entrypoints.local.events import LocalRelay, relay_from_env
 from engine.entrypoints.local.template import load_function_module
-from moto import mock_aws
 
-from tests.support.aws import models_restored, use_fake_aws
+from tests.support.handlers import Context
 from tests.support.template_tables import ROOT
 
 REGION = "us-east-1"
 T0 = 1_704_067_200_000
 
 
-class Context:
-    function_name = "test"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:test"
-    memory_limit_in_mb = 256
-    aws_request_id = "req-1"
-    log_group_name = "/aws/lambda/test"
-    log_stream_name = "test"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
-
-
 def _handler(folder: str) -> Any:
     module = load_function_module(ROOT / "functions" / folder, "app", f"Test{folder}")
     return module
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    use_fake_aws(monkeypatch)
-    with models_restored(), mock_aws():
-        dynamodb.bind(host=None, region=REGION)
-        dynamodb.create_tables(wait=True)
-        yield
 
 
 def _trip_events(version: int, assets: str = "ABC") -> list[Event]:

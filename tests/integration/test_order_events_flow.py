@@ -5,12 +5,11 @@ each event signed. Dry runs and drafts write none; a commit that fails writes no
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import boto3
 import pytest
-from engine.adapters import dynamodb
 from engine.adapters.dynamodb import DynamoRepositories, dynamo_repositories
 from engine.adapters.dynamodb.models import OutboxModel
 from engine.adapters.dynamodb.outbox import outbox_events
@@ -27,9 +26,7 @@ from engine.core.candles import Candles
 from engine.core.strategy import parse_strategy
 from engine.service.errors import ConcurrentEvaluation
 from engine.service.execution import ExecutionService
-from moto import mock_aws
 
-from tests.support.aws import models_restored, use_fake_aws
 from tests.support.fakes import MemoryMarket
 
 REGION = "us-east-1"
@@ -54,15 +51,6 @@ BARS = [
     (T0 + H, 100.0, 100.0, 100.0, 100.0, 10.0),
     (T0 + 2 * H, 100.0, 105.0, 100.0, 104.5, 1.0),
 ]
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    use_fake_aws(monkeypatch)
-    with models_restored(), mock_aws():
-        dynamodb.bind(host=None, region=REGION)
-        dynamodb.create_tables(wait=True)
-        yield
 
 
 @pytest.fixture

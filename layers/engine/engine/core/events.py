@@ -19,11 +19,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.core import timeframes
 from engine.core.state import Changes, CooldownState, ExecutionState, Order, Position
 from engine.core.timeframes import to_ms
 
@@ -42,22 +42,12 @@ EventType = Literal[
     "cooldown.tripped",
     "guard.tripped",
 ]
-EVENT_TYPES: Final[tuple[str, ...]] = (
-    "position.opened",
-    "position.closed",
-    "order.created",
-    "order.filled",
-    "order.cancelled",
-    "stop.moved",
-    "cooldown.tripped",
-    "guard.tripped",
-)
+EVENT_TYPES: Final[tuple[str, ...]] = get_args(EventType)
 
 
 def iso(time_ms: int) -> str:
     """UTC ISO 8601 with milliseconds and a Z, as every event time is written."""
-    moment = datetime.fromtimestamp(time_ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{time_ms % 1000:03d}Z"
+    return timeframes.iso(time_ms, millis=True)
 
 
 # --- the data of each event type ---------------------------------------------------------

@@ -60,9 +60,13 @@ def to_datetime(time_ms: int) -> datetime:
     return datetime.fromtimestamp(time_ms / 1000, tz=UTC)
 
 
-def iso(value: int | datetime) -> str:
-    """A time as the engine writes it everywhere (messages, logs, files): ISO 8601, UTC, `Z`."""
+def iso(value: int | datetime, *, millis: bool = False) -> str:
+    """A time as the engine writes it everywhere (messages, logs, files): ISO 8601, UTC, `Z`.
+    With `millis`, always three decimals of seconds (the order events' fixed format)."""
     moment = to_datetime(value) if isinstance(value, int) else value.astimezone(UTC)
+    if millis:
+        ms = value % 1000 if isinstance(value, int) else moment.microsecond // 1000
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms:03d}Z"
     return moment.isoformat().replace("+00:00", "Z")
 
 

@@ -273,14 +273,8 @@ class ExecutionService:
         market = MarketData(loaded.candles)
         evaluated: list[_Evaluated] = []
         for strategy in strategies:
-            failure = next(
-                (
-                    loaded.failures[p]
-                    for p in compiled[strategy.strategy_id].pairs
-                    if p in loaded.failures
-                ),
-                None,
-            )
+            pairs = compiled[strategy.strategy_id].pairs
+            failure = next((loaded.failures[p] for p in pairs if p in loaded.failures), None)
             if failure is not None:
                 results.append(_Failed(strategy.strategy_id, failure))
                 continue
@@ -293,7 +287,7 @@ class ExecutionService:
                 results.append(outcome)
                 continue
             _log_deprecation(strategy.strategy_id, outcome)
-            for pair in compiled[strategy.strategy_id].pairs:
+            for pair in pairs:
                 for message in loaded.warnings.get(pair, []):
                     outcome.warnings.append(Warning(code="stale_market_data", message=message))
             outcome.bars_passed_over = bars_passed_over(strategy, state.last_bar, outcome, market)
