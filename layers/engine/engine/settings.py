@@ -83,7 +83,7 @@ class Settings:
             region=_text(env, "AWS_REGION") or DEFAULT_REGION,
             table_names={m: _text(env, var) or name for m, (var, name) in TABLE_ENV.items()},
             market_data=market_data_settings(env),
-            stale_policy=_stale_policy(env.get("STALE_DATA_POLICY", "reject")),
+            stale_policy=parse_stale_policy(env.get("STALE_DATA_POLICY", "reject")),
             commit_workers=positive_int(env, "COMMIT_WORKERS", default=1),
             history_ttl_days=whole_number(env, "HISTORY_TTL_DAYS", default=0),
             schedule_interval_ms=positive_int(env, "SCHEDULE_INTERVAL_SECONDS", default=60) * 1000,
@@ -124,7 +124,7 @@ def _text(env: Mapping[str, str], name: str) -> str | None:
     return (env.get(name) or "").strip() or None
 
 
-def _stale_policy(raw: str) -> StalePolicy:
+def parse_stale_policy(raw: str) -> StalePolicy:
     value = raw.strip().lower()
     if value == "reject":
         return "reject"

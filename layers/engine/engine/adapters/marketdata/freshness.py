@@ -16,24 +16,16 @@ the caller gets a warning message and proceeds.
 
 from __future__ import annotations
 
-from typing import Final, Literal, cast
+from typing import Final
 
 from engine.core.candles import Candles
 from engine.core.timeframes import iso, timeframe_ms
 from engine.service.errors import MarketDataStale, MarketDataUnavailable
+from engine.settings import STALE_POLICIES, StalePolicy, parse_stale_policy
 
-StalePolicy = Literal["reject", "warn"]
-STALE_POLICIES: Final[tuple[str, ...]] = ("reject", "warn")
+__all__ = ["MAX_AGE_BARS", "STALE_POLICIES", "StalePolicy", "check_freshness", "parse_stale_policy"]
+
 MAX_AGE_BARS: Final = 2
-
-
-def parse_stale_policy(value: str) -> StalePolicy:
-    policy = value.strip().lower()
-    if policy not in STALE_POLICIES:
-        raise ValueError(
-            f"STALE_DATA_POLICY must be one of {', '.join(STALE_POLICIES)}, not {value!r}"
-        )
-    return cast(StalePolicy, policy)
 
 
 def _iso(time_ms: int) -> str:
