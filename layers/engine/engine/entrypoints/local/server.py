@@ -154,6 +154,8 @@ def make_server(host: str, port: int, log: TextIO | None = None) -> ThreadingHTT
 
         _head_only = False
         _status = 0
+        _started = 0.0
+        _at = 0.0
 
         def _send(
             self,
@@ -169,8 +171,19 @@ def make_server(host: str, port: int, log: TextIO | None = None) -> ThreadingHTT
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            self._log_line()  # before the body: a client that has its answer finds the line
             if not self._head_only:
                 self.wfile.write(body)
+
+        def _log_line(self) -> None:
+            if log is not None:
+                elapsed = time.perf_counter() - self._started
+                path = urlsplit(self.path).path
+                print(
+                    request_line(self.command, path, self._status, elapsed, self._at),
+                    file=log,
+                    flush=True,
+                )
 
         def send_error(
             self, code: int, message: str | None = None, explain: str | None = None
@@ -211,16 +224,8 @@ def make_server(host: str, port: int, log: TextIO | None = None) -> ThreadingHTT
             self._send(status, error_body(status, message))
 
         def _dispatch(self, method: str) -> None:
-            started, at = time.perf_counter(), time.time()
-            try:
-                self._route(method)
-            finally:
-                if log is not None:
-                    elapsed = time.perf_counter() - started
-                    path = urlsplit(self.path).path
-                    print(
-                        request_line(method, path, self._status, elapsed, at), file=log, flush=True
-                    )
+            self._started, self._at = time.perf_counter(), time.time()
+            self._route(method)
 
         def _route(self, method: str) -> None:
             url = urlsplit(self.path)
