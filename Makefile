@@ -25,11 +25,11 @@ typecheck: $(STAMP)
 
 ## make test: lint, type-check and run the whole suite (end-to-end included).
 test: lint typecheck
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist worksteal
 
 ## make test-fast: the suite without the slower end-to-end tests, for iterating.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile -m 'not e2e and not slow'
+	$(BIN)/python -m pytest -n 2 --dist worksteal -m 'not e2e and not slow'
 
 dev: $(STAMP)
 	$(BIN)/python -m engine.entrypoints.local

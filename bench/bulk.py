@@ -10,6 +10,9 @@
   in-process; market data from memory so that only storage traffic is counted), and of a
   scheduled minute tick that finds none of them due;
 - peak memory of the 10,000 run (tracemalloc);
+- what DESIGN §11's features cost (shorts, trailing stops, scale-outs, sizing from the
+  account, guards, all in every strategy): one bar for 10,000, 48 bars in turn with the state
+  carried for 1,000, and the whole bulk call, each against the plain mix (`breadth_cost`);
 - a replay of 100,000 hourly bars, and what its report (stats, stats.json, equity.csv,
   report.html) adds to it, as a ratio (`replay_100k_report_overhead_ratio`);
 - strategies/s of one whole bulk call over 10,000 strategies stored as JSON: parsing,
@@ -59,6 +62,7 @@ H = 3_600_000
 BARS = 700
 PAIRS = 100
 NOW = BARS * H
+WALK_BARS = 48
 
 
 def make_candles(seed: int) -> Candles:
@@ -80,19 +84,24 @@ def markets() -> dict[tuple[str, str], Candles]:
     return {(f"ASSET{i:03d}/USDT", "1h"): make_candles(i) for i in range(PAIRS)}
 
 
-def make_strategies(n: int, seed: int = 1) -> list[Strategy]:
-    """Realistic two-to-three indicator strategies drawn from common parameter choices."""
-    return [parse_strategy(d) for d in strategy_documents(n, seed)]
+def make_strategies(n: int, seed: int = 1, breadth: bool = False) -> list[Strategy]:
+    """Realistic two-to-three indicator strategies drawn from common parameter choices;
+    with `breadth`, each also uses DESIGN §11's features (see `add_breadth`)."""
+    return [parse_strategy(d) for d in strategy_documents(n, seed, breadth)]
 
 
-def strategy_documents(n: int, seed: int = 1) -> list[dict[str, Any]]:
+def strategy_documents(n: int, seed: int = 1, breadth: bool = False) -> list[dict[str, Any]]:
     """make_strategies' strategies as the JSON documents a client sends."""
-    return list(iter_strategy_documents(n, seed))
+    return list(iter_strategy_documents(n, seed, breadth))
 
 
-def iter_strategy_documents(n: int, seed: int = 1) -> Iterator[dict[str, Any]]:
-    """strategy_documents, one at a time."""
+def iter_strategy_documents(
+    n: int, seed: int = 1, breadth: bool = False
+) -> Iterator[dict[str, Any]]:
+    """strategy_documents, one at a time. The plain mix draws the same strategies whether or
+    not `breadth` is set: its extra draws come from a generator of its own."""
     rnd = random.Random(seed)
+    extra = random.Random(seed + 1_000_003)
     for i in range(n):
         asset = f"ASSET{rnd.randrange(PAIRS):03d}/USDT"
         rsi_period = rnd.choice([7, 14, 21])
@@ -111,7 +120,7 @@ def iter_strategy_documents(n: int, seed: int = 1) -> Iterator[dict[str, Any]]:
         if rnd.random() < 0.5:
             indicators["atr"] = {"fn": "ATR", "params": {"timeperiod": 14}}
             config["stop_loss"] = {"type": "atr", "indicator": "atr", "multiplier": 2}
-        yield {
+        document = {
             "strategy_id": f"bench-{i:05d}",
             "name": f"bench {i}",
             "assets": [asset],
@@ -126,6 +135,44 @@ def iter_strategy_documents(n: int, seed: int = 1) -> Iterator[dict[str, Any]]:
             "exit": {"left": "rsi", "op": "crosses_above", "right": 70},
             "execution_config": config,
         }
+        if breadth:
+            add_breadth(document, extra)
+        yield document
+
+
+def add_breadth(document: dict[str, Any], rnd: random.Random) -> None:
+    """DESIGN §11 on a plain bench strategy, every feature at once (issue 12 asks what they
+    cost): the mirrored short side, a trailing stop (percent with an activation threshold, or
+    ATR), two scale-out targets with break-even after the first, sizing from the account
+    (risk or equity percent of `capital` plus realized PnL), the total-positions cap and the
+    drawdown halt."""
+    document["indicators"].setdefault("atr", {"fn": "ATR", "params": {"timeperiod": 14}})
+    threshold = document["entry"]["all"][0]["right"]
+    document["short_entry"] = {
+        "all": [
+            {"left": "rsi", "op": ">", "right": 100 - threshold},
+            {"left": "close", "op": "<", "right": "sma"},
+        ]
+    }
+    document["short_exit"] = {"left": "rsi", "op": "crosses_below", "right": 30}
+    config = document["execution_config"]
+    config["capital"] = 10_000
+    config["position_sizing"] = rnd.choice(
+        [{"type": "risk_percent", "value": 0.01}, {"type": "equity_percent", "value": 0.1}]
+    )
+    config["stop_loss"] = rnd.choice(
+        [
+            {"type": "trailing_percent", "value": rnd.choice([0.01, 0.02]), "activation": 0.005},
+            {"type": "trailing_atr", "indicator": "atr", "multiplier": rnd.choice([2, 3])},
+        ]
+    )
+    config["take_profit"] = [
+        {"type": "risk_reward", "ratio": 1, "fraction": 0.5},
+        {"type": "risk_reward", "ratio": rnd.choice([2.0, 3.0]), "fraction": 0.5},
+    ]
+    config["break_even_after"] = 1
+    config["max_open_positions_total"] = 1
+    config["max_drawdown"] = {"value": rnd.choice([0.01, 0.02]), "halt_bars": 24}
 
 
 def shared_run(
@@ -138,6 +185,41 @@ def shared_run(
     for c in compiled:
         evaluate(c, ExecutionState(strategy_id=c.strategy.strategy_id), market, NOW)
     return time.perf_counter() - start, market.cache.computations
+
+
+def walk_run(
+    strategies: list[Strategy], candles: dict[tuple[str, str], Candles], bars: int = WALK_BARS
+) -> tuple[float, dict[str, int]]:
+    """Evaluations/s of each strategy at each of the last `bars` bars in turn, its state
+    carried from one to the next (as the schedule does): unlike one bar from an empty state,
+    positions open here, trailing stops move, targets fill, guards trip. The market data and
+    indicators are shared (one snapshot per bar, as a bulk run at that bar has). Also counts
+    what happened, so that a reader sees the features were exercised."""
+    compiled = [compile_strategy(s) for s in strategies]
+    states = {
+        c.strategy.strategy_id: ExecutionState(strategy_id=c.strategy.strategy_id) for c in compiled
+    }
+    seen = {
+        "open_position_evaluations": 0,
+        "stop_moves": 0,
+        "closed_trades": 0,
+        "halted_evaluations": 0,
+    }
+    markets = [MarketData(dict(candles)) for _ in range(bars)]  # indicators cached per bar
+    start = time.perf_counter()
+    for k, market in enumerate(markets):
+        now = NOW - (bars - 1 - k) * H
+        for c in compiled:
+            sid = c.strategy.strategy_id
+            result = evaluate(c, states[sid], market, now)
+            states[sid] = result.state
+            seen["open_position_evaluations"] += bool(result.positions)
+            seen["stop_moves"] += len(result.changes.stop_moves)
+            seen["closed_trades"] += len(result.closed_trades)
+            seen["halted_evaluations"] += any(
+                g.guard == "max_drawdown" and g.active for g in result.guards
+            )
+    return len(compiled) * bars / (time.perf_counter() - start), seen
 
 
 def naive_run(strategies: list[Strategy], files: dict[tuple[str, str], Path]) -> float:
@@ -388,7 +470,33 @@ def rss_whole(n: int) -> tuple[float, float, float]:
     return peak, before, rate
 
 
-def bulk_whole(n: int) -> tuple[float, float]:
+def breadth_cost(plain_shared_10000: float) -> dict[str, Any]:
+    """What DESIGN §11's features (`add_breadth`, all in every strategy) cost, as ratios of
+    the plain mix's time to theirs' (> 1 = slower) on the same machine in the same run:
+    one bar from an empty state for 10,000 strategies (entries on both sides, sizing from
+    the account), and 48 bars carried in turn for 1,000 (open positions, trailing stops,
+    scale-outs, guards). The whole bulk call's ratio is added by `main`."""
+    shared = 10_000 / shared_run(make_strategies(10_000, breadth=True), ALL_CANDLES)[0]
+    plain_walk, plain_seen = walk_run(make_strategies(1000), ALL_CANDLES)
+    walk, seen = walk_run(make_strategies(1000, breadth=True), ALL_CANDLES)
+    print(
+        f"DESIGN §11's features in every strategy: one bar for 10000 {shared:,.0f}/s (plain "
+        f"{plain_shared_10000:,.0f}/s); {WALK_BARS} bars in turn for 1000 {walk:,.0f} "
+        f"evaluations/s (plain {plain_walk:,.0f}/s); what happened: {seen} (plain {plain_seen})"
+    )
+    return {
+        "shared_10000_breadth_per_s": round(shared),
+        f"walk_1000x{WALK_BARS}_per_s": round(plain_walk),
+        f"walk_1000x{WALK_BARS}_breadth_per_s": round(walk),
+        "walk_breadth_happened": seen,
+        "breadth_cost": {
+            "shared": round(plain_shared_10000 / shared, 2),
+            "walk": round(plain_walk / walk, 2),
+        },
+    }
+
+
+def bulk_whole(n: int, breadth: bool = False) -> tuple[float, float]:
     """Strategies/s of one whole bulk call (ExecutionService.evaluate_bulk, dry run) over n
     strategies stored as JSON definitions, the way the strategies table holds them: parsing,
     compiling, fetching (from memory), evaluating and building the answer all count. First
@@ -413,7 +521,7 @@ def bulk_whole(n: int) -> tuple[float, float]:
                 i: cache.parse(self.definitions[i]) for i in strategy_ids if i in self.definitions
             }
 
-    documents = strategy_documents(n, seed=5)
+    documents = strategy_documents(n, seed=5, breadth=breadth)
     service = ExecutionService(
         StoredAsJson(documents),
         MemoryStates(),
@@ -747,6 +855,8 @@ def main() -> None:
         print(
             f"{n} strategies shared: {elapsed:.3f}s = {rate:,.0f}/s, {computations} indicator computations, peak {peak / 2**20:.1f} MiB"
         )
+    breadth_figures = breadth_cost(figures["shared_10000_per_s"])
+    figures.update(breadth_figures)
     with tempfile.TemporaryDirectory() as tmp:
         files = {}
         for pair, candles in ALL_CANDLES.items():
@@ -784,6 +894,13 @@ def main() -> None:
     print(
         f"whole bulk call, 10000 strategies from JSON (parse, compile, evaluate): {whole:,.0f}/s "
         f"in a fresh container, {warm:,.0f}/s again in the warm one"
+    )
+    whole_breadth, _ = bulk_whole(10_000, breadth=True)
+    figures["bulk_whole_10000_breadth_per_s"] = round(whole_breadth)
+    figures["breadth_cost"]["bulk_whole"] = round(whole / whole_breadth, 2)
+    print(
+        f"the same with DESIGN §11's features in every strategy: {whole_breadth:,.0f}/s "
+        f"fresh -> {whole / whole_breadth:.2f}x the time"
     )
     by_id = evaluate_by_id_on_moto()
     figures.update(by_id)

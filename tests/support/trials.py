@@ -53,7 +53,13 @@ from typing import Any
 import numpy as np
 from engine.adapters import dynamodb
 from engine.adapters.dynamodb import RetryPolicy, dynamo_repositories
-from engine.adapters.dynamodb.models import CooldownModel, OrderModel, PositionModel, StrategyModel
+from engine.adapters.dynamodb.models import (
+    CooldownModel,
+    OrderModel,
+    OutboxModel,
+    PositionModel,
+    StrategyModel,
+)
 from engine.core.candles import Candles
 from engine.core.evaluate import evaluate
 from engine.core.market import MarketData
@@ -108,9 +114,10 @@ def moto_table(model: Any) -> Any:
 
 
 def clear_state_tables() -> None:
-    """Empty the strategy and state tables (moto copies whole tables in every transaction
-    and scans them in every query: small tables keep the trials fast)."""
-    for model in STATE_MODELS:
+    """Empty the strategy, state and outbox tables (moto copies a whole table once per item
+    of a transaction that writes to it, and scans it in every query: small tables keep the
+    trials fast; an outbox left to grow over a module's runs made them quadratic)."""
+    for model in (*STATE_MODELS, OutboxModel):
         moto_table(model).items.clear()
     # moto keeps every model object it ever made (for its dashboard), the copies of the
     # tables each transaction takes included: drop them, as moto's own reset does
