@@ -610,12 +610,14 @@ class _Run:
         return until is not None and t <= until
 
     def guard_statuses(self) -> list[GuardStatus]:
+        # assembled, not validated: every value is built here to the model's types
         config = self.strategy.execution_config
         out: list[GuardStatus] = []
         if config.max_open_positions_total is not None:
             count = len(self.positions)
             out.append(
-                GuardStatus(
+                assemble(
+                    GuardStatus,
                     guard="max_open_positions_total",
                     active=count >= config.max_open_positions_total,
                     detail=f"{count} of {config.max_open_positions_total} positions open",
@@ -628,7 +630,8 @@ class _Run:
                 step = timeframe_ms(self.strategy.timeframe)
                 until_ms = int(newest.candles.time[newest.t]) + (until - newest.t) * step
                 out.append(
-                    GuardStatus(
+                    assemble(
+                        GuardStatus,
                         guard="max_drawdown",
                         active=True,
                         until=to_datetime(until_ms),
@@ -638,7 +641,7 @@ class _Run:
                     )
                 )
             else:
-                out.append(GuardStatus(guard="max_drawdown", active=False))
+                out.append(assemble(GuardStatus, guard="max_drawdown", active=False))
         return out
 
     # --- entry ----------------------------------------------------------------------------
