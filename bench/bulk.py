@@ -247,10 +247,11 @@ def shared_fetch_run(strategies: list[Strategy], files: dict[tuple[str, str], Pa
     return time.perf_counter() - start
 
 
-def dynamodb_requests_quiet(n: int = 1000) -> tuple[int, int, int] | None:
+def dynamodb_requests_quiet(n: int = 1000, breadth: bool = False) -> tuple[int, int, int] | None:
     """Requests one quiet bulk run of n stored strategies makes, counted at the client, those
     of a scheduled minute tick that finds none of them due, and those of the bulk run at a new
-    bar (which records every strategy's bar: the schedule's bookkeeping)."""
+    bar (which records every strategy's bar: the schedule's bookkeeping; each strategy that
+    acts adds its own transaction). With `breadth`, of strategies using DESIGN §11's features."""
     try:
         from moto import mock_aws
     except ImportError:
@@ -278,7 +279,7 @@ def dynamodb_requests_quiet(n: int = 1000) -> tuple[int, int, int] | None:
         create_tables()
         snapshots = StrategySnapshots()  # wired together, as bootstrap does
         strategies = DynamoStrategyRepository(snapshots=snapshots)
-        for s in make_strategies(n, seed=3):
+        for s in make_strategies(n, seed=3, breadth=breadth):
             strategies.put(s)
         calls: list[str] = []
         original = Connection._make_api_call
@@ -879,6 +880,13 @@ def main() -> None:
             figures["dynamodb_requests_quiet_1000"],
             figures["dynamodb_requests_quiet_tick_1000"],
             figures["dynamodb_requests_new_bar_1000"],
+        ) = quiet
+    quiet = dynamodb_requests_quiet(breadth=True)
+    if quiet is not None:
+        (
+            figures["dynamodb_requests_quiet_1000_breadth"],
+            figures["dynamodb_requests_quiet_tick_1000_breadth"],
+            figures["dynamodb_requests_new_bar_1000_breadth"],
         ) = quiet
     peak, before, rate = rss_whole(50_000)
     figures["rss_mib_50000"] = round(peak)
