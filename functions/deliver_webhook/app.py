@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from typing import Any
 
@@ -15,30 +14,33 @@ from engine.adapters.events.webhook import (
     handle_delivery_batch,
 )
 from engine.entrypoints.observability import logger
+from engine.settings import settings
 
 
 @cache
 def _secret() -> ParameterSecret:
-    return ParameterSecret(boto3.client("ssm"), os.environ["WEBHOOK_SECRET_PARAMETER"])
+    return ParameterSecret(
+        boto3.client("ssm"), settings().events.required("webhook_secret_parameter")
+    )
 
 
 @cache
 def _queue() -> SqsDeliveryQueue:
+    events = settings().events
     return SqsDeliveryQueue(
         boto3.client("sqs"),
-        os.environ["WEBHOOK_QUEUE_URL"],
-        os.environ["WEBHOOK_DEAD_LETTER_QUEUE_URL"],
+        events.required("webhook_queue_url"),
+        events.required("webhook_dead_letter_queue_url"),
     )
-
-
-# WebhookQueue's maxReceiveCount: the last receipt is not delayed (the redrive takes it)
-SCHEDULE = RetrySchedule(attempts=int(os.environ.get("WEBHOOK_ATTEMPTS") or 8))
 
 
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    sender = WebhookSender(os.environ["WEBHOOK_URL"], _secret().get())
-    answer = handle_delivery_batch(event.get("Records", []), sender, _queue(), SCHEDULE)
+    events = settings().events
+    sender = WebhookSender(events.required("webhook_url"), _secret().get())
+    # WebhookQueue's maxReceiveCount: the last receipt is not delayed (the redrive takes it)
+    schedule = RetrySchedule(attempts=events.webhook_attempts)
+    answer = handle_delivery_batch(event.get("Records", []), sender, _queue(), schedule)
     if answer["batchItemFailures"]:
         logger.warning("%d deliveries to retry", len(answer["batchItemFailures"]))
     return answer

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from typing import Any
 
@@ -10,11 +9,14 @@ import boto3
 from engine.adapters.events.secrets import ParameterSecret
 from engine.adapters.events.telegram import TelegramNotifier
 from engine.entrypoints.observability import logger
+from engine.settings import settings
 
 
 @cache
 def _token() -> ParameterSecret:
-    return ParameterSecret(boto3.client("ssm"), os.environ["TELEGRAM_BOT_TOKEN_PARAMETER"])
+    return ParameterSecret(
+        boto3.client("ssm"), settings().events.required("telegram_bot_token_parameter")
+    )
 
 
 class NotDelivered(Exception):
@@ -24,7 +26,7 @@ class NotDelivered(Exception):
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     detail = event.get("detail", {})
-    notifier = TelegramNotifier(_token().get(), os.environ["TELEGRAM_CHAT_ID"])
+    notifier = TelegramNotifier(_token().get(), settings().events.required("telegram_chat_id"))
     if not notifier.notify(detail):
         raise NotDelivered(f"telegram refused the message of event {detail.get('id')}")
     return {"notified": detail.get("id")}

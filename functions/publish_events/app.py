@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from typing import Any
 
 import boto3
 from engine.adapters.events.publisher import EventBridgeBus, Publisher, handle_stream_batch
 from engine.entrypoints.observability import logger
+from engine.settings import settings
 
 
 @cache
 def publisher() -> Publisher:
-    return Publisher(EventBridgeBus(boto3.client("events"), os.environ["EVENT_BUS_NAME"]))
+    return Publisher(EventBridgeBus(boto3.client("events"), settings().events.required("bus_name")))
 
 
 @logger.inject_lambda_context

@@ -23,12 +23,39 @@ from engine.core.events import Event, derive_events
 from engine.core.state import Changes, CooldownState, ExecutionState
 from engine.entrypoints.local.events import LocalRelay, relay_from_env
 from engine.entrypoints.local.template import load_function_module
+from engine.settings import EventSettings, Settings, settings
 
 from tests.support.handlers import Context
 from tests.support.template_tables import ROOT
 
 REGION = "us-east-1"
 T0 = 1_704_067_200_000
+
+
+@pytest.fixture(autouse=True)
+def settings_read_afresh() -> Any:
+    """The handlers read `engine.settings.settings()`, once per process: these tests set the
+    environment first, and leave no settings of theirs to later tests."""
+    settings.cache_clear()
+    yield
+    settings.cache_clear()
+
+
+def test_the_event_functions_settings_come_from_the_environment_and_name_what_is_missing() -> None:
+    events = Settings.from_env(
+        {"EVENT_BUS_NAME": "orders", "WEBHOOK_ATTEMPTS": "5", "TELEGRAM_CHAT_ID": " 42 "}
+    ).events
+    assert (events.bus_name, events.webhook_attempts, events.telegram_chat_id) == (
+        "orders",
+        5,
+        "42",
+    )
+    assert events.required("bus_name") == "orders"
+    with pytest.raises(ValueError, match=r"^WEBHOOK_URL is not set; this function needs it$"):
+        events.required("webhook_url")
+    with pytest.raises(ValueError, match="WEBHOOK_ATTEMPTS must be a whole number"):
+        Settings.from_env({"WEBHOOK_ATTEMPTS": "0"})
+    assert Settings.from_env({}).events == EventSettings()
 
 
 def _handler(folder: str) -> Any:

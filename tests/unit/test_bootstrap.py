@@ -100,3 +100,22 @@ def test_build_service_points_the_models_where_the_settings_say() -> None:
         finally:
             for model, name in saved.items():
                 model.Meta.table_name = name
+
+
+def test_no_function_reads_the_environment_itself() -> None:
+    """Every variable is read by engine.settings (one place, documented there)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "functions"
+    readers = {}
+    for app in sorted(root.glob("*/app.py")):
+        tree = ast.parse(app.read_text())
+        names = {
+            node.attr if isinstance(node, ast.Attribute) else node.id
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute | ast.Name)
+        }
+        readers[app.parent.name] = sorted(names & {"environ", "getenv"})
+    assert len(readers) == 6
+    assert readers == {name: [] for name in readers}

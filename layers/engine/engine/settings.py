@@ -21,6 +21,14 @@ BULK_CHUNK_SIZE              strategies per fan-out chunk (200)
 FANOUT_QUEUE_URL             the SQS queue of fan-out chunks; unset evaluates in the tick
 POWERTOOLS_SERVICE_NAME      the service name of logs, traces and metrics (execution-engine)
 POWERTOOLS_METRICS_NAMESPACE the CloudWatch namespace of the metrics (ExecutionEngine)
+
+The order events' functions (docs/events.md), each needing only its own; a missing one is an
+error when that function first asks for it:
+EVENT_BUS_NAME               the bus the publisher puts events on
+WEBHOOK_URL, WEBHOOK_SECRET_PARAMETER  the subscriber's URL; the SSM parameter of its secret
+WEBHOOK_QUEUE_URL, WEBHOOK_DEAD_LETTER_QUEUE_URL  the delivery queue and its dead letters
+WEBHOOK_ATTEMPTS             deliveries before the dead-letter queue (8, the queue's maxReceiveCount)
+TELEGRAM_BOT_TOKEN_PARAMETER, TELEGRAM_CHAT_ID  the optional Telegram notifier's bot and chat
 """
 
 from __future__ import annotations
@@ -47,6 +55,17 @@ TABLE_ENV: Final[dict[str, tuple[str, str]]] = {
 }
 DEFAULT_TABLE_NAMES: Final[dict[str, str]] = {m: name for m, (_, name) in TABLE_ENV.items()}
 
+# EventSettings' field -> its environment variable
+EVENT_ENV: Final[dict[str, str]] = {
+    "bus_name": "EVENT_BUS_NAME",
+    "webhook_url": "WEBHOOK_URL",
+    "webhook_secret_parameter": "WEBHOOK_SECRET_PARAMETER",
+    "webhook_queue_url": "WEBHOOK_QUEUE_URL",
+    "webhook_dead_letter_queue_url": "WEBHOOK_DEAD_LETTER_QUEUE_URL",
+    "telegram_bot_token_parameter": "TELEGRAM_BOT_TOKEN_PARAMETER",
+    "telegram_chat_id": "TELEGRAM_CHAT_ID",
+}
+
 StalePolicy = Literal["reject", "warn"]
 
 
@@ -57,6 +76,27 @@ class MarketDataSettings:
     ccxt_exchange: str | None = None
     ccxt_symbol_map: Mapping[str, str] = field(default_factory=dict)
     directory: str | None = None
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    """The order events' functions' settings. Each function needs only its own few, so none
+    is required at start: `required` names the variable when the function asks for it."""
+
+    bus_name: str | None = None
+    webhook_url: str | None = None
+    webhook_secret_parameter: str | None = None
+    webhook_queue_url: str | None = None
+    webhook_dead_letter_queue_url: str | None = None
+    webhook_attempts: int = 8
+    telegram_bot_token_parameter: str | None = None
+    telegram_chat_id: str | None = None
+
+    def required(self, name: str) -> str:
+        value = getattr(self, name)
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{EVENT_ENV[name]} is not set; this function needs it")
+        return value
 
 
 @dataclass(frozen=True)
@@ -73,6 +113,7 @@ class Settings:
     fanout_queue_url: str | None = None
     service_name: str = "execution-engine"
     metrics_namespace: str = "ExecutionEngine"
+    events: EventSettings = field(default_factory=EventSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +132,10 @@ class Settings:
             fanout_queue_url=_text(env, "FANOUT_QUEUE_URL"),
             service_name=_text(env, "POWERTOOLS_SERVICE_NAME") or "execution-engine",
             metrics_namespace=_text(env, "POWERTOOLS_METRICS_NAMESPACE") or "ExecutionEngine",
+            events=EventSettings(
+                **{name: _text(env, var) for name, var in EVENT_ENV.items()},
+                webhook_attempts=positive_int(env, "WEBHOOK_ATTEMPTS", default=8),
+            ),
         )
 
 
