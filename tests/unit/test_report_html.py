@@ -86,17 +86,53 @@ def two_asset_report(tmp_path: Path) -> Path:
     return path
 
 
+def long_short_report(tmp_path: Path) -> Path:
+    """The long/short example strategy (trailing stops, scale-outs) on the sample candles."""
+    doc = json.loads((REPO / "examples" / "strategies" / "breadth_long_short.json").read_text())
+    result = replay(parse_strategy(doc), read_csv(EXAMPLE_CANDLES), "BTC/USDT", progress=False)
+    path = tmp_path / "long_short.html"
+    path.write_text(render_report_html(result, build_report(result)), encoding="utf-8")
+    return path
+
+
+def test_the_report_tells_shorts_from_longs(tmp_path: Path) -> None:
+    text = long_short_report(tmp_path).read_text()
+    data = json.loads(
+        re.search(r'id="report-data">(.*?)</script>', text, re.S).group(1).replace("<\\/", "</")  # type: ignore[union-attr]
+    )
+    markers = data["charts"][0]["markers"]
+    entries = [m for m in markers if m["kind"] == "entry"]
+    shorts = [m for m in entries if not m["up"]]
+    longs = [m for m in entries if m["up"]]
+    assert shorts and longs  # the example trades both sides on the sample
+    assert all(m["text"].startswith("short") for m in shorts)
+    assert not any(m["text"].startswith("short") for m in longs)
+    assert {m["colour"] for m in shorts}.isdisjoint({m["colour"] for m in longs})
+    # a long is closed by selling (arrow down), a short by buying (arrow up): as many up
+    # exits as short entries closed, down exits as long ones
+    exits = [m for m in markers if m["kind"] == "exit"]
+    rows = re.findall(
+        r"<tr><td>\d+</td><td class='l'>[^<]*</td><td class='l'>(long|short)</td>", text
+    )
+    assert len(rows) == len(exits) and "short" in rows and "long" in rows
+    assert sum(m["up"] for m in exits) == rows.count("short")
+
+
 PRICES = ("open", "high", "low", "close")
 FIELDS = ("time", "open", "high", "low", "close", "volume")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("which", ["example", "two assets"])
+@pytest.mark.parametrize("which", ["example", "two assets", "long and short"])
 def test_the_report_draws_in_headless_chromium(tmp_path: Path, which: str) -> None:
     chromium = install_chromium()
     from playwright.sync_api import sync_playwright
 
-    path = example_report(tmp_path)[0] if which == "example" else two_asset_report(tmp_path)
+    path = {
+        "example": lambda: example_report(tmp_path)[0],
+        "two assets": lambda: two_asset_report(tmp_path),
+        "long and short": lambda: long_short_report(tmp_path),
+    }[which]()
     errors: list[str] = []
     requests: list[str] = []
     with sync_playwright() as pw:

@@ -4,7 +4,8 @@ Lightweight Charts (5.2.1, Apache 2.0; its 200 KB script is inlined from `assets
 Per asset, one chart of stacked panes on one time axis: candlesticks with the strategy's
 price-scale indicators over them (TA-Lib's "Overlap Studies" group: SMA, EMA, BBANDS, SAR,
 ...), every other indicator (RSI, MACD, ATR, volume and pattern functions) in a pane of its
-own below; an arrow at each entry, one at each exit coloured by exit reason, and each
+own below; an arrow at each entry (a long's up in blue, a short's down in purple, labelled),
+one at each exit coloured by exit reason (pointing the way the closing order trades), and each
 trade's stop and target drawn as dashed levels from its entry to its exit. Then the account:
 equity and drawdown panes. Then the stats table and the trades list (click a heading to
 sort). The mouse wheel zooms, dragging pans, every chart follows the others' time range,
@@ -50,6 +51,7 @@ REASON_COLOURS = {
 }
 REASON_LABELS = {"stop_loss": "SL", "take_profit": "TP", "signal": "signal", "time": "time"}
 STOP_COLOUR, TARGET_COLOUR = "#e53935", "#2e7d32"
+LONG_COLOUR, SHORT_COLOUR = "#1565c0", "#6a1b9a"  # entry arrows
 PALETTE = ("#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 
 
@@ -162,7 +164,7 @@ def _asset_chart(result: ReplayResult, report: Report, asset: str, factor: int) 
     spans: list[tuple[int, int, float | None, float | None]] = []
     for t in (t for t in result.trades if t.asset == asset):
         entry, exit_ = at(to_ms(t.entry_time)), at(to_ms(t.exit_time))
-        markers.append(_marker(entry, "entry", t.entry_price, "#1565c0", ""))
+        markers.append(_entry_marker(entry, t.side, t.entry_price, ""))
         markers.append(
             _marker(
                 exit_,
@@ -170,6 +172,7 @@ def _asset_chart(result: ReplayResult, report: Report, asset: str, factor: int) 
                 t.exit_price,
                 REASON_COLOURS.get(t.exit_reason, "#000000"),
                 REASON_LABELS.get(t.exit_reason, t.exit_reason),
+                up=t.side == "short",  # a short is closed by buying
             )
         )
         position = result.positions.get(t.position_id)
@@ -178,7 +181,7 @@ def _asset_chart(result: ReplayResult, report: Report, asset: str, factor: int) 
     last = int(times[-1]) // 1000
     for p in (p for p in result.open_positions if p.asset == asset):
         entry = at(to_ms(p.entry_time))
-        markers.append(_marker(entry, "entry", p.entry_price, "#1565c0", "open"))
+        markers.append(_entry_marker(entry, p.side, p.entry_price, "open"))
         spans.append((entry, last, p.stop_loss_price, p.take_profit_price))
     markers.sort(key=lambda m: (m["time"], m["kind"] == "entry"))
     return {
@@ -200,8 +203,19 @@ def _params(params: Any) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in dict(params).items())
 
 
-def _marker(time: int, kind: str, price: float, colour: str, text: str) -> dict[str, Any]:
-    return {"time": time, "kind": kind, "price": price, "colour": colour, "text": text}
+def _marker(
+    time: int, kind: str, price: float, colour: str, text: str, *, up: bool
+) -> dict[str, Any]:
+    """An arrow at `price`: up (drawn below the price) for a buy, down (above it) for a sell."""
+    return {"time": time, "kind": kind, "price": price, "colour": colour, "text": text, "up": up}
+
+
+def _entry_marker(time: int, side: str, price: float, text: str) -> dict[str, Any]:
+    """A long's entry is a blue arrow up; a short's a purple arrow down, labelled short."""
+    if side == "short":
+        label = "short" if not text else f"short, {text}"
+        return _marker(time, "entry", price, SHORT_COLOUR, label, up=False)
+    return _marker(time, "entry", price, LONG_COLOUR, text, up=True)
 
 
 def _level_slots(
@@ -266,13 +280,15 @@ def _stats_html(stats: dict[str, Any]) -> str:
         for a, e in stats["by_asset"].items()
     )
     opens = "".join(
-        f"<tr><th>{html.escape(p['asset'])}</th><td>{html.escape(p['entry_time'])}</td>"
+        f"<tr><th>{html.escape(p['asset'])}</th><td>{html.escape(p['side'])}</td>"
+        f"<td>{html.escape(p['entry_time'])}</td>"
         f"<td>{p['entry_price']:,.4f}</td><td>{p['mark_price']:,.4f}</td>"
         f"<td>{p['unrealized_pnl']:,.2f}</td></tr>"
         for p in stats["open_positions"]
     )
     open_table = (
-        "<table><tr><th>open at the end</th><th>entry</th><th>entry price</th><th>mark</th>"
+        "<table><tr><th>open at the end</th><th>side</th><th>entry</th><th>entry price</th>"
+        "<th>mark</th>"
         f"<th>unrealized pnl</th></tr>{opens}</table>"
         if opens
         else ""
@@ -288,7 +304,8 @@ def _stats_html(stats: dict[str, Any]) -> str:
 
 def _trades_html(result: ReplayResult) -> str:
     head = (
-        "<tr><th>#</th><th>asset</th><th>entry (UTC)</th><th>exit (UTC)</th><th>entry price</th>"
+        "<tr><th>#</th><th>asset</th><th>side</th><th>entry (UTC)</th><th>exit (UTC)</th>"
+        "<th>entry price</th>"
         "<th>exit price</th><th>quantity</th><th>pnl</th><th>%</th><th>exit reason</th></tr>"
     )
     rows = []
@@ -297,6 +314,7 @@ def _trades_html(result: ReplayResult) -> str:
         colour = REASON_COLOURS.get(t.exit_reason, "#000")
         rows.append(
             f"<tr><td>{k}</td><td class='l'>{html.escape(t.asset)}</td>"
+            f"<td class='l'>{t.side}</td>"
             f"<td class='l'>{t.entry_time:%Y-%m-%d %H:%M}</td>"
             f"<td class='l'>{t.exit_time:%Y-%m-%d %H:%M}</td>"
             f"<td data-v='{t.entry_price!r}'>{t.entry_price:,.4f}</td>"
@@ -391,11 +409,13 @@ _SCRIPT = """
       legendItem(legend, 'stop', '#e53935');
       legendItem(legend, 'target', '#2e7d32');
     }
-    LC.createSeriesMarkers(candles, spec.markers.map((m) => (m.kind === 'entry'
-      ? {time: m.time, position: 'atPriceBottom', price: m.price, shape: 'arrowUp',
-         color: m.colour, text: m.text}
-      : {time: m.time, position: 'atPriceTop', price: m.price, shape: 'arrowDown',
-         color: m.colour, text: m.text})));
+    for (const [up, label] of [[true, 'long entry'], [false, 'short entry']]) {
+      const first = spec.markers.find((m) => m.kind === 'entry' && m.up === up);
+      if (first) legendItem(legend, label, first.colour);
+    }
+    LC.createSeriesMarkers(candles, spec.markers.map((m) => ({time: m.time, price: m.price,
+      position: m.up ? 'atPriceBottom' : 'atPriceTop', shape: m.up ? 'arrowUp' : 'arrowDown',
+      color: m.colour, text: m.text})));
     spec.panes.forEach((pane, k) => {
       for (const line of pane.lines) {
         const s = chart.addSeries(LC.LineSeries, Object.assign(
