@@ -897,6 +897,39 @@ def test_single_evaluation_reads(repos: DynamoRepositories, calls: Requests) -> 
     assert state.version == 3 and len(state.positions) == 1 and set(state.cooldowns) == {"BTC/USDT"}
 
 
+def test_a_load_at_the_same_head_reuses_the_open_items_it_read(
+    repos: DynamoRepositories, calls: Requests
+) -> None:
+    """A warm container evaluating a strategy again at a head that did not move (a bar that
+    changed nothing) reads the strategy item only; once the head moves, the items again."""
+    opened = _seed_open_states(repos, ["s1"])
+    strategy = repos.strategies.get("s1")
+    assert strategy is not None
+    first = repos.states.load([strategy])["s1"]
+    assert [p.position_id for p in first.positions] == [opened["s1"].position_id]
+
+    calls.reset()
+    strategy = repos.strategies.get("s1")
+    assert strategy is not None
+    again = repos.states.load([strategy])["s1"]
+    assert calls.operations == ["GetItem", "BatchGetItem"]  # no Query on positions or orders
+    assert again == first
+    again.positions.clear()  # what a load answers is the caller's own
+    again.orders[0].price = 1.0
+    assert repos.states.load([strategy])["s1"] == first
+
+    # another container commits (the position is stopped out): the head moves, read again
+    other = DynamoStateRepository(retry=repos.states.retry)
+    other.commit(other.load([strategy])["s1"], stop_out_changes(opened["s1"]))
+    calls.reset()
+    strategy = repos.strategies.get("s1")
+    assert strategy is not None
+    after = repos.states.load([strategy])["s1"]
+    assert calls.operations.count("Query") == 2
+    assert after.version == first.version + 1
+    assert after.positions == [] and after.orders == []
+
+
 def test_a_long_trade_history_is_not_read_to_find_the_open_items(
     repos: DynamoRepositories,
 ) -> None:

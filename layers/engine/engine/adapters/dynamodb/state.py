@@ -6,7 +6,9 @@ Reads are batched; a commit is one TransactWriteItems conditioned on the version
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from functools import partial
@@ -58,6 +60,8 @@ log = logging.getLogger(__name__)
 # DynamoDB's limit on the items of one TransactWriteItems.
 MAX_TRANSACTION_ITEMS: Final = MAX_WRITES_PER_EVALUATION  # validation keeps strategies within it
 DEFAULT_BULK_THRESHOLD: Final = 8
+# Strategies whose open items a warm container keeps (see DynamoStateRepository.load).
+OPEN_ITEMS_CACHED: Final = 10_000
 DEFAULT_CONSISTENCY_WINDOW_MS: Final = 10_000
 # Threads for the open-item queries of a small load, kept for the container's life (each
 # thread's botocore session is made once): two per strategy of up to DEFAULT_BULK_THRESHOLD.
@@ -86,6 +90,13 @@ class DynamoStateRepository:
     `consistency_window_ms` could still show its previous open items there while its version
     is already the new one, and a commit on that state would succeed; such strategies are
     read through the local indexes even in a bulk load. Quiet strategies cost nothing extra.
+
+    A small load keeps what it read of each strategy's open items with the head it read them
+    under (state version and commit time, from the strongly consistent strategy item). Every
+    change to open items is a commit that moves both, so a later load finding the same head
+    uses them without the two queries: an evaluation by id at a bar that changes nothing, in
+    a warm container, reads the strategy item and its candles only. A head that moved (this
+    container's commit or another's) reads them again.
     """
 
     def __init__(
@@ -106,6 +117,9 @@ class DynamoStateRepository:
         # Closed positions and filled or cancelled orders expire (DynamoDB TTL) this many days
         # after the commit that closed them; 0 keeps them. Open items never expire.
         self.history_ttl_days = history_ttl_days
+        self._open_items: OrderedDict[str, tuple[tuple[int, int], list[Position], list[Order]]]
+        self._open_items = OrderedDict()
+        self._open_items_lock = threading.Lock()
 
     # --- load ---------------------------------------------------------------------------
 
@@ -136,7 +150,7 @@ class DynamoStateRepository:
                 positions.update(fresh_positions)
                 orders.update(fresh_orders)
         else:
-            positions, orders = self._open_items_by_strategy(ids)
+            positions, orders = self._open_items_cached(ids, heads)
         cooldowns = self._cooldowns(heads)
         return {
             sid: ExecutionState(
@@ -172,6 +186,43 @@ class DynamoStateRepository:
         for sid in missing:
             heads.setdefault(sid, empty)
         return heads
+
+    def _open_items_cached(
+        self, ids: Sequence[str], heads: Mapping[str, StateHead]
+    ) -> tuple[dict[str, list[Position]], dict[str, list[Order]]]:
+        """_open_items_by_strategy, for the strategies whose head moved since they were last
+        read here (copies handed out: the cache keeps its own)."""
+        positions: dict[str, list[Position]] = {}
+        orders: dict[str, list[Order]] = {}
+        unread: list[str] = []
+        with self._open_items_lock:
+            for sid in ids:
+                mark = _head_mark(heads[sid])
+                found = self._open_items.get(sid)
+                if mark is None or found is None or found[0] != mark:
+                    unread.append(sid)
+                    continue
+                self._open_items.move_to_end(sid)
+                positions[sid] = [p.model_copy(deep=True) for p in found[1]]
+                orders[sid] = [o.model_copy(deep=True) for o in found[2]]
+        if unread:
+            read_positions, read_orders = self._open_items_by_strategy(unread)
+            positions.update(read_positions)
+            orders.update(read_orders)
+            with self._open_items_lock:
+                for sid in unread:
+                    mark = _head_mark(heads[sid])
+                    if mark is None:
+                        continue
+                    self._open_items[sid] = (
+                        mark,
+                        [p.model_copy(deep=True) for p in read_positions[sid]],
+                        [o.model_copy(deep=True) for o in read_orders[sid]],
+                    )
+                    self._open_items.move_to_end(sid)
+                while len(self._open_items) > OPEN_ITEMS_CACHED:
+                    self._open_items.popitem(last=False)
+        return positions, orders
 
     def _open_items_by_strategy(
         self, ids: Sequence[str]
@@ -438,6 +489,15 @@ class _BarsLost(Exception):
     def __init__(self, indexes: set[int]) -> None:
         super().__init__(f"{len(indexes)} bar updates lost")
         self.indexes = indexes
+
+
+def _head_mark(head: StateHead) -> tuple[int, int] | None:
+    """What identifies the open items a head stands for: its version and commit time (the
+    time tells a strategy deleted and made again, whose versions start over). None for a
+    strategy never committed, whose items are always read."""
+    if head.version <= 0 or head.committed_at is None:
+        return None
+    return head.version, head.committed_at
 
 
 def version_condition(version: int) -> Any:
