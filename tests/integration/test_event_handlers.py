@@ -120,6 +120,49 @@ def test_the_publisher_handler_puts_each_event_on_the_bus_with_its_type(
     module.publisher.cache_clear()
 
 
+def test_republish_puts_a_strategys_outbox_events_on_the_bus_again(
+    aws: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m engine events republish`: what the publisher gave up on, from the outbox,
+    with the same ids; --after-version picks the commits, --dry-run only lists them."""
+    from engine.entrypoints.cli.main import main
+
+    events_client = boto3.client("events", region_name=REGION)
+    sqs = boto3.client("sqs", region_name=REGION)
+    events_client.create_event_bus(Name="orders")
+    url = sqs.create_queue(QueueName="all")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    events_client.put_rule(
+        Name="all", EventBusName="orders", EventPattern=json.dumps({"source": ["execution-engine"]})
+    )
+    events_client.put_targets(Rule="all", EventBusName="orders", Targets=[{"Id": "q", "Arn": arn}])
+    first, second = _trip_events(1), _trip_events(2, "DE")
+    outbox_item("s1", 1, first, T0).save()
+    outbox_item("s1", 2, second, T0 + 3_600_000).save()
+    outbox_item("s2", 1, _trip_events(1, "F"), T0).save()  # another strategy's: left alone
+
+    assert main(["events", "republish", "s1", "--dry-run", "--aws"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listed] == [e.id for e in first + second]
+
+    assert (
+        main(["events", "republish", "s1", "--after-version", "1", "--bus", "orders", "--aws"]) == 0
+    )
+    assert "2 events of s1 put on orders again" in capsys.readouterr().err
+    bodies = [
+        json.loads(m["Body"])
+        for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    ]
+    assert sorted(b["detail"]["id"] for b in bodies) == sorted(e.id for e in second)
+
+    assert main(["events", "republish", "s1", "--aws"]) == 2  # no bus named anywhere
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: which bus? give --bus NAME or set EVENT_BUS_NAME"
+    )
+
+
 class FlakyBus:
     def __init__(self, refuse: list[set[int]]) -> None:
         self.refuse = refuse

@@ -1,4 +1,4 @@
-"""`python -m engine events ...`: watch the order events and check a webhook signature."""
+"""`python -m engine events ...`: watch the order events, republish them, check a signature."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ EXIT_BAD_SIGNATURE = 1
 
 
 def add_events_commands(subparsers: Any) -> None:
-    events = subparsers.add_parser("events", help="order events: tail them, verify a signature")
+    events = subparsers.add_parser(
+        "events", help="order events: tail them, republish them, verify a signature"
+    )
     actions = events.add_subparsers(dest="action", required=True)
     tail = actions.add_parser(
         "tail",
@@ -32,6 +34,28 @@ def add_events_commands(subparsers: Any) -> None:
     )
     tail.add_argument("--interval", type=float, default=0.5, help="seconds between polls")
     tail.set_defaults(handler=_tail)
+    republish = actions.add_parser(
+        "republish",
+        help="put a strategy's events from the outbox on the bus again (same ids)",
+        description="Reads the strategy's events still in the outbox table (kept 7 days) that "
+        "were committed after --after-version, in order, and puts them on the EventBridge bus "
+        "(--bus, else EVENT_BUS_NAME) as the publisher does. For events the publisher gave up "
+        "on (its stream records parked in the dead-letter queue): each event keeps its id, so "
+        "a subscriber that already has one drops the copy. --dry-run lists them only.",
+    )
+    add_target_options(republish)
+    republish.add_argument("strategy_id", metavar="STRATEGY_ID")
+    republish.add_argument(
+        "--after-version",
+        type=int,
+        default=0,
+        help="only events of commits after this state version (default: all)",
+    )
+    republish.add_argument("--bus", help="the bus name (default: EVENT_BUS_NAME)")
+    republish.add_argument(
+        "--dry-run", action="store_true", help="print the events, put nothing on the bus"
+    )
+    republish.set_defaults(handler=_republish)
     verify = actions.add_parser(
         "verify",
         help="check a webhook body's X-Signature-256 (exit 0: valid, 1: not)",
@@ -56,6 +80,36 @@ def _verify(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"invalid: the signature does not match {args.body_file} with this secret")
     return EXIT_BAD_SIGNATURE
+
+
+def _republish(args: argparse.Namespace) -> int:
+    import boto3
+
+    from engine.adapters.dynamodb import configure
+    from engine.adapters.dynamodb.outbox import outbox_events
+    from engine.adapters.events.publisher import EventBridgeBus, Publisher, PublishFailed
+
+    config = settings_for(args)
+    bus: str = args.bus or config.events.bus_name or ""
+    if not bus and not args.dry_run:
+        raise CommandError("which bus? give --bus NAME or set EVENT_BUS_NAME")
+    configure(config)
+    try:
+        events = outbox_events(args.strategy_id, args.after_version)
+    except Exception as exc:  # no table, no endpoint: one line, not a traceback
+        raise CommandError(f"cannot read the outbox: {exc}", exit_code=1) from None
+    if args.dry_run:
+        for event in events:
+            print(f"{event.id} {event.type} {event.time} sequence {event.sequence}")
+        print(f"{len(events)} events of {args.strategy_id} in the outbox", file=sys.stderr)
+        return EXIT_OK
+    client = boto3.client("events", region_name=config.region)
+    try:
+        Publisher(EventBridgeBus(client, bus)).publish(events)
+    except PublishFailed as exc:
+        raise CommandError(f"not every event was put on {bus}: {exc}", exit_code=1) from None
+    print(f"{len(events)} events of {args.strategy_id} put on {bus} again", file=sys.stderr)
+    return EXIT_OK
 
 
 def _tail(args: argparse.Namespace) -> int:
