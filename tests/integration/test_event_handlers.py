@@ -23,7 +23,7 @@ from engine.core.events import Event, derive_events
 from engine.core.state import Changes, CooldownState, ExecutionState
 from engine.entrypoints.local.events import LocalRelay, relay_from_env
 from engine.entrypoints.local.template import load_function_module
-from engine.settings import EventSettings, Settings, settings
+from engine.settings import settings
 
 from tests.support.handlers import Context
 from tests.support.template_tables import ROOT
@@ -39,23 +39,6 @@ def settings_read_afresh() -> Any:
     settings.cache_clear()
     yield
     settings.cache_clear()
-
-
-def test_the_event_functions_settings_come_from_the_environment_and_name_what_is_missing() -> None:
-    events = Settings.from_env(
-        {"EVENT_BUS_NAME": "orders", "WEBHOOK_ATTEMPTS": "5", "TELEGRAM_CHAT_ID": " 42 "}
-    ).events
-    assert (events.bus_name, events.webhook_attempts, events.telegram_chat_id) == (
-        "orders",
-        5,
-        "42",
-    )
-    assert events.required("bus_name") == "orders"
-    with pytest.raises(ValueError, match=r"^WEBHOOK_URL is not set; this function needs it$"):
-        events.required("webhook_url")
-    with pytest.raises(ValueError, match="WEBHOOK_ATTEMPTS must be a whole number"):
-        Settings.from_env({"WEBHOOK_ATTEMPTS": "0"})
-    assert Settings.from_env({}).events == EventSettings()
 
 
 def _handler(folder: str) -> Any:
@@ -83,20 +66,37 @@ def _record(events: list[Event], n: int) -> dict[str, Any]:
     }
 
 
+class BusIntoQueue:
+    """An EventBridge bus (moto) whose rule sends every engine event to an SQS queue."""
+
+    def __init__(self, name: str) -> None:
+        events_client = boto3.client("events", region_name=REGION)
+        self.sqs = boto3.client("sqs", region_name=REGION)
+        events_client.create_event_bus(Name=name)
+        self.url = self.sqs.create_queue(QueueName=f"{name}-all")["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        pattern = json.dumps({"source": ["execution-engine"]})
+        events_client.put_rule(Name="all", EventBusName=name, EventPattern=pattern)
+        events_client.put_targets(Rule="all", EventBusName=name, Targets=[{"Id": "q", "Arn": arn}])
+
+    def received(self) -> list[dict[str, Any]]:
+        """Every body the queue holds, taken off it."""
+        bodies = []
+        while True:
+            got = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10)
+            if not got.get("Messages"):
+                return bodies
+            for m in got["Messages"]:
+                bodies.append(json.loads(m["Body"]))
+                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"])
+
+
 def test_the_publisher_handler_puts_each_event_on_the_bus_with_its_type(
     aws: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    events_client = boto3.client("events", region_name=REGION)
-    sqs = boto3.client("sqs", region_name=REGION)
-    events_client.create_event_bus(Name="orders")
-    url = sqs.create_queue(QueueName="all")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    events_client.put_rule(
-        Name="all", EventBusName="orders", EventPattern=json.dumps({"source": ["execution-engine"]})
-    )
-    events_client.put_targets(Rule="all", EventBusName="orders", Targets=[{"Id": "q", "Arn": arn}])
+    bus = BusIntoQueue("orders")
     monkeypatch.setenv("EVENT_BUS_NAME", "orders")
     module = _handler("publish_events")
     module.publisher.cache_clear()
@@ -106,14 +106,7 @@ def test_the_publisher_handler_puts_each_event_on_the_bus_with_its_type(
         {"Records": [_record(first, 1), removal, _record(second, 2)]}, Context()
     )
     assert answer == {"batchItemFailures": []}
-    bodies = []
-    while True:
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-        if not got:
-            break
-        for m in got:
-            bodies.append(json.loads(m["Body"]))
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    bodies = bus.received()
     assert sorted(b["detail"]["id"] for b in bodies) == sorted(e.id for e in first + second)
     assert {b["detail-type"] for b in bodies} == {"cooldown.tripped"}
     assert {b["source"] for b in bodies} == {"execution-engine"}
@@ -127,17 +120,7 @@ def test_republish_puts_a_strategys_outbox_events_on_the_bus_again(
     with the same ids; --after-version picks the commits, --dry-run only lists them."""
     from engine.entrypoints.cli.main import main
 
-    events_client = boto3.client("events", region_name=REGION)
-    sqs = boto3.client("sqs", region_name=REGION)
-    events_client.create_event_bus(Name="orders")
-    url = sqs.create_queue(QueueName="all")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    events_client.put_rule(
-        Name="all", EventBusName="orders", EventPattern=json.dumps({"source": ["execution-engine"]})
-    )
-    events_client.put_targets(Rule="all", EventBusName="orders", Targets=[{"Id": "q", "Arn": arn}])
+    bus = BusIntoQueue("orders")
     first, second = _trip_events(1), _trip_events(2, "DE")
     outbox_item("s1", 1, first, T0).save()
     outbox_item("s1", 2, second, T0 + 3_600_000).save()
@@ -151,10 +134,7 @@ def test_republish_puts_a_strategys_outbox_events_on_the_bus_again(
         main(["events", "republish", "s1", "--after-version", "1", "--bus", "orders", "--aws"]) == 0
     )
     assert "2 events of s1 put on orders again" in capsys.readouterr().err
-    bodies = [
-        json.loads(m["Body"])
-        for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
-    ]
+    bodies = bus.received()
     assert sorted(b["detail"]["id"] for b in bodies) == sorted(e.id for e in second)
 
     assert main(["events", "republish", "s1", "--aws"]) == 2  # no bus named anywhere

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from engine.adapters.marketdata import FileProvider
 from engine.bootstrap import build_service as build
-from engine.settings import Settings
+from engine.settings import EventSettings, Settings
 
 ENV = {"MARKET_DATA_PROVIDER": "file", "MARKET_DATA_DIR": "/nonexistent"}
 
@@ -71,6 +71,7 @@ def test_settings_name_every_bad_value() -> None:
         "MARKET_DATA_PROVIDER": ("bloomberg", "MARKET_DATA_PROVIDER must be one of"),
         "MARKET_DATA_CONCURRENCY": ("0", "MARKET_DATA_CONCURRENCY must be a whole number"),
         "CCXT_SYMBOL_MAP": ("[1]", "CCXT_SYMBOL_MAP must be a JSON object"),
+        "WEBHOOK_ATTEMPTS": ("0", "WEBHOOK_ATTEMPTS must be a whole number"),
     }
     for name, (value, message) in cases.items():
         with pytest.raises(ValueError, match=message):
@@ -84,6 +85,21 @@ def test_settings_from_an_empty_environment_are_the_documented_defaults() -> Non
     assert config.stale_policy == "reject" and config.commit_workers == 1
     assert config.market_data.provider == "dynamodb" and config.market_data.concurrency == 8
     assert (config.bulk_chunk_size, config.schedule_interval_ms) == (200, 60_000)
+    assert config.events == EventSettings()
+
+
+def test_the_event_functions_settings_come_from_the_environment_and_name_what_is_missing() -> None:
+    events = Settings.from_env(
+        {"EVENT_BUS_NAME": "orders", "WEBHOOK_ATTEMPTS": "5", "TELEGRAM_CHAT_ID": " 42 "}
+    ).events
+    assert (events.bus_name, events.webhook_attempts, events.telegram_chat_id) == (
+        "orders",
+        5,
+        "42",
+    )
+    assert events.required("bus_name") == "orders"
+    with pytest.raises(ValueError, match=r"^WEBHOOK_URL is not set; this function needs it$"):
+        events.required("webhook_url")
 
 
 def test_build_service_points_the_models_where_the_settings_say() -> None:
