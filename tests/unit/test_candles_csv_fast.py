@@ -1,4 +1,4 @@
-"""The CSV fast path (`_simple_columns`) splits exactly the fields the csv module does, or
+"""The CSV fast path (`_PlainCsv`) splits exactly the fields the csv module does, or
 declines (None) and leaves the file to it: random files with reordered and extra columns,
 a BOM, CRLF line ends, quoted fields, blank lines, ragged rows, spaces and a missing final
 newline."""
@@ -7,8 +7,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
-from engine.adapters.candle_files import CandlesFileError, _csv_columns, _simple_columns, read_csv
+from engine.adapters.candle_files import (
+    CandlesFileError,
+    _assemble,
+    _csv_columns,
+    _CsvLines,
+    _parse_numbers,
+    _parse_times,
+    _PlainCsv,
+    format_time,
+    read_csv,
+    write_csv,
+)
+from engine.core.candles import CANDLE_FIELDS, Candles
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -57,11 +70,11 @@ def test_fast_split_is_the_csv_modules_or_declines(
     text, plain = case
     path = tmp_path_factory.mktemp("csv") / "c.csv"
     path.write_text(text, encoding="utf-8")
-    fast = _simple_columns(path)
+    fast = _PlainCsv.of(path)
     if plain:
         assert fast is not None
     if fast is not None:
-        assert fast == _csv_columns(path)
+        assert fast.columns() == _csv_columns(path)
 
 
 def test_a_bad_value_is_named_by_its_line_either_way(tmp_path: Path) -> None:
@@ -72,6 +85,94 @@ def test_a_bad_value_is_named_by_its_line_either_way(tmp_path: Path) -> None:
         "1700003600000,1,2,0.5,oops,3\n",
         encoding="utf-8",
     )
-    assert _simple_columns(path) is not None
+    assert _PlainCsv.of(path) is not None
     with pytest.raises(CandlesFileError, match=r"c\.csv: line 3: close is not a number: 'oops'"):
         read_csv(path)
+
+
+def _read_by_strings(path: Path) -> Candles:
+    """read_csv as it reads a file numpy's parsers decline: fields split into strings."""
+    plain = _PlainCsv.of(path)
+    assert plain is not None
+    columns, line_of = plain.columns(), _CsvLines(path)
+    times = _parse_times(path, columns[0], line_of)
+    values = {
+        name: _parse_numbers(path, name, column, line_of)
+        for name, column in zip(CANDLE_FIELDS, columns[1:], strict=True)
+    }
+    return _assemble(path, times, values, line_of, timeframe="1h")
+
+
+ODD_NUMBERS = ["11", " 11", "1e3", "1E-2", "+5", "-0", "1_0", "0x1p3", "nan", "inf", "", "oops"]
+ODD_TIMES = [
+    "2020-02-30T00:00:00Z",
+    "0000-01-01T00:00:00Z",
+    "2020-01-01T24:00:00Z",
+    "2020-01-01 00:00:00Z",
+    "2020-01-01T00:00:00+00:00",
+    "2020-01-01T00:00:00.000Z",
+    "1577836800000 ",
+    "+1577836800000",
+    "1577836800",
+    "-5",
+]
+
+
+@st.composite
+def parsed_texts(draw: st.DrawFn) -> str:
+    """Plain files of hourly candles with ISO or integer times, now and then an odd field."""
+    iso = draw(st.booleans())
+    rows = []
+    for k in range(draw(st.integers(1, 8))):
+        t = 1_577_836_800_000 + k * 3_600_000
+        time = format_time(t) if iso else str(t)
+        price = draw(st.floats(1, 1e6, allow_nan=False))
+        fields = [time, repr(price), repr(price * 1.01), repr(price * 0.99), repr(price), "3"]
+        if draw(st.integers(0, 4)) == 0:
+            fields[0] = draw(st.sampled_from(ODD_TIMES))
+        if draw(st.integers(0, 4)) == 0:
+            fields[draw(st.integers(1, 5))] = draw(st.sampled_from(ODD_NUMBERS))
+        rows.append(",".join(fields))
+    return "time,open,high,low,close,volume\n" + "\n".join(rows) + "\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=parsed_texts())
+def test_numpys_parse_reads_what_the_string_path_reads(
+    text: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Same candles, or the same error naming the same line: numpy's parsers take a file
+    only where they agree with Python's (else they decline and the strings are parsed)."""
+    path = tmp_path_factory.mktemp("csv") / "c.csv"
+    path.write_text(text, encoding="utf-8")
+    try:
+        expected: Candles | str = _read_by_strings(path)
+    except CandlesFileError as exc:
+        expected = str(exc)
+    try:
+        got: Candles | str = read_csv(path, "1h")
+    except CandlesFileError as exc:
+        got = str(exc)
+    if isinstance(expected, str) or isinstance(got, str):
+        assert got == expected
+    else:
+        np.testing.assert_array_equal(got.time, expected.time)
+        for name in CANDLE_FIELDS:
+            np.testing.assert_array_equal(got.field(name), expected.field(name))
+
+
+def test_the_files_write_csv_writes_take_numpys_parse(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    candles = Candles(
+        time=np.array([1_577_836_800_000, 1_577_840_400_000], dtype=np.int64),
+        open=np.array([1.5, 2.0]),
+        high=np.array([2.0, 2.5]),
+        low=np.array([1.0, 1.5]),
+        close=np.array([1.75, 2.25]),
+        volume=np.array([3.0, 0.1]),
+    )
+    for time_format in ("iso", "ms"):
+        write_csv(path, candles, time_format=time_format)
+        plain = _PlainCsv.of(path)
+        assert plain is not None and plain.parse() is not None
+        np.testing.assert_array_equal(read_csv(path, "1h").time, candles.time)
