@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -233,33 +234,54 @@ class EvaluationResult(_State):
 
 
 _Built = TypeVar("_Built", bound=BaseModel)
-# per model: (name, default, default factory) of each field, in order; None when the model
-# needs model_construct's full treatment (aliases, a post-init hook, private attributes)
-_PLAIN_FIELDS: dict[type[BaseModel], list[tuple[str, Any, Callable[[], Any] | None]] | None] = {}
+_Field = tuple[str, Any, Callable[[], Any] | None]  # name, default, default factory
+
+
+@dataclass(frozen=True)
+class _Plain:
+    """How `assemble` builds a model: its fields in order, and the one fields-set object every
+    instance it builds shares (naming every field: adding a field name to it, all pydantic
+    ever does to a fields-set, changes nothing, and copies get their own)."""
+
+    fields: list[_Field]
+    every: set[str]
+
+
+# per model, or None when it needs model_construct's full treatment (aliases, a post-init
+# hook, private attributes)
+_PLAIN: dict[type[BaseModel], _Plain | None] = {}
 
 
 def assemble(cls: type[_Built], **values: Any) -> _Built:
     """`cls.model_construct(**values)` without its per-field bookkeeping (several times
-    cheaper, which replay's thousands of evaluations feel): the same fields, defaults, field
-    order and fields-set, no validation. For parts that were validated when built."""
-    fields = _PLAIN_FIELDS.get(cls, ())
-    if fields == ():
-        plain = not (
+    cheaper, which replay's thousands of evaluations feel): the same fields, defaults and
+    field order, no validation. For parts that were validated when built.
+
+    Unlike model_construct, every field counts as set (defaults are filled in), and the
+    fields-set is one object per model class: a set per instance was most of the memory of
+    a bulk run's answers (six models per evaluation, ~300 bytes a set).
+    """
+    plain = _PLAIN.get(cls, ())
+    if plain == ():
+        simple = not (
             cls.__pydantic_post_init__
             or cls.__private_attributes__
             or cls.model_config.get("extra") == "allow"
             or any(f.alias or f.validation_alias for f in cls.model_fields.values())
         )
-        fields = (
-            [(n, f.default, f.default_factory) for n, f in cls.model_fields.items()]  # type: ignore[misc]
-            if plain
+        plain = (
+            _Plain(
+                [(n, f.default, f.default_factory) for n, f in cls.model_fields.items()],  # type: ignore[misc]
+                set(cls.model_fields),
+            )
+            if simple
             else None
         )
-        _PLAIN_FIELDS[cls] = fields
-    if fields is None:
+        _PLAIN[cls] = plain
+    if plain is None:
         return cls.model_construct(**values)
     data: dict[str, Any] = {}
-    for name, default, factory in fields:
+    for name, default, factory in plain.fields:
         if name in values:
             data[name] = values[name]
         elif factory is not None:
@@ -268,7 +290,7 @@ def assemble(cls: type[_Built], **values: Any) -> _Built:
             data[name] = default
     model = cls.__new__(cls)
     object.__setattr__(model, "__dict__", data)
-    object.__setattr__(model, "__pydantic_fields_set__", set(values))
+    object.__setattr__(model, "__pydantic_fields_set__", plain.every)
     object.__setattr__(model, "__pydantic_extra__", None)
     object.__setattr__(model, "__pydantic_private__", None)
     return model
