@@ -261,8 +261,9 @@ def assemble(cls: type[_Built], **values: Any) -> _Built:
     fields-set is one object per model class: a set per instance was most of the memory of
     a bulk run's answers (six models per evaluation, ~300 bytes a set).
     """
-    plain = _PLAIN.get(cls, ())
-    if plain == ():
+    if cls in _PLAIN:
+        plain = _PLAIN[cls]
+    else:
         simple = not (
             cls.__pydantic_post_init__
             or cls.__private_attributes__
