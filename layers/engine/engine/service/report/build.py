@@ -213,18 +213,27 @@ def write_stats(path: Path, stats: dict[str, Any]) -> None:
 
 
 def write_equity_csv(path: Path, curve: AccountCurve) -> None:
-    """time (bar open, ISO UTC), equity at its close, drawdown_pct (≤ 0), open_positions."""
-    stamps = np.datetime_as_string(curve.time.astype("datetime64[ms]"), unit="s")
-    drawdown = -curve.drawdown * 100
+    """time (bar open, ISO UTC), equity at its close, drawdown_pct (≤ 0), open_positions.
+
+    Numbers in their shortest round-trip form, each distinct value formatted once: the curve
+    repeats its value over every bar without an open position, and formatting 400,000
+    floats one by one was most of a long replay's report.
+    """
+    stamps = np.datetime_as_string(curve.time.astype("datetime64[ms]"), unit="s").tolist()
+    columns = zip(
+        stamps,
+        _reprs(curve.equity + 0.0),  # + 0.0 turns -0.0 into 0.0
+        _reprs(-curve.drawdown * 100 + 0.0),
+        _reprs(curve.open_positions),
+        strict=True,
+    )
     lines = [",".join(EQUITY_COLUMNS)]
-    lines += [
-        f"{stamp}Z,{equity!r},{dd!r},{count}"
-        for stamp, equity, dd, count in zip(
-            stamps.tolist(),
-            curve.equity.tolist(),
-            (drawdown + 0.0).tolist(),  # + 0.0 turns -0.0 into 0.0
-            curve.open_positions.tolist(),
-            strict=True,
-        )
-    ]
+    lines += [f"{stamp}Z,{equity},{dd},{count}" for stamp, equity, dd, count in columns]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _reprs(values: np.ndarray) -> list[str]:
+    """repr() of each value as a Python number, each distinct value formatted once."""
+    distinct, where = np.unique(values, return_inverse=True)
+    formatted = np.array([repr(v) for v in distinct.tolist()], dtype=object)
+    return list(formatted[where.reshape(-1)])
