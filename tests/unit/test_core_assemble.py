@@ -46,3 +46,11 @@ def test_a_result_with_its_state_assembles_and_serialises_as_validated() -> None
     assert result.model_dump(mode="json") == validated.model_dump(mode="json")
     assert result.model_dump_json() == validated.model_dump_json()
     assert "state" not in result.model_dump()  # an excluded field
+
+
+def test_a_required_field_not_given_and_a_name_that_is_no_field_are_left_out() -> None:
+    """As model_construct leaves them: neither appears in the model's fields."""
+    built = assemble(CooldownStatus, active=True, nonsense=1)
+    constructed = CooldownStatus.model_construct(active=True, nonsense=1)
+    assert built.__dict__ == constructed.__dict__
+    assert "asset" not in built.__dict__ and "nonsense" not in built.__dict__
