@@ -84,8 +84,9 @@ def read_csv(path: str | Path, timeframe: str | None = None) -> Candles:
     if plain is not None:
         parsed = plain.parse()
         if parsed is not None:
-            times, values = parsed
-            _check_not_seconds(path, times)
+            times, values, integer = parsed
+            if integer:
+                _check_not_seconds(path, times)
             for name, array in values.items():
                 _check_finite(path, name, array, line_of)
             return _assemble(path, times, values, line_of, timeframe=timeframe)
@@ -157,12 +158,14 @@ class _PlainCsv:
         fields = self.data.decode("utf-8").replace("\n", ",").split(",")
         return [fields[self.names[name] :: self.width] for name in COLUMNS]
 
-    def parse(self) -> tuple[IntArray, dict[str, FloatArray]] | None:
-        """Times and numbers by numpy's parsers, or None where they refuse a field or the
-        times are in another form (the string path then reads or names it)."""
-        times = self._times()
-        if times is None:
+    def parse(self) -> tuple[IntArray, dict[str, FloatArray], bool] | None:
+        """Times, numbers and whether the times were integers, by numpy's parsers; None
+        where they refuse a field or the times are in another form (the string path then
+        reads or names it)."""
+        found = self._times()
+        if found is None:
             return None
+        times, integer = found
         try:
             numbers = np.loadtxt(
                 io.BytesIO(self.data),
@@ -174,9 +177,10 @@ class _PlainCsv:
             )
         except ValueError:
             return None
-        return times, {name: numbers[:, k].copy() for k, name in enumerate(CANDLE_FIELDS)}
+        columns = {name: numbers[:, k].copy() for k, name in enumerate(CANDLE_FIELDS)}
+        return times, columns, integer
 
-    def _times(self) -> IntArray | None:
+    def _times(self) -> tuple[IntArray, bool] | None:
         """ISO times written as `YYYY-MM-DDTHH:MM:SSZ` (what write_csv writes), or integer
         epoch milliseconds; None for any other form."""
         raw = np.frombuffer(self.data, dtype=np.uint8)
@@ -194,7 +198,7 @@ class _PlainCsv:
                 times = text.ravel().astype("datetime64[ms]").astype(np.int64)
             except ValueError:
                 return None
-            return times if (times >= _YEAR_ONE_MS).all() else None
+            return (times, False) if (times >= _YEAR_ONE_MS).all() else None
         if lengths.min() < 1 or lengths.max() > 18:
             return None
         edges = np.zeros(len(raw) + 1, dtype=np.int64)  # +1 where a time starts, -1 after it
@@ -203,9 +207,10 @@ class _PlainCsv:
         in_time = np.cumsum(edges[:-1]) > 0
         if not ((raw[in_time] >= ord("0")) & (raw[in_time] <= ord("9"))).all():
             return None
-        return np.loadtxt(
+        integers = np.loadtxt(
             io.BytesIO(self.data), delimiter=",", comments=None, dtype=np.int64, usecols=column
-        ).reshape(lines)
+        )
+        return integers.reshape(lines), True
 
 
 def _csv_columns(path: str | Path) -> list[list[str]]:
