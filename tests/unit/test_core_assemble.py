@@ -1,14 +1,22 @@
-"""`engine.core.state.assemble`: model_construct's result, cheaper and smaller. Instances share
-one fields-set object per model class; nothing pydantic does to a model changes it."""
+"""The parts of an answer built without validating again, and shared, because a bulk run
+holds tens of thousands of answers: `assemble` (model_construct's result, cheaper and smaller;
+instances share one fields-set object per model class, which nothing pydantic does changes)
+and `NO_CHANGES`."""
 
 from __future__ import annotations
 
+import pytest
+from engine.core.evaluate import evaluate
+from engine.core.market import MarketData
 from engine.core.state import (
+    NO_CHANGES,
     CooldownStatus,
     EvaluationResult,
     ExecutionState,
     assemble,
 )
+
+from tests.support.service import BARS, NOW, candles, strategy
 
 
 def test_an_assembled_model_is_the_model_construct_would_build() -> None:
@@ -54,3 +62,24 @@ def test_a_required_field_not_given_and_a_name_that_is_no_field_are_left_out() -
     constructed = CooldownStatus.model_construct(active=True, nonsense=1)
     assert built.__dict__ == constructed.__dict__
     assert "asset" not in built.__dict__ and "nonsense" not in built.__dict__
+
+
+def test_an_evaluation_that_changed_nothing_answers_the_one_shared_no_changes() -> None:
+    """Most of a bulk run's answers share it; its parts are tuples, so nothing can add to
+    it (its lists equal [] and refuse to grow). An evaluation that enters has changes of its
+    own."""
+    quiet = evaluate(strategy("a"), ExecutionState(strategy_id="a"), _market(spike=False), NOW)
+    entered = evaluate(strategy("a"), ExecutionState(strategy_id="a"), _market(spike=True), NOW)
+    assert quiet.changes is NO_CHANGES and NO_CHANGES.empty
+    assert quiet.changes.positions == [] and quiet.changes.cooldowns == []
+    with pytest.raises(TypeError, match="NO_CHANGES is shared"):
+        quiet.changes.positions.append(entered.positions[0])
+    with pytest.raises(TypeError, match="NO_CHANGES is shared"):
+        quiet.changes.orders += entered.orders
+    assert entered.changes is not NO_CHANGES and len(entered.changes.positions) == 1
+    assert NO_CHANGES.empty
+
+
+def _market(*, spike: bool) -> MarketData:
+    bars = candles(1, spike_at=BARS - 1 if spike else None)
+    return MarketData({("BTC/USDT", "1h"): bars})

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
+import weakref
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 from engine.core.candles import Candles
 from engine.core.strategy import parse_strategy
+from engine.service import execution
 from engine.service.errors import (
     ConcurrentEvaluation,
     InvalidRequest,
@@ -457,3 +460,36 @@ def test_the_service_logs_deprecated_cooldown_keys_with_the_strategy_id(
     logged = [r.getMessage() for r in caplog.records if r.name == "engine.service.execution"]
     assert len(logged) == 1
     assert logged[0].startswith("strategy legacy: ") and "daily_momentum_limit" in logged[0]
+
+
+@pytest.mark.parametrize("persist", [False, True])
+def test_a_dry_bulk_run_lets_each_loaded_state_go_once_evaluated(
+    persist: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dry run answers without the states it evaluated from, so it holds at most one at a
+    time (a 50,000-strategy run's peak memory); a persisting run needs all of them until it
+    commits."""
+    strats = [strategy(f"s{i}") for i in range(5)]
+    svc, states, _ = make_service(strats, {("BTC/USDT", "1h"): candles(1)})
+    loaded: dict[str, weakref.ref[object]] = {}
+    real_load = states.load
+
+    def load(strategies: object) -> dict[str, object]:
+        found = real_load(strategies)
+        loaded.update({sid: weakref.ref(state) for sid, state in found.items()})
+        return found
+
+    alive: list[str] = []
+    real_evaluate = execution.evaluate
+
+    def evaluate(compiled: object, state: object, market: object, now: int) -> object:
+        if state.strategy_id == "s4":  # the last: which loaded states are still held?
+            gc.collect()
+            alive.extend(sid for sid, ref in loaded.items() if ref() is not None)
+        return real_evaluate(compiled, state, market, now)
+
+    monkeypatch.setattr(states, "load", load)
+    monkeypatch.setattr(execution, "evaluate", evaluate)
+    result = svc.evaluate_bulk([s.strategy_id for s in strats], persist=persist)
+    assert result.summary.succeeded == 5
+    assert alive == (["s0", "s1", "s2", "s3", "s4"] if persist else ["s4"])

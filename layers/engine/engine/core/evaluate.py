@@ -26,6 +26,7 @@ from engine.core.market import MarketData
 from engine.core.resting import Target, walk
 from engine.core.rounding import round_price, round_quantity
 from engine.core.state import (
+    NO_CHANGES,
     Account,
     Changes,
     ClosedTrade,
@@ -844,5 +845,5 @@ class _Run:
             guards=self.guard_statuses(),
             warnings=list(self.warnings.values()),
             state=new_state,
-            changes=self.changes,
+            changes=NO_CHANGES if self.changes.empty else self.changes,
         )

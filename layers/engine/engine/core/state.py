@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticUndefined
@@ -295,3 +295,26 @@ def assemble(cls: type[_Built], **values: Any) -> _Built:
     object.__setattr__(model, "__pydantic_extra__", None)
     object.__setattr__(model, "__pydantic_private__", None)
     return model
+
+
+class _AlwaysEmpty(list[Any]):
+    """An empty list that refuses to grow: a part of NO_CHANGES (equal to [] as any)."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError(
+            "NO_CHANGES is shared by every evaluation that changed nothing: build a Changes"
+        )
+
+    append = extend = insert = __setitem__ = __iadd__ = __imul__ = _refuse
+
+
+# The changes of every evaluation that changed nothing, most of a bulk run's: one object for
+# all of them (a Changes with its four lists is ~550 bytes an answer), its lists refusing
+# to grow so that nothing can add to it.
+NO_CHANGES: Changes = assemble(
+    Changes,
+    positions=_AlwaysEmpty(),
+    orders=_AlwaysEmpty(),
+    cooldowns=_AlwaysEmpty(),
+    stop_moves=_AlwaysEmpty(),
+)

@@ -244,10 +244,14 @@ class ExecutionService:
         now = self.clock()
         results: list[EvaluationResult | _Failed] = []
         early: tuple[dict[tuple[str, str], int], Future[SharedMarketData]] | None = None
+        # A dry run's answer needs no state it was evaluated from: states loaded here are let
+        # go one by one as their strategies are evaluated (a bulk run's peak memory).
+        released: dict[str, ExecutionState] | None = None
         if states is None:
             if len(strategies) == 1 and not only_due:  # by id: a bulk run fetches once a pair
                 early = self._fetch_early(strategies, now)
-            states, unloaded = self._load_states(strategies)
+            loaded_states, unloaded = self._load_states(strategies)
+            states, released = loaded_states, None if persist else loaded_states
             results.extend(_Failed(sid, exc) for sid, exc in unloaded.items())
             strategies = [s for s in strategies if s.strategy_id not in unloaded]
         skipped: list[str] = []
@@ -291,7 +295,11 @@ class ExecutionService:
                 for message in loaded.warnings.get(pair, []):
                     outcome.warnings.append(Warning(code="stale_market_data", message=message))
             outcome.bars_passed_over = bars_passed_over(strategy, state.last_bar, outcome, market)
-            evaluated.append(_Evaluated(strategy, state, outcome))
+            if released is not None:
+                released.pop(strategy.strategy_id, None)
+                results.append(outcome)
+            else:
+                evaluated.append(_Evaluated(strategy, state, outcome))
         if persist:
             results.extend(self._commit_all(evaluated))
         else:
