@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from engine.entrypoints.coldstart import imports_done
+
 from functools import cache
 from typing import Any
 
@@ -44,3 +46,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if answer["batchItemFailures"]:
         logger.warning("%d deliveries to retry", len(answer["batchItemFailures"]))
     return answer
+
+
+imports_done()  # last: see engine/entrypoints/coldstart.py

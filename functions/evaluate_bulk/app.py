@@ -3,6 +3,8 @@ SQS fan-out worker, all on one function so every path runs the same engine."""
 
 from __future__ import annotations
 
+from engine.entrypoints.coldstart import imports_done
+
 from datetime import datetime
 from typing import Any
 
@@ -152,3 +154,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if _is_fanout(event):
         return _fanout(event, context)
     return handle_http(app, event, context)
+
+
+imports_done()  # last: see engine/entrypoints/coldstart.py

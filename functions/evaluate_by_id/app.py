@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from engine.entrypoints.coldstart import imports_done
+
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
@@ -36,3 +38,6 @@ def evaluate_by_id(
 @instrumented(correlation_paths.API_GATEWAY_REST)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return handle_http(app, event, context, query=QUERY_PARAMETERS)
+
+
+imports_done()  # last: see engine/entrypoints/coldstart.py

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from engine.entrypoints.coldstart import imports_done
+
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
@@ -35,3 +37,6 @@ def evaluate_by_object(request: EvaluateDraftRequest) -> EvaluationResult:
 @instrumented(correlation_paths.API_GATEWAY_REST)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return handle_http(app, event, context)
+
+
+imports_done()  # last: see engine/entrypoints/coldstart.py

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from engine.entrypoints.coldstart import imports_done
+
 from functools import cache
 from typing import Any
 
@@ -30,3 +32,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if not notifier.notify(detail):
         raise NotDelivered(f"telegram refused the message of event {detail.get('id')}")
     return {"notified": detail.get("id")}
+
+
+imports_done()  # last: see engine/entrypoints/coldstart.py

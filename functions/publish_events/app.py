@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from engine.entrypoints.coldstart import imports_done
+
 from functools import cache
 from typing import Any
 
@@ -22,3 +24,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if answer["batchItemFailures"]:
         logger.warning("events not published; retried from record %s", answer["batchItemFailures"])
     return answer
+
+
+imports_done()  # last: see engine/entrypoints/coldstart.py

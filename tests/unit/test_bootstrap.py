@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -135,3 +136,38 @@ def test_no_function_reads_the_environment_itself() -> None:
         readers[app.parent.name] = sorted(names & {"environ", "getenv"})
     assert len(readers) == 6
     assert readers == {name: [] for name in readers}
+
+
+@pytest.mark.parametrize(
+    "function",
+    sorted(
+        p.parent.name for p in (Path(__file__).resolve().parents[2] / "functions").glob("*/app.py")
+    ),
+)
+def test_a_handlers_imports_run_without_the_garbage_collector_and_leave_it_on(
+    function: str,
+) -> None:
+    """engine.entrypoints.coldstart pauses the collector for a cold start's imports and each
+    app.py resumes it last, its objects frozen: no collection runs while it loads (compiling
+    app.py itself, before the pause, may run one), and the collector is on for the requests."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import gc, sys\n"
+        "starts = []\n"
+        "paused = lambda: 'engine.entrypoints.coldstart' in sys.modules\n"
+        "gc.callbacks.append(lambda phase, info: phase == 'start' and paused() and starts.append(1))\n"
+        "import app\n"
+        "print(len(starts), gc.isenabled(), gc.get_freeze_count() > 0)\n"
+    )
+    answer = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root / "functions" / function,
+        env={"PATH": "", "PYTHONPATH": str(root / "layers" / "engine"), "AWS_REGION": "us-east-1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert answer.stdout.split() == ["0", "True", "True"]

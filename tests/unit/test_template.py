@@ -552,6 +552,7 @@ def test_literal_environment_is_what_the_template_sets_without_cloudformation() 
     env = literal_environment()
     assert env["POWERTOOLS_SERVICE_NAME"] == "execution-engine"
     assert env["PYDANTIC_DISABLE_PLUGINS"] == "__all__"
+    assert env["OPENBLAS_NUM_THREADS"] == "1"
     assert "STRATEGIES_TABLE" not in env  # a !Ref: only CloudFormation knows its value
     assert all(isinstance(value, str) for value in env.values())
 
