@@ -133,15 +133,15 @@ class _PlainCsv:
         first = data.find(b"\n")
         if first < 0:
             return None
+        rows = data[first + 1 :]
         try:
             header = data[:first].decode("utf-8").split(",")
-            data[first + 1 :].decode("utf-8")
+            rows.decode("utf-8")  # only checked: numpy reads the bytes
         except UnicodeDecodeError:
             return None
         names: dict[str, int] = {}
         for index, name in enumerate(header):
             names.setdefault(name.strip().lower(), index)
-        rows = data[first + 1 :]
         if not rows or any(c not in names for c in COLUMNS):
             return None
         # every line exactly len(header) - 1 commas: count them between consecutive newlines
