@@ -11,11 +11,9 @@ import numpy as np
 import pytest
 from engine.adapters.candle_files import (
     CandlesFileError,
-    _assemble,
     _csv_columns,
     _CsvLines,
-    _parse_numbers,
-    _parse_times,
+    _from_strings,
     _PlainCsv,
     format_time,
     read_csv,
@@ -94,13 +92,7 @@ def _read_by_strings(path: Path) -> Candles:
     """read_csv as it reads a file numpy's parsers decline: fields split into strings."""
     plain = _PlainCsv.of(path)
     assert plain is not None
-    columns, line_of = plain.columns(), _CsvLines(path)
-    times = _parse_times(path, columns[0], line_of)
-    values = {
-        name: _parse_numbers(path, name, column, line_of)
-        for name, column in zip(CANDLE_FIELDS, columns[1:], strict=True)
-    }
-    return _assemble(path, times, values, line_of, timeframe="1h")
+    return _from_strings(path, plain.columns(), _CsvLines(path), "1h")
 
 
 ODD_NUMBERS = ["11", " 11", "1e3", "1E-2", "+5", "-0", "1_0", "0x1p3", "nan", "inf", "", "oops"]

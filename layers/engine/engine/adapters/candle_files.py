@@ -91,6 +91,14 @@ def read_csv(path: str | Path, timeframe: str | None = None) -> Candles:
                 _check_finite(path, name, array, line_of)
             return _assemble(path, times, values, line_of, timeframe=timeframe)
     columns = plain.columns() if plain is not None else _csv_columns(path)
+    return _from_strings(path, columns, line_of, timeframe)
+
+
+def _from_strings(
+    path: str | Path, columns: list[list[str]], line_of: LineOf, timeframe: str | None
+) -> Candles:
+    """Candles from the time, open, high, low, close and volume fields as strings: the
+    reading that names any bad field by its line."""
     times = _parse_times(path, columns[0], line_of)
     values = {
         name: _parse_numbers(path, name, column, line_of)
@@ -101,6 +109,8 @@ def read_csv(path: str | Path, timeframe: str | None = None) -> Candles:
 
 _ISO_SECONDS = len("2024-01-31T13:00:00")  # the ISO times the fast parse takes, before the Z
 _YEAR_ONE_MS = -62_135_596_800_000  # datetime's first moment; numpy would also take year 0
+# Integer times the fast parse takes: up to 15 digits (year 33658 in ms) are exact as floats
+_MAX_DIGITS = 15
 
 
 @dataclass(frozen=True)
@@ -159,58 +169,68 @@ class _PlainCsv:
         return [fields[self.names[name] :: self.width] for name in COLUMNS]
 
     def parse(self) -> tuple[IntArray, dict[str, FloatArray], bool] | None:
-        """Times, numbers and whether the times were integers, by numpy's parsers; None
-        where they refuse a field or the times are in another form (the string path then
-        reads or names it)."""
-        found = self._times()
-        if found is None:
+        """Times, numbers and whether the times were integers, by numpy's parsers, in one
+        pass over the rows; None where they refuse a field or the times are in another form
+        (the string path then reads or names it)."""
+        times = self._iso_times()
+        integer = times is None
+        if integer and not self._digit_times():
             return None
-        times, integer = found
+        usecols = [self.names[name] for name in CANDLE_FIELDS]
+        if integer:
+            usecols.append(self.names["time"])
         try:
             numbers = np.loadtxt(
                 io.BytesIO(self.data),
                 delimiter=",",
                 comments=None,
                 dtype=np.float64,
-                usecols=[self.names[name] for name in CANDLE_FIELDS],
+                usecols=usecols,
                 ndmin=2,
             )
         except ValueError:
             return None
+        if times is None:  # exact as a float: at most _MAX_DIGITS digits, below 2**53
+            times = numbers[:, len(CANDLE_FIELDS)].astype(np.int64)
         columns = {name: numbers[:, k].copy() for k, name in enumerate(CANDLE_FIELDS)}
         return times, columns, integer
 
-    def _times(self) -> tuple[IntArray, bool] | None:
-        """ISO times written as `YYYY-MM-DDTHH:MM:SSZ` (what write_csv writes), or integer
-        epoch milliseconds; None for any other form."""
-        raw = np.frombuffer(self.data, dtype=np.uint8)
+    def _time_spans(self) -> tuple[IntArray, IntArray]:
+        """Byte offsets of each row's time field: where it starts, where it stops."""
         column = self.names["time"]
-        lines = len(self.ends)
-        commas = self.commas.reshape(lines, self.width - 1)
+        commas = self.commas.reshape(len(self.ends), self.width - 1)
         starts = np.r_[0, self.ends[:-1] + 1] if column == 0 else commas[:, column - 1] + 1
         stops = self.ends if column == self.width - 1 else commas[:, column]
-        lengths = stops - starts
-        if (lengths == _ISO_SECONDS + 1).all():
-            if not ((raw[starts + 10] == ord("T")) & (raw[stops - 1] == ord("Z"))).all():
-                return None
-            text = raw[starts[:, None] + np.arange(_ISO_SECONDS)].view(f"S{_ISO_SECONDS}")
-            try:  # numpy's parse is strict: day, hour, minute and second in range
-                times = text.ravel().astype("datetime64[ms]").astype(np.int64)
-            except ValueError:
-                return None
-            return (times, False) if (times >= _YEAR_ONE_MS).all() else None
-        if lengths.min() < 1 or lengths.max() > 18:
+        return starts, stops
+
+    def _iso_times(self) -> IntArray | None:
+        """Every time written `YYYY-MM-DDTHH:MM:SSZ` (what write_csv writes), as epoch
+        milliseconds; None when one is not, or names no moment."""
+        raw = np.frombuffer(self.data, dtype=np.uint8)
+        starts, stops = self._time_spans()
+        if not (stops - starts == _ISO_SECONDS + 1).all():
             return None
+        if not ((raw[starts + 10] == ord("T")) & (raw[stops - 1] == ord("Z"))).all():
+            return None
+        text = raw[starts[:, None] + np.arange(_ISO_SECONDS)].view(f"S{_ISO_SECONDS}")
+        try:  # numpy's parse is strict: day, hour, minute and second in range
+            times = text.ravel().astype("datetime64[ms]").astype(np.int64)
+        except ValueError:
+            return None
+        return times if (times >= _YEAR_ONE_MS).all() else None
+
+    def _digit_times(self) -> bool:
+        """Every time is 1 to _MAX_DIGITS digits and nothing else: epoch milliseconds."""
+        raw = np.frombuffer(self.data, dtype=np.uint8)
+        starts, stops = self._time_spans()
+        lengths = stops - starts
+        if lengths.min() < 1 or lengths.max() > _MAX_DIGITS:
+            return False
         edges = np.zeros(len(raw) + 1, dtype=np.int64)  # +1 where a time starts, -1 after it
         np.add.at(edges, starts, 1)
         np.add.at(edges, stops, -1)
         in_time = np.cumsum(edges[:-1]) > 0
-        if not ((raw[in_time] >= ord("0")) & (raw[in_time] <= ord("9"))).all():
-            return None
-        integers = np.loadtxt(
-            io.BytesIO(self.data), delimiter=",", comments=None, dtype=np.int64, usecols=column
-        )
-        return integers.reshape(lines), True
+        return bool(((raw[in_time] >= ord("0")) & (raw[in_time] <= ord("9"))).all())
 
 
 def _csv_columns(path: str | Path) -> list[list[str]]:
