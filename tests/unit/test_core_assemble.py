@@ -5,6 +5,8 @@ and `NO_CHANGES`."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from engine.core.evaluate import evaluate
 from engine.core.market import MarketData
@@ -13,7 +15,9 @@ from engine.core.state import (
     CooldownStatus,
     EvaluationResult,
     ExecutionState,
+    Position,
     assemble,
+    revise,
 )
 
 from tests.support.service import BARS, NOW, candles, strategy
@@ -83,3 +87,27 @@ def test_an_evaluation_that_changed_nothing_answers_the_one_shared_no_changes() 
 def _market(*, spike: bool) -> MarketData:
     bars = candles(1, spike_at=BARS - 1 if spike else None)
     return MarketData({("BTC/USDT", "1h"): bars})
+
+
+def test_revise_is_model_copy_with_an_update() -> None:
+    """The evaluation's cheaper model_copy: the same fields, order and fields-set, the original
+    untouched; a fields-set naming every field is shared, any other is the copy's own."""
+    validated = Position(
+        position_id="p1",
+        strategy_id="s1",
+        asset="BTC/USDT",
+        entry_time=datetime(2026, 1, 1, tzinfo=UTC),
+        entry_price=100.0,
+        quantity=2.0,
+    )
+    update = {"status": "closed", "exit_price": 90.0, "pnl": -20.0}
+    revised, copied = revise(validated, **update), validated.model_copy(update=update)
+    assert revised == copied and list(revised.__dict__) == list(copied.__dict__)
+    assert revised.model_fields_set == copied.model_fields_set
+    assert revised.model_fields_set is not validated.model_fields_set
+    assert (validated.status, validated.pnl) == ("open", None)
+    assert revised.model_dump_json() == copied.model_dump_json()
+    assembled = assemble(CooldownStatus, asset="A", active=False)
+    again = revise(assembled, active=True)
+    assert again.__pydantic_fields_set__ is assembled.__pydantic_fields_set__
+    assert (assembled.active, again.active) == (False, True)

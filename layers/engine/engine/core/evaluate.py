@@ -42,6 +42,7 @@ from engine.core.state import (
     StopMove,
     Warning,
     assemble,
+    revise,
 )
 from engine.core.strategy import (
     AtrLevel,
@@ -163,7 +164,7 @@ class _Run:
     closed: list[ClosedTrade] = field(default_factory=list)
     statuses: list[CooldownStatus] = field(default_factory=list)
     warnings: dict[tuple[str, str], Warning] = field(default_factory=dict)
-    changes: Changes = field(default_factory=lambda: assemble(Changes))
+    made: Changes | None = None  # what changed, made at the first change (most runs: none)
     bar_ms: int | None = None
     realized: float = 0.0
     assets: list[_Asset] = field(default_factory=list)
@@ -186,6 +187,12 @@ class _Run:
     @property
     def strategy(self) -> Strategy:
         return self.compiled.strategy
+
+    @property
+    def changes(self) -> Changes:
+        if self.made is None:
+            self.made = assemble(Changes)
+        return self.made
 
     def warn(self, code: str, message: str) -> None:
         self.warnings.setdefault((code, message), Warning(code=code, message=message))
@@ -386,27 +393,24 @@ class _Run:
             self._fill_order(fill.order_id, fill.price, fill.quantity, candles, fill.index)
         if stop_order is not None and (partial or walked.stop_moved):
             # the stop order carries the current level and what remains, whatever follows
-            stop_order = stop_order.model_copy(
-                update={"price": walked.stop, "quantity": position.quantity}
-            )
+            stop_order = revise(stop_order, price=walked.stop, quantity=position.quantity)
             self.orders[stop_order.order_id] = stop_order
         if walked.closed:
             last = walked.fills[-1]
             reason: ExitReason = "stop_loss" if last.reason == "stop_loss" else "take_profit"
-            position = position.model_copy(update={"stop_loss_price": walked.stop})
+            position = revise(position, stop_loss_price=walked.stop)
             return None, self._close(
                 position, candles, last.index, last.price, reason, last.order_id
             )
         if not partial and not walked.stop_moved:
             return position, []
         t_time = to_datetime(int(candles.time[t]))
-        position = position.model_copy(
-            update={
-                "stop_loss_price": walked.stop,
-                "take_profit_price": walked.targets[0].price if walked.targets else None,
-                "trailing_active": walked.trailing_active,
-                "checked_through": t_time,
-            }
+        position = revise(
+            position,
+            stop_loss_price=walked.stop,
+            take_profit_price=walked.targets[0].price if walked.targets else None,
+            trailing_active=walked.trailing_active,
+            checked_through=t_time,
         )
         if stop_order is not None:
             self.reported[stop_order.order_id] = stop_order
@@ -432,8 +436,12 @@ class _Run:
         if order_id is None or order_id not in self.orders:
             return
         at = to_datetime(int(candles.time[index]))
-        filled = self.orders.pop(order_id).model_copy(
-            update={"status": "filled", "price": price, "quantity": quantity, "filled_at": at}
+        filled = revise(
+            self.orders.pop(order_id),
+            status="filled",
+            price=price,
+            quantity=quantity,
+            filled_at=at,
         )
         self._record_order(filled)
 
@@ -459,17 +467,18 @@ class _Run:
         pnl, exit_fee, entry_share = self._fill_pnl(position, price, quantity)
         self.realized += pnl
         self.closed.append(
-            ClosedTrade(
+            assemble(
+                ClosedTrade,
                 position_id=position.position_id,
                 asset=position.asset,
                 side=position.side,
                 entry_time=position.entry_time,
                 exit_time=to_datetime(int(candles.time[index])),
-                entry_price=position.entry_price,
-                exit_price=price,
-                quantity=quantity,
-                fees=entry_share + exit_fee,
-                pnl=pnl,
+                entry_price=float(position.entry_price),
+                exit_price=float(price),
+                quantity=float(quantity),
+                fees=float(entry_share + exit_fee),
+                pnl=float(pnl),
                 exit_reason=reason,
             )
         )
@@ -480,13 +489,12 @@ class _Run:
     ) -> Position:
         """A scale-out target filled part of the position: a trade of that quantity."""
         pnl = self._trade(position, candles, index, price, quantity, "take_profit")
-        return position.model_copy(
-            update={
-                "initial_quantity": position.entered_quantity,
-                "quantity": position.quantity - quantity,
-                "realized_pnl": position.realized_pnl + pnl,
-                "targets_filled": position.targets_filled + 1,
-            }
+        return revise(
+            position,
+            initial_quantity=position.entered_quantity,
+            quantity=position.quantity - quantity,
+            realized_pnl=position.realized_pnl + pnl,
+            targets_filled=position.targets_filled + 1,
         )
 
     # --- exits ----------------------------------------------------------------------------
@@ -507,16 +515,15 @@ class _Run:
         fill_pnl = self._trade(position, candles, index, price, position.quantity, reason)
         _, exit_fee, _ = self._fill_pnl(position, price, position.quantity)
         pnl = position.realized_pnl + fill_pnl
-        closed = position.model_copy(
-            update={
-                "status": "closed",
-                "exit_time": exit_time,
-                "exit_price": price,
-                "exit_fee": exit_fee,
-                "exit_reason": reason,
-                "pnl": pnl,
-                "realized_pnl": pnl,
-            }
+        closed = revise(
+            position,
+            status="closed",
+            exit_time=exit_time,
+            exit_price=price,
+            exit_fee=exit_fee,
+            exit_reason=reason,
+            pnl=pnl,
+            realized_pnl=pnl,
         )
         self.changes.positions.append(closed)
 
@@ -537,24 +544,23 @@ class _Run:
                 }
             else:
                 update = {"status": "cancelled"}
-            changed = order.model_copy(update=update)
+            changed = revise(order, **update)
             self._record_order(changed)
         if reason in ("signal", "time"):
-            market_exit = Order.model_validate(
-                {
-                    "order_id": ids.order_id(position.position_id, exit_side, exit_ms),
-                    "position_id": position.position_id,
-                    "strategy_id": position.strategy_id,
-                    "asset": position.asset,
-                    "side": exit_side,
-                    "type": "market",
-                    "quantity": position.quantity,
-                    "price": price,
-                    "status": "filled",
-                    "reason": reason,
-                    "created_at": exit_time,
-                    "filled_at": exit_time,
-                }
+            market_exit = assemble(
+                Order,
+                order_id=ids.order_id(position.position_id, exit_side, exit_ms),
+                position_id=position.position_id,
+                strategy_id=position.strategy_id,
+                asset=position.asset,
+                side=exit_side,
+                type="market",
+                quantity=float(position.quantity),
+                price=float(price),
+                status="filled",
+                reason=reason,
+                created_at=exit_time,
+                filled_at=exit_time,
             )
             self._record_order(market_exit)
         for order in resting:
@@ -706,21 +712,21 @@ class _Run:
         )
 
         def order(kind: str, side_: str, type_: str, at: float, qty: float, status: str) -> Order:
-            return Order.model_validate(
-                {
-                    "order_id": ids.order_id(position_id, kind, t_ms),
-                    "position_id": position_id,
-                    "strategy_id": self.strategy.strategy_id,
-                    "asset": asset,
-                    "side": side_,
-                    "type": type_,
-                    "quantity": qty,
-                    "price": at,
-                    "status": status,
-                    "reason": "entry" if kind == enter else type_,
-                    "created_at": entry_time,
-                    "filled_at": entry_time if status == "filled" else None,
-                }
+            # assembled, not validated: every value is of its field's type (floats made so)
+            return assemble(
+                Order,
+                order_id=ids.order_id(position_id, kind, t_ms),
+                position_id=position_id,
+                strategy_id=self.strategy.strategy_id,
+                asset=asset,
+                side=side_,
+                type=type_,
+                quantity=float(qty),
+                price=float(at),
+                status=status,
+                reason="entry" if kind == enter else type_,
+                created_at=entry_time,
+                filled_at=entry_time if status == "filled" else None,
             )
 
         self._record_order(order(enter, enter, "market", price, quantity, "filled"))
@@ -845,5 +851,5 @@ class _Run:
             guards=self.guard_statuses(),
             warnings=list(self.warnings.values()),
             state=new_state,
-            changes=NO_CHANGES if self.changes.empty else self.changes,
+            changes=NO_CHANGES if self.made is None or self.made.empty else self.made,
         )

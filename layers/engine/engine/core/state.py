@@ -234,22 +234,46 @@ class EvaluationResult(_State):
 
 
 _Built = TypeVar("_Built", bound=BaseModel)
-_Field = tuple[str, Any, Callable[[], Any] | None]  # name, default, default factory
 
 
 @dataclass(frozen=True)
 class _Plain:
-    """How `assemble` builds a model: its fields in order, and the one fields-set object every
-    instance it builds shares (naming every field: adding a field name to it, all pydantic
-    ever does to a fields-set, changes nothing, and copies get their own)."""
+    """How `assemble` builds a model: every field in order, holding its default or _ABSENT
+    (required, or made by a factory: `factories`), the names it requires, and the one
+    fields-set object every instance it builds shares (naming every field: adding a field
+    name to it, all pydantic ever does to a fields-set, changes nothing, and copies get
+    their own)."""
 
-    fields: list[_Field]
+    template: dict[str, Any]
+    factories: list[tuple[str, Callable[[], Any]]]
+    required: frozenset[str]
     every: set[str]
 
+
+_ABSENT: Any = object()
 
 # per model, or None when it needs model_construct's full treatment (aliases, a post-init
 # hook, private attributes)
 _PLAIN: dict[type[BaseModel], _Plain | None] = {}
+
+
+def _plain(cls: type[BaseModel]) -> _Plain | None:
+    if cls.__pydantic_post_init__ or cls.__private_attributes__:
+        return None
+    if cls.model_config.get("extra") == "allow":
+        return None
+    if any(f.alias or f.validation_alias for f in cls.model_fields.values()):
+        return None
+    template: dict[str, Any] = {}
+    factories: list[tuple[str, Callable[[], Any]]] = []
+    for name, info in cls.model_fields.items():
+        if info.default_factory is not None:
+            factories.append((name, info.default_factory))  # type: ignore[arg-type]
+            template[name] = _ABSENT
+        else:
+            template[name] = _ABSENT if info.default is PydanticUndefined else info.default
+    required = frozenset(n for n, f in cls.model_fields.items() if f.is_required())
+    return _Plain(template, factories, required, set(cls.model_fields))
 
 
 def assemble(cls: type[_Built], **values: Any) -> _Built:
@@ -261,40 +285,41 @@ def assemble(cls: type[_Built], **values: Any) -> _Built:
     fields-set is one object per model class: a set per instance was most of the memory of
     a bulk run's answers (six models per evaluation, ~300 bytes a set).
     """
-    if cls in _PLAIN:
+    try:
         plain = _PLAIN[cls]
-    else:
-        simple = not (
-            cls.__pydantic_post_init__
-            or cls.__private_attributes__
-            or cls.model_config.get("extra") == "allow"
-            or any(f.alias or f.validation_alias for f in cls.model_fields.values())
-        )
-        plain = (
-            _Plain(
-                [(n, f.default, f.default_factory) for n, f in cls.model_fields.items()],  # type: ignore[misc]
-                set(cls.model_fields),
-            )
-            if simple
-            else None
-        )
-        _PLAIN[cls] = plain
-    if plain is None:
+    except KeyError:
+        plain = _PLAIN[cls] = _plain(cls)
+    if plain is None or not plain.required.issubset(values):
         return cls.model_construct(**values)
-    data: dict[str, Any] = {}
-    for name, default, factory in plain.fields:
-        if name in values:
-            data[name] = values[name]
-        elif factory is not None:
+    # the template's order is the fields' order, which updating existing keys keeps
+    data = {**plain.template, **values}
+    if len(data) != len(plain.template):  # names that are no field: left out, as there
+        data = {name: value for name, value in data.items() if name in plain.every}
+    for name, factory in plain.factories:
+        if data[name] is _ABSENT:
             data[name] = factory()
-        elif default is not PydanticUndefined:
-            data[name] = default
     model = cls.__new__(cls)
     object.__setattr__(model, "__dict__", data)
     object.__setattr__(model, "__pydantic_fields_set__", plain.every)
     object.__setattr__(model, "__pydantic_extra__", None)
     object.__setattr__(model, "__pydantic_private__", None)
     return model
+
+
+def revise(model: _Built, **update: Any) -> _Built:
+    """`model.model_copy(update=update)` for the evaluation's own models, at a fraction of its
+    cost (replay makes thousands of these): the same fields with `update` applied, no
+    validation (the values are built to the model's types, as with model_copy), and the fields
+    set by the original plus the updated ones."""
+    copy = model.__class__.__new__(model.__class__)
+    object.__setattr__(copy, "__dict__", {**model.__dict__, **update})
+    known = model.__pydantic_fields_set__
+    # a set naming every field can be shared (see _Plain); any other is the copy's own
+    every = len(known) == len(model.__class__.model_fields)
+    object.__setattr__(copy, "__pydantic_fields_set__", known if every else known | set(update))
+    object.__setattr__(copy, "__pydantic_extra__", model.__pydantic_extra__)
+    object.__setattr__(copy, "__pydantic_private__", model.__pydantic_private__)
+    return copy
 
 
 class _AlwaysEmpty(list[Any]):
