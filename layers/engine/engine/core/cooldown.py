@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
-
 from engine.core.candles import IntArray
 from engine.core.state import CooldownState, CooldownStatus, LossRecord, assemble
 from engine.core.strategy import ExecutionConfig
@@ -82,7 +80,7 @@ def bar_index(times: IntArray, time_ms: int) -> int | None:
     evaluation processes, so a loss or a trip before the first candle is outside every
     window and past every block, whatever length of history the provider returned.
     """
-    pos = int(np.searchsorted(times, time_ms, side="right")) - 1
+    pos = int(times.searchsorted(time_ms, side="right")) - 1
     return pos if pos >= 0 else None
 
 

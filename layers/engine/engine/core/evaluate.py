@@ -6,10 +6,9 @@ the result and the new state, and names exactly what changed so storage writes o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
-
-import numpy as np
 
 from engine.core import ids
 from engine.core.candles import Candles
@@ -245,7 +244,7 @@ class _Run:
                     f"{asset}: position {before.position_id} entered before the first candle; "
                     "bars held and catch-up start at the first candle",
                 )
-            start = int(np.searchsorted(candles.time, entry_ms, side="right"))
+            start = int(candles.time.searchsorted(entry_ms, side="right"))
             # 1. resting stop and targets, over every bar since entry up to t (catch-up)
             position, loss = self._resting(before, candles, frame, start, t)
             if position is None:
@@ -357,7 +356,7 @@ class _Run:
         if position.checked_through is not None:
             start = max(
                 start,
-                int(np.searchsorted(candles.time, to_ms(position.checked_through), side="right")),
+                int(candles.time.searchsorted(to_ms(position.checked_through), side="right")),
             )
         orders = [o for o in self._orders_of(position.position_id) if o.status == "open"]
         stop_order = next((o for o in orders if o.type == "stop_loss"), None)
@@ -677,7 +676,7 @@ class _Run:
         stop = None if stop is None else round_price(stop, tick)
         targets = [None if x is None else round_price(x, tick) for x in targets]
         quantity = self._size(price, stop)
-        if quantity is None or not np.isfinite(quantity) or quantity <= 0:
+        if quantity is None or not math.isfinite(quantity) or quantity <= 0:
             self.warn(
                 "entry_skipped",
                 f"{asset}: cannot size a position at price {price} (equity {self.equity:g})",
@@ -807,7 +806,7 @@ class _Run:
         else:
             distance = spec.multiplier * float(frame[spec.indicator][t])
             level = price + away * distance
-        if not np.isfinite(level) or level <= 0 or away * (level - price) <= 0:
+        if not math.isfinite(level) or level <= 0 or away * (level - price) <= 0:
             return None
         return float(level)
 

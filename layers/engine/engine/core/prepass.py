@@ -274,7 +274,7 @@ class Prepass:
             start = self._starts.get(position.position_id)
             if start is None:
                 entry_ms = to_ms(position.entry_time)
-                start = int(np.searchsorted(self.candles.time, entry_ms, side="right"))
+                start = int(self.candles.time.searchsorted(entry_ms, side="right"))
                 self._starts[position.position_id] = start
             if self.max_hold_bars is not None:
                 first = min(first, max(i, start + self.max_hold_bars - 1))

@@ -18,6 +18,7 @@ turns it into orders, trades and state.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -196,7 +197,7 @@ def _after_bar(
                 level = close * (1 - sign * trailing.value)
             else:
                 level = close - sign * trailing.multiplier * float(frame[trailing.indicator][i])
-            if np.isfinite(level) and level > 0:
+            if math.isfinite(level) and level > 0:
                 new = _tighter(new, round_price(level, tick), sign)
     if new != stop:
         out.stop = new
