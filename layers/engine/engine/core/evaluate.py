@@ -167,11 +167,12 @@ class _Run:
     bar_ms: int | None = None
     realized: float = 0.0
     assets: list[_Asset] = field(default_factory=list)
-    guards: list[GuardStatus] = field(default_factory=list)
     equity_peak: float | None = None
     halted_at: datetime | None = None
+    strategy: Strategy = field(init=False)  # the compiled one's, read at every step
 
     def __post_init__(self) -> None:
+        self.strategy = self.compiled.strategy
         self.cooldowns = dict(self.state.cooldowns)
         self.orders = {o.order_id: o for o in self.state.orders}
         self.realized = self.state.realized_pnl
@@ -182,10 +183,6 @@ class _Run:
         if self.compiled.cooldown.legacy:
             message = deprecation_message(self.strategy.execution_config, self.strategy.timeframe)
             self.warn("deprecated_cooldown_keys", message)
-
-    @property
-    def strategy(self) -> Strategy:
-        return self.compiled.strategy
 
     @property
     def changes(self) -> Changes:

@@ -9,7 +9,7 @@ import hashlib
 
 
 def _digest(*parts: str | int) -> str:
-    raw = "|".join(str(p) for p in parts).encode()
+    raw = "|".join(map(str, parts)).encode()
     return hashlib.sha256(raw).hexdigest()[:24]
 
 
