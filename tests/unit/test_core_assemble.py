@@ -30,7 +30,8 @@ def test_an_assembled_model_is_the_model_construct_would_build() -> None:
     assert list(built.__dict__) == list(constructed.__dict__)  # field order: the JSON's order
     assert built.model_dump(mode="json") == constructed.model_dump(mode="json")
     empty = assemble(ExecutionState, strategy_id="s1")
-    assert empty.positions == [] and empty.positions is not assemble(ExecutionState).positions
+    other = assemble(ExecutionState, strategy_id="s2")
+    assert empty.positions == [] and empty.positions is not other.positions  # a list each
 
 
 def test_assembled_models_share_one_fields_set_that_nothing_changes() -> None:
@@ -60,12 +61,13 @@ def test_a_result_with_its_state_assembles_and_serialises_as_validated() -> None
     assert "state" not in result.model_dump()  # an excluded field
 
 
-def test_a_required_field_not_given_and_a_name_that_is_no_field_are_left_out() -> None:
-    """As model_construct leaves them: neither appears in the model's fields."""
-    built = assemble(CooldownStatus, active=True, nonsense=1)
-    constructed = CooldownStatus.model_construct(active=True, nonsense=1)
-    assert built.__dict__ == constructed.__dict__
-    assert "asset" not in built.__dict__ and "nonsense" not in built.__dict__
+def test_a_required_field_not_given_or_a_name_that_is_no_field_is_refused() -> None:
+    """Nothing validates an assembled model, so a slip in the code that builds one must not
+    make a model that lacks a field or carries a stray one (model_construct would)."""
+    with pytest.raises(TypeError, match="asset"):
+        assemble(CooldownStatus, active=True)
+    with pytest.raises(TypeError, match="nonsense"):
+        assemble(CooldownStatus, asset="A", active=True, nonsense=1)
 
 
 def test_an_evaluation_that_changed_nothing_answers_the_one_shared_no_changes() -> None:

@@ -281,20 +281,23 @@ def assemble(cls: type[_Built], **values: Any) -> _Built:
     cheaper, which replay's thousands of evaluations feel): the same fields, defaults and
     field order, no validation. For parts that were validated when built.
 
-    Unlike model_construct, every field counts as set (defaults are filled in), and the
-    fields-set is one object per model class: a set per instance was most of the memory of
-    a bulk run's answers (six models per evaluation, ~300 bytes a set).
+    Unlike model_construct, every field counts as set (defaults are filled in), the
+    fields-set is one object per model class (a set per instance was most of the memory of
+    a bulk run's answers: six models per evaluation, ~300 bytes a set), and a required field
+    left out or a name that is no field is a TypeError, not a model missing it or carrying it.
     """
     try:
         plain = _PLAIN[cls]
     except KeyError:
         plain = _PLAIN[cls] = _plain(cls)
-    if plain is None or not plain.required.issubset(values):
+    if plain is None:
         return cls.model_construct(**values)
     # the template's order is the fields' order, which updating existing keys keeps
     data = {**plain.template, **values}
-    if len(data) != len(plain.template):  # names that are no field: left out, as there
-        data = {name: value for name, value in data.items() if name in plain.every}
+    if len(data) != len(plain.template) or not plain.required.issubset(values):
+        unknown = sorted(set(values) - plain.every)
+        missing = sorted(plain.required - set(values))
+        raise TypeError(f"{cls.__name__}: no field {unknown}, or {missing} required")
     for name, factory in plain.factories:
         if data[name] is _ABSENT:
             data[name] = factory()
