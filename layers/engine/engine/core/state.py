@@ -317,9 +317,11 @@ def revise(model: _Built, **update: Any) -> _Built:
     copy = model.__class__.__new__(model.__class__)
     object.__setattr__(copy, "__dict__", {**model.__dict__, **update})
     known = model.__pydantic_fields_set__
-    # a set naming every field can be shared (see _Plain); any other is the copy's own
-    every = len(known) == len(model.__class__.model_fields)
-    object.__setattr__(copy, "__pydantic_fields_set__", known if every else known | set(update))
+    # assemble's shared set names every field and can be shared again; any other set (a
+    # validated model's) is the copy's own
+    plain = _PLAIN.get(model.__class__)
+    shared = plain is not None and known is plain.every
+    object.__setattr__(copy, "__pydantic_fields_set__", known if shared else known | set(update))
     object.__setattr__(copy, "__pydantic_extra__", model.__pydantic_extra__)
     object.__setattr__(copy, "__pydantic_private__", model.__pydantic_private__)
     return copy
