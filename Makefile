@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast lint typecheck dev bench bench-layer soak mutants sam-validate sam-build clean
+.PHONY: venv test test-fast lint typecheck dev bench bench-instructions bench-layer soak mutants sam-validate sam-build clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ dev: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bulk.py
+
+## make bench-instructions: instructions per evaluation (quiet, entry, exit), counted by
+## valgrind, which the machine's load does not move; BENCH_ROOT=../other-checkout measures
+## another commit's engine. The last line is JSON. Needs valgrind (apt-get install valgrind).
+BENCH_ROOT ?= .
+bench-instructions: $(STAMP)
+	$(BIN)/python bench/instructions.py --root $(BENCH_ROOT)
 
 ## make soak: the randomized idempotency trials of tests/integration/test_idempotency.py for
 ## longer (SOAK_TRIALS, SOAK_SECONDS: whichever comes first); the last line is JSON, and
