@@ -7,7 +7,6 @@ names it could not read, so the caller can warn.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,10 +24,24 @@ _NAN = float("nan")
 def compile_condition(cond: Any) -> Predicate:
     if isinstance(cond, AllOf):
         children = [compile_condition(c) for c in cond.all]
-        return lambda frame, i, undefined: all(child(frame, i, undefined) for child in children)
+
+        def all_of(frame: Frame, i: int, undefined: set[str]) -> bool:
+            for child in children:  # noqa: SIM110 - all() would make a generator every bar
+                if not child(frame, i, undefined):
+                    return False
+            return True
+
+        return all_of
     if isinstance(cond, AnyOf):
         children = [compile_condition(c) for c in cond.any]
-        return lambda frame, i, undefined: any(child(frame, i, undefined) for child in children)
+
+        def any_of(frame: Frame, i: int, undefined: set[str]) -> bool:
+            for child in children:  # noqa: SIM110 - any() would make a generator every bar
+                if child(frame, i, undefined):
+                    return True
+            return False
+
+        return any_of
     if isinstance(cond, NotOf):
         inner = compile_condition(cond.not_)
         return lambda frame, i, undefined: not inner(frame, i, undefined)
@@ -60,12 +73,6 @@ def _compile_comparison(cond: Comparison) -> Predicate:
     right, right_label = _getter(cond.right)
     labels = [label for label in (left_label, right_label) if label is not None]
 
-    def undefined_at(values: tuple[float, ...], undefined: set[str]) -> bool:
-        if any(math.isnan(v) for v in values):
-            undefined.update(labels)
-            return True
-        return False
-
     op = cond.op
     if op in ("crosses_above", "crosses_below"):
         above = op == "crosses_above"
@@ -80,7 +87,8 @@ def _compile_comparison(cond: Comparison) -> Predicate:
                 left(frame, i),
                 right(frame, i),
             )
-            if undefined_at((a0, b0, a1, b1), undefined):
+            if a0 != a0 or b0 != b0 or a1 != a1 or b1 != b1:  # a NaN: undefined
+                undefined.update(labels)
                 return False
             if above:
                 return a0 <= b0 and a1 > b1
@@ -97,7 +105,8 @@ def _compile_comparison(cond: Comparison) -> Predicate:
 
     def simple(frame: Frame, i: int, undefined: set[str]) -> bool:
         a, b = left(frame, i), right(frame, i)
-        if undefined_at((a, b), undefined):
+        if a != a or b != b:  # a NaN: undefined
+            undefined.update(labels)
             return False
         return compare(a, b)
 
