@@ -48,6 +48,13 @@ class Mutant:
     why: str = ""
 
 
+def occurrences(mutant: Mutant, tree: Path = ROOT) -> int:
+    """How often the mutant's text occurs in its file under `tree`: anything but once makes
+    it stale (the code moved on)."""
+    path = tree / mutant.file
+    return path.read_text(encoding="utf-8").count(mutant.old) if path.is_file() else 0
+
+
 def load(path: Path = LIST) -> list[Mutant]:
     """The mutants of the list, checked for the fields each needs and for unique names."""
     entries = tomllib.loads(path.read_text(encoding="utf-8")).get("mutant", [])
@@ -163,7 +170,7 @@ def main() -> int:
         for m in mutants:
             path = tree / m.file
             original = path.read_text(encoding="utf-8") if path.is_file() else ""
-            found = original.count(m.old)
+            found = occurrences(m, tree)
             if found != 1:
                 outcome["stale"].append(m.name)
                 print(f"STALE      {m.name}: its text occurs {found} times in {m.file}")
