@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from engine.core.candles import (
     CANDLE_FIELDS,
@@ -31,6 +32,7 @@ from engine.core.candles import (
     check_candles,
 )
 
+ByteArray = npt.NDArray[np.uint8]
 COLUMNS: tuple[str, ...] = ("time", *CANDLE_FIELDS)
 PRICE_FIELDS: tuple[str, ...] = ("open", "high", "low", "close")
 
@@ -172,9 +174,11 @@ class _PlainCsv:
         """Times, numbers and whether the times were integers, by numpy's parsers, in one
         pass over the rows; None where they refuse a field or the times are in another form
         (the string path then reads or names it)."""
-        times = self._iso_times()
+        raw = np.frombuffer(self.data, dtype=np.uint8)
+        starts, stops = self._time_spans()
+        times = self._iso_times(raw, starts, stops)
         integer = times is None
-        if integer and not self._digit_times():
+        if integer and not self._digit_times(raw, starts, stops):
             return None
         usecols = [self.names[name] for name in CANDLE_FIELDS]
         if integer:
@@ -203,11 +207,10 @@ class _PlainCsv:
         stops = self.ends if column == self.width - 1 else commas[:, column]
         return starts, stops
 
-    def _iso_times(self) -> IntArray | None:
-        """Every time written `YYYY-MM-DDTHH:MM:SSZ` (what write_csv writes), as epoch
-        milliseconds; None when one is not, or names no moment."""
-        raw = np.frombuffer(self.data, dtype=np.uint8)
-        starts, stops = self._time_spans()
+    @staticmethod
+    def _iso_times(raw: ByteArray, starts: IntArray, stops: IntArray) -> IntArray | None:
+        """Every time (bytes `starts`..`stops` of `raw`) written `YYYY-MM-DDTHH:MM:SSZ` (what
+        write_csv writes), as epoch milliseconds; None when one is not, or names no moment."""
         if not (stops - starts == _ISO_SECONDS + 1).all():
             return None
         if not ((raw[starts + 10] == ord("T")) & (raw[stops - 1] == ord("Z"))).all():
@@ -219,10 +222,9 @@ class _PlainCsv:
             return None
         return times if (times >= _YEAR_ONE_MS).all() else None
 
-    def _digit_times(self) -> bool:
+    @staticmethod
+    def _digit_times(raw: ByteArray, starts: IntArray, stops: IntArray) -> bool:
         """Every time is 1 to _MAX_DIGITS digits and nothing else: epoch milliseconds."""
-        raw = np.frombuffer(self.data, dtype=np.uint8)
-        starts, stops = self._time_spans()
         lengths = stops - starts
         if lengths.min() < 1 or lengths.max() > _MAX_DIGITS:
             return False
