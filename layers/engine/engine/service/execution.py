@@ -251,7 +251,9 @@ class ExecutionService:
             if len(strategies) == 1 and not only_due:  # by id: a bulk run fetches once a pair
                 early = self._fetch_early(strategies, now)
             loaded_states, unloaded = self._load_states(strategies)
-            states, released = loaded_states, None if persist else loaded_states
+            states = loaded_states
+            if not persist:
+                released = loaded_states
             results.extend(_Failed(sid, exc) for sid, exc in unloaded.items())
             strategies = [s for s in strategies if s.strategy_id not in unloaded]
         skipped: list[str] = []
