@@ -118,8 +118,13 @@ def instructions(engine: Path) -> dict[str, int]:
     with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
         csv = Path(tmp) / "candles.csv"
         write_csv(csv, synthetic_candles(BARS))
+        # once without valgrind, so that every counted run loads the same written bytecode
+        subprocess.run(
+            [sys.executable, "-c", _WORKLOAD, str(engine), str(csv), "entry", "0", strategy],
+            capture_output=True,
+            check=True,
+        )
         for kind in KINDS:
-            _count(engine, csv, kind, 0, strategy)  # bytecode written before counting
             base, _ = _count(engine, csv, kind, 0, strategy)
             total, calls = _count(engine, csv, kind, REPEATS, strategy)
             each = round((total - base) / (REPEATS * calls))
