@@ -77,6 +77,7 @@ def test_volume_spike_entry_then_stop_two_bars_later(tmp_path: Path) -> None:
     assert (by_type["take_profit"].status, by_type["take_profit"].price) == ("cancelled", 105.0)
 
     (record,) = result.trade_records()
+    assert list(record) == list(TRADE_FIELDS)  # trades.json's columns, in their order
     assert record == {
         "asset": "BTC/USDT",
         "side": "long",

@@ -264,3 +264,33 @@ def test_cli_a_directory_missing_an_asset_names_the_file(tmp_path: Path) -> None
     )
     assert done.returncode == 2
     assert "no candles file ETH_USDT_1h.csv|.parquet" in done.stderr
+
+
+def test_equity_csv_columns_are_exact_and_iso() -> None:
+    """The column writers behind equity.csv: times as ISO seconds (pre-1970, sub-second and
+    leap-day times too), numbers that read back as the very floats (-0.0 written 0.0)."""
+    from engine.service.report.build import _iso_seconds, _numbers
+
+    times = np.array(
+        [0, 999, -1, 1_709_164_800_000, 1_709_251_199_500, -86_400_000 * 365], dtype=np.int64
+    )
+    assert _iso_seconds(times) == [
+        "1970-01-01T00:00:00Z",
+        "1970-01-01T00:00:00Z",
+        "1969-12-31T23:59:59Z",
+        "2024-02-29T00:00:00Z",
+        "2024-02-29T23:59:59Z",
+        "1969-01-01T00:00:00Z",
+    ]
+    rng = np.random.default_rng(7)
+    ms = rng.integers(-(10**12), 4 * 10**12, 2_000)
+    expected = np.datetime_as_string(ms.astype("datetime64[ms]"), unit="s").tolist()
+    assert _iso_seconds(ms) == [f"{s}Z" for s in expected]
+
+    values = np.r_[
+        -0.0, 0.0, 1e-5, -6.0794266565356025e-05, 1e16, 10_000.0, rng.normal(0, 1e4, 500)
+    ]
+    written = _numbers(values)
+    assert written[:2] == ["0.0", "0.0"]
+    assert [float(x) for x in written] == values.tolist()
+    assert _numbers(np.array([])) == []

@@ -9,6 +9,7 @@ only up to the newest closed bar (the tests check this against growing `Candles.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -47,6 +48,9 @@ TRADE_FIELDS: tuple[str, ...] = (
     "pnl",
     "exit_reason",
 )
+_TRADE_INCLUDE = set(TRADE_FIELDS)
+# the serializer writes fields in the model's order: TRADE_FIELDS must follow it
+assert [f for f in ClosedTrade.model_fields if f in _TRADE_INCLUDE] == list(TRADE_FIELDS)
 
 # A progress bar appears only once a run has taken this long, so short runs print nothing.
 PROGRESS_DELAY_S = 1.0
@@ -95,17 +99,23 @@ class ReplayResult:
     def total_pnl(self) -> float:
         return float(sum(trade.pnl for trade in self.trades))
 
+    def trade_lines(self) -> list[str]:
+        """Each closed trade as one JSON object of exactly TRADE_FIELDS, in that order (times
+        ISO UTC). pydantic's serializer writes it straight from the model: dumping to dicts
+        and then through `json` took five times as long, a tenth of a long replay's run."""
+        serialize = ClosedTrade.__pydantic_serializer__.to_json
+        return [serialize(t, include=_TRADE_INCLUDE).decode() for t in self.trades]
+
+    def order_lines(self) -> list[str]:
+        """Each order as one JSON object, every field (times ISO UTC)."""
+        serialize = Order.__pydantic_serializer__.to_json
+        return [serialize(order).decode() for order in self.orders]
+
     def trade_records(self) -> list[dict[str, Any]]:
-        """One JSON-ready object per closed trade with exactly TRADE_FIELDS (times ISO UTC)."""
-        include = set(TRADE_FIELDS)
-        records = []
-        for trade in self.trades:
-            dumped = trade.model_dump(mode="json", include=include)
-            records.append({key: dumped[key] for key in TRADE_FIELDS})
-        return records
+        return [json.loads(line) for line in self.trade_lines()]
 
     def order_records(self) -> list[dict[str, Any]]:
-        return [order.model_dump(mode="json") for order in self.orders]
+        return [json.loads(line) for line in self.order_lines()]
 
 
 def replay(

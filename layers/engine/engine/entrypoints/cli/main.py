@@ -23,7 +23,7 @@ from engine.entrypoints.cli.base import (
     Registrar,
     Subparsers,
     load_strategy_file,
-    write_json,
+    write_json_lines,
 )
 from engine.entrypoints.cli.commands import add_store_commands
 from engine.entrypoints.cli.events import add_events_commands
@@ -195,8 +195,8 @@ def run_replay(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "trades.json", result.trade_records())
-        write_json(out / "orders.json", result.order_records())
+        write_json_lines(out / "trades.json", result.trade_lines())
+        write_json_lines(out / "orders.json", result.order_lines())
         write_stats(out / "stats.json", report.stats)
         write_equity_csv(out / "equity.csv", report.curve)
         write_report_html(out / "report.html", result, report)

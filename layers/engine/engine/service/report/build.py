@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 import numpy as np
+from pydantic_core import to_json
 
 from engine.core.candles import Candles, FloatArray, IntArray
 from engine.core.indicators import function_info
@@ -215,25 +216,38 @@ def write_stats(path: Path, stats: dict[str, Any]) -> None:
 def write_equity_csv(path: Path, curve: AccountCurve) -> None:
     """time (bar open, ISO UTC), equity at its close, drawdown_pct (≤ 0), open_positions.
 
-    Numbers in their shortest round-trip form, each distinct value formatted once: the curve
-    repeats its value over every bar without an open position, and formatting 400,000
-    floats one by one was most of a long replay's report.
+    Column by column rather than cell by cell: formatting 600,000 values one by one in
+    Python was most of a long replay's report.
     """
-    stamps = np.datetime_as_string(curve.time.astype("datetime64[ms]"), unit="s").tolist()
     columns = zip(
-        stamps,
-        _reprs(curve.equity + 0.0),  # + 0.0 turns -0.0 into 0.0
-        _reprs(-curve.drawdown * 100 + 0.0),
-        _reprs(curve.open_positions),
+        _iso_seconds(curve.time),
+        _numbers(curve.equity),
+        _numbers(-curve.drawdown * 100),
+        map(str, curve.open_positions.tolist()),
         strict=True,
     )
-    lines = [",".join(EQUITY_COLUMNS)]
-    lines += [f"{stamp}Z,{equity},{dd},{count}" for stamp, equity, dd, count in columns]
+    lines = [",".join(EQUITY_COLUMNS), *map(",".join, columns)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _reprs(values: np.ndarray) -> list[str]:
-    """repr() of each value as a Python number, each distinct value formatted once."""
-    distinct, where = np.unique(values, return_inverse=True)
-    formatted = np.array([repr(v) for v in distinct.tolist()], dtype=object)
-    return list(formatted[where.reshape(-1)])
+def _numbers(values: FloatArray) -> list[str]:
+    """Each value in its shortest round-trip form (-0.0 as 0.0), written by pydantic's
+    serializer from the whole column at once."""
+    if len(values) == 0:
+        return []
+    text = to_json((values + 0.0).tolist(), inf_nan_mode="constants").decode()
+    return text[1:-1].split(",")
+
+
+def _iso_seconds(times: IntArray) -> list[str]:
+    """`YYYY-MM-DDTHH:MM:SSZ` of each millisecond time: each distinct day and time of day
+    formatted once (a day of hourly bars shares one date, every day the same 24 times)."""
+    day_ms = 86_400_000
+    days, day_of = np.unique(times // day_ms, return_inverse=True)
+    clocks, clock_of = np.unique(times % day_ms // 1000, return_inverse=True)
+    dates = np.array(np.datetime_as_string(days.astype("datetime64[D]")).tolist(), dtype=object)
+    hms = np.array(
+        [f"T{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}Z" for s in clocks.tolist()],
+        dtype=object,
+    )
+    return list(dates[day_of.reshape(-1)] + hms[clock_of.reshape(-1)])
