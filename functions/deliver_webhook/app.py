@@ -7,7 +7,7 @@ from engine.entrypoints.coldstart import imports_done
 from functools import cache
 from typing import Any
 
-import boto3
+from engine.adapters import aws
 from engine.adapters.events.secrets import ParameterSecret
 from engine.adapters.events.webhook import (
     RetrySchedule,
@@ -22,7 +22,7 @@ from engine.settings import settings
 @cache
 def _secret() -> ParameterSecret:
     return ParameterSecret(
-        boto3.client("ssm"), settings().events.required("webhook_secret_parameter")
+        aws.client("ssm"), settings().events.required("webhook_secret_parameter")
     )
 
 
@@ -30,7 +30,7 @@ def _secret() -> ParameterSecret:
 def _queue() -> SqsDeliveryQueue:
     events = settings().events
     return SqsDeliveryQueue(
-        boto3.client("sqs"),
+        aws.client("sqs"),
         events.required("webhook_queue_url"),
         events.required("webhook_dead_letter_queue_url"),
     )

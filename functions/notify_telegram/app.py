@@ -7,7 +7,7 @@ from engine.entrypoints.coldstart import imports_done
 from functools import cache
 from typing import Any
 
-import boto3
+from engine.adapters import aws
 from engine.adapters.events.secrets import ParameterSecret
 from engine.adapters.events.telegram import TelegramNotifier
 from engine.entrypoints.observability import logger
@@ -17,7 +17,7 @@ from engine.settings import settings
 @cache
 def _token() -> ParameterSecret:
     return ParameterSecret(
-        boto3.client("ssm"), settings().events.required("telegram_bot_token_parameter")
+        aws.client("ssm"), settings().events.required("telegram_bot_token_parameter")
     )
 
 

@@ -7,7 +7,7 @@ from engine.entrypoints.coldstart import imports_done
 from functools import cache
 from typing import Any
 
-import boto3
+from engine.adapters import aws
 from engine.adapters.events.publisher import EventBridgeBus, Publisher, handle_stream_batch
 from engine.entrypoints.observability import logger
 from engine.settings import settings
@@ -15,7 +15,7 @@ from engine.settings import settings
 
 @cache
 def publisher() -> Publisher:
-    return Publisher(EventBridgeBus(boto3.client("events"), settings().events.required("bus_name")))
+    return Publisher(EventBridgeBus(aws.client("events"), settings().events.required("bus_name")))
 
 
 @logger.inject_lambda_context

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTION = ROOT / "functions" / "evaluate_by_id"
 
@@ -58,3 +60,26 @@ def test_the_handler_patches_botocore_on_its_first_invocation_not_at_import() ->
         "client_at_import": False,
         "patched": True,
     }
+
+
+_IMPORTED = """
+import json, sys
+import app
+print(json.dumps(sorted(m for m in ("boto3", "s3transfer", "urllib3") if m in sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("function", ["deliver_webhook", "notify_telegram", "publish_events"])
+def test_event_functions_import_neither_boto3_nor_an_http_stack(function: str) -> None:
+    """Their clients come from botocore (engine.adapters.aws), made at the first invocation:
+    boto3 with s3transfer, and botocore's urllib3 stack, were a third of their import."""
+    folder = ROOT / "functions" / function
+    answer = subprocess.run(
+        [sys.executable, "-c", _IMPORTED],
+        capture_output=True,
+        text=True,
+        env={**lambda_env(), "LAMBDA_TASK_ROOT": str(folder)},
+        cwd=folder,
+        check=True,
+    )
+    assert json.loads(answer.stdout.strip().splitlines()[-1]) == []

@@ -12,9 +12,9 @@ class SqsFanout:
     def __init__(self, queue_url: str, client: Any | None = None) -> None:
         self.queue_url = queue_url
         if client is None:
-            import boto3
+            from engine.adapters import aws
 
-            client = boto3.client("sqs")
+            client = aws.client("sqs")
         self.client = client
 
     def send(self, bodies: Sequence[str]) -> None:

@@ -42,10 +42,11 @@ MAX_INT_DIGITS = 400
 
 logger = Logger(service="execution-engine", child=True)
 
+_ERROR_SCHEMA = ErrorBody.model_json_schema()  # once: building it is most of this table's cost
 ERROR_RESPONSES: dict[int, OpenAPIResponse] = {
     code: OpenAPIResponse(
         description=description,
-        content={"application/json": {"schema": ErrorBody.model_json_schema()}},
+        content={"application/json": {"schema": _ERROR_SCHEMA}},
     )
     for code, description in {
         400: "malformed request (e.g. body is not JSON)",

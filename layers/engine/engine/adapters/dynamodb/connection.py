@@ -7,31 +7,20 @@ Nothing happens at import: `configure(settings)` is called once by whoever start
 
 from __future__ import annotations
 
-import threading
-
-import botocore.session
 import pynamodb.connection.base
 
+from engine.adapters.aws import thread_session
 from engine.adapters.dynamodb.models import ALL_MODELS
 from engine.settings import DEFAULT_REGION, Settings
 
 # PynamoDB gives every connection (one per model) a botocore session of its own, and each
 # session loads the endpoint and service data again: five models, five times the client set-up
-# on a Lambda cold start. One session per thread serves them all (PynamoDB keeps sessions
-# per thread because botocore client creation is not thread-safe; so does this).
-_sessions = threading.local()
-
-
-def _thread_session() -> botocore.session.Session:
-    session: botocore.session.Session | None = getattr(_sessions, "session", None)
-    if session is None:
-        session = _sessions.session = botocore.session.get_session()
-    return session
+# on a Lambda cold start. One session per thread (engine.adapters.aws) serves them all.
 
 
 def share_sessions() -> None:
     """Give PynamoDB one botocore session per thread instead of one per model."""
-    pynamodb.connection.base.get_session = _thread_session  # type: ignore[attr-defined]
+    pynamodb.connection.base.get_session = thread_session  # type: ignore[attr-defined]
 
 
 def configure(settings: Settings) -> None:

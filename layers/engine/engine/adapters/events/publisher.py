@@ -32,7 +32,7 @@ class EventBus(Protocol):
 
 @dataclass
 class EventBridgeBus:
-    """engine.adapters.events.publisher.EventBus on an EventBridge bus (boto3 `events` client)."""
+    """engine.adapters.events.publisher.EventBus on an EventBridge bus (a botocore `events` client)."""
 
     client: Any
     bus_name: str

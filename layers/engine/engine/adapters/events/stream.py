@@ -18,10 +18,11 @@ Start = Literal["TRIM_HORIZON", "LATEST"]
 def streams_client(endpoint: str | None, region: str) -> Any:
     """A `dynamodbstreams` client. botocore would address stream ARNs at an account-specific
     host (`<account>.streams-ddb...`), which neither moto nor an explicit endpoint serves."""
-    import boto3
     from botocore.config import Config
 
-    return boto3.client(
+    from engine.adapters import aws
+
+    return aws.client(
         "dynamodbstreams",
         endpoint_url=endpoint,
         region_name=region,
@@ -31,7 +32,7 @@ def streams_client(endpoint: str | None, region: str) -> Any:
 
 @dataclass
 class OutboxStream:
-    streams: Any  # boto3 dynamodbstreams client
+    streams: Any  # a botocore dynamodbstreams client
     stream_arn: str
     start: Start = "TRIM_HORIZON"
     _iterators: dict[str, str | None] = field(default_factory=dict)

@@ -111,7 +111,7 @@ class DeliveryQueue(Protocol):
 
 @dataclass
 class SqsDeliveryQueue:
-    """engine.adapters.events.webhook.DeliveryQueue on SQS (boto3 `sqs` client)."""
+    """engine.adapters.events.webhook.DeliveryQueue on SQS (a botocore `sqs` client)."""
 
     client: Any
     queue_url: str

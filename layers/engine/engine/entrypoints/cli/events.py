@@ -83,8 +83,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _republish(args: argparse.Namespace) -> int:
-    import boto3
-
+    from engine.adapters import aws
     from engine.adapters.dynamodb import configure
     from engine.adapters.dynamodb.outbox import outbox_events
     from engine.adapters.events.publisher import EventBridgeBus, Publisher, PublishFailed
@@ -103,7 +102,7 @@ def _republish(args: argparse.Namespace) -> int:
             print(f"{event.id} {event.type} {event.time} sequence {event.sequence}")
         print(f"{len(events)} events of {args.strategy_id} in the outbox", file=sys.stderr)
         return EXIT_OK
-    client = boto3.client("events", region_name=config.region)
+    client = aws.client("events", region_name=config.region)
     try:
         Publisher(EventBridgeBus(client, bus)).publish(events)
     except PublishFailed as exc:
@@ -113,14 +112,13 @@ def _republish(args: argparse.Namespace) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    import boto3
-
+    from engine.adapters import aws
     from engine.adapters.events.stream import OutboxStream, streams_client
     from engine.entrypoints.local.events import tail
 
     config = settings_for(args)
     endpoint, region = config.dynamodb_endpoint, config.region
-    dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name=region)
+    dynamodb = aws.client("dynamodb", endpoint_url=endpoint, region_name=region)
     try:
         stream = OutboxStream.of_table(
             dynamodb,

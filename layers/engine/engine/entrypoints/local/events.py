@@ -85,12 +85,11 @@ def relay_from_env(env: Mapping[str, str], endpoint: str, region: str) -> LocalR
     secret = env.get("WEBHOOK_SECRET", "")
     if not secret:
         raise ValueError("WEBHOOK_URL is set but WEBHOOK_SECRET is empty: events must be signed")
-    import boto3
-
+    from engine.adapters import aws
     from engine.adapters.dynamodb.models import OutboxModel
     from engine.adapters.events.stream import streams_client
 
-    dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name=region)
+    dynamodb = aws.client("dynamodb", endpoint_url=endpoint, region_name=region)
     stream = OutboxStream.of_table(
         dynamodb, streams_client(endpoint, region), OutboxModel.Meta.table_name, "TRIM_HORIZON"
     )
