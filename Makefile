@@ -37,7 +37,8 @@ dev: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bulk.py
 
-## make bench-instructions: instructions per evaluation (quiet, entry, exit), counted by
+## make bench-instructions: instructions per evaluation (quiet, entry, exit) and per handler
+## import (against a bare numpy + pydantic import), counted by
 ## valgrind, which the machine's load does not move; BENCH_ROOT=../other-checkout measures
 ## another commit's engine. The last line is JSON. Needs valgrind (apt-get install valgrind).
 BENCH_ROOT ?= .

@@ -15,7 +15,12 @@ kinds: `quiet` (every bar of a stretch without a position, mostly nothing to do:
 run's strategies mostly are), `entry` (replay's evaluations from a flat state: the bars that
 open a position) and `exit` (from a state holding a position: the bars that close it).
 
-`python bench/instructions.py [--root CHECKOUT]` prints a line per kind and, last, one JSON
+Then each function's cold import (`import app` in Lambda's environment, from bytecode, as
+bench/bulk.py's `handler_import_s` times it), against a peer: a bare interpreter importing
+numpy and pydantic's BaseModel, which every evaluation function needs. Whole processes,
+interpreter start included.
+
+`python bench/instructions.py [--root CHECKOUT]` prints a line per figure and, last, one JSON
 object; `--root` measures another checkout's engine (an A/B of two commits). Needs valgrind.
 """
 
@@ -29,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BARS = 3_000
@@ -77,8 +83,10 @@ print(len(calls))
 """
 
 
-def _count(engine: Path, csv: Path, kind: str, repeats: int, strategy: str) -> tuple[int, int]:
-    """(instructions of the whole process, evaluations per repeat)."""
+def _valgrind(
+    args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[int, str]:
+    """(instructions of the whole process `python args...`, its standard output)."""
     with tempfile.NamedTemporaryFile(suffix=".out") as out:
         done = subprocess.run(
             [
@@ -87,25 +95,26 @@ def _count(engine: Path, csv: Path, kind: str, repeats: int, strategy: str) -> t
                 "--cache-sim=no",
                 f"--cachegrind-out-file={out.name}",
                 sys.executable,
-                "-c",
-                _WORKLOAD,
-                str(engine),
-                str(csv),
-                kind,
-                str(repeats),
-                strategy,
+                *args,
             ],
             capture_output=True,
             text=True,
             # no BLAS threads: valgrind runs threads one at a time and would count their spinning
-            env={**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"},
+            env={**(env or os.environ), "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"},
+            cwd=cwd,
             check=True,
         )
         # the totals line of cachegrind's own output file: "summary: N"
         summary = next(
             line for line in Path(out.name).read_text().splitlines() if line.startswith("summary:")
         )
-    return int(summary.split()[1]), int(done.stdout.split()[-1])
+    return int(summary.split()[1]), done.stdout
+
+
+def _count(engine: Path, csv: Path, kind: str, repeats: int, strategy: str) -> tuple[int, int]:
+    """(instructions of the whole process, evaluations per repeat)."""
+    total, out = _valgrind(["-c", _WORKLOAD, str(engine), str(csv), kind, str(repeats), strategy])
+    return total, int(out.split()[-1])
 
 
 def instructions(engine: Path) -> dict[str, int]:
@@ -133,14 +142,55 @@ def instructions(engine: Path) -> dict[str, int]:
     return figures
 
 
+_PEER = "from pydantic import BaseModel; import numpy"
+
+
+def import_instructions(root: Path) -> dict[str, Any]:
+    """Instructions of each function's `import app`, and of the peer, each in a fresh
+    interpreter run once before (without valgrind) to write its bytecode."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from lambda_env import lambda_environment
+
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-instructions-pyc-") as pycache:
+        keep = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AWS_", "POWERTOOLS_", "PYTHONDONTWRITEBYTECODE"))
+        }
+        for function in sorted((root / "functions").glob("*/app.py")):
+            env = {
+                **keep,
+                **lambda_environment(function.parent),
+                "AWS_ACCESS_KEY_ID": "bench",
+                "AWS_SECRET_ACCESS_KEY": "bench",
+                "PYTHONPATH": str(root / "layers" / "engine"),
+                "PYTHONPYCACHEPREFIX": pycache,
+            }
+            for name, code in ((function.parent.name, "import app"), ("peer", _PEER)):
+                if name in figures:
+                    continue
+                subprocess.run(
+                    [sys.executable, "-c", code], env=env, cwd=function.parent, check=True
+                )
+                figures[name], _ = _valgrind(["-c", code], env=env, cwd=function.parent)
+    peer = figures.pop("peer")
+    for name, count in figures.items():
+        print(f"import {name}: {count:>13,} instructions, {count / peer:.2f}x the peer's")
+    print(f"peer ({_PEER}): {peer:,}")
+    return {"import_instructions": figures, "import_instructions_peer": peer}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=ROOT, help="checkout to measure")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("bench/instructions.py needs valgrind (Debian: apt-get install valgrind)")
-    engine = (args.root / "layers" / "engine").resolve()
-    print(json.dumps(instructions(engine)))
+    root = args.root.resolve()
+    figures: dict[str, Any] = dict(instructions(root / "layers" / "engine"))
+    figures.update(import_instructions(root))
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":
