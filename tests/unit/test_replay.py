@@ -76,7 +76,8 @@ def test_volume_spike_entry_then_stop_two_bars_later(tmp_path: Path) -> None:
     assert by_type["stop_loss"].filled_at == dt(T0 + 4 * H)
     assert (by_type["take_profit"].status, by_type["take_profit"].price) == ("cancelled", 105.0)
 
-    (record,) = result.trade_records()
+    (line,) = result.trade_lines()
+    record = json.loads(line)
     assert list(record) == list(TRADE_FIELDS)  # trades.json's columns, in their order
     assert record == {
         "asset": "BTC/USDT",

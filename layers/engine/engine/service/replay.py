@@ -9,14 +9,12 @@ only up to the newest closed bar (the tests check this against growing `Candles.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -110,12 +108,6 @@ class ReplayResult:
         """Each order as one JSON object, every field (times ISO UTC)."""
         serialize = Order.__pydantic_serializer__.to_json
         return [serialize(order).decode() for order in self.orders]
-
-    def trade_records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.trade_lines()]
-
-    def order_records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.order_lines()]
 
 
 def replay(

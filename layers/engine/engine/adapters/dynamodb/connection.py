@@ -13,13 +13,11 @@ from engine.adapters.aws import thread_session
 from engine.adapters.dynamodb.models import ALL_MODELS
 from engine.settings import DEFAULT_REGION, Settings
 
-# PynamoDB gives every connection (one per model) a botocore session of its own, and each
-# session loads the endpoint and service data again: five models, five times the client set-up
-# on a Lambda cold start. One session per thread (engine.adapters.aws) serves them all.
-
 
 def share_sessions() -> None:
-    """Give PynamoDB one botocore session per thread instead of one per model."""
+    """Give PynamoDB one botocore session per thread (engine.adapters.aws) instead of one per
+    model: each session loads botocore's endpoint and service data again, five models five
+    times on a Lambda cold start."""
     pynamodb.connection.base.get_session = thread_session  # type: ignore[attr-defined]
 
 

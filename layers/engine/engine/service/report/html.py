@@ -179,9 +179,8 @@ def _asset_chart(result: ReplayResult, report: Report, asset: str, factor: int) 
             spans.append((entry, exit_, position.stop_loss_price, position.take_profit_price))
     last = int(times[-1]) // 1000
     held = [p for p in result.open_positions if p.asset == asset]
-    for p, entry in zip(
-        held, _bar_seconds(times, [to_ms(p.entry_time) for p in held]), strict=True
-    ):
+    opened = _bar_seconds(times, [to_ms(p.entry_time) for p in held])
+    for p, entry in zip(held, opened, strict=True):
         markers.append(_entry_marker(entry, p.side, p.entry_price, "open"))
         spans.append((entry, last, p.stop_loss_price, p.take_profit_price))
     markers.sort(key=lambda m: (m["time"], m["kind"] == "entry"))
