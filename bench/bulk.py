@@ -56,7 +56,7 @@ from engine.core.evaluate import compile_strategy, evaluate  # noqa: E402
 from engine.core.market import MarketData  # noqa: E402
 from engine.core.state import EvaluationResult, ExecutionState  # noqa: E402
 from engine.core.strategy import Strategy, parse_strategy  # noqa: E402
-from lambda_env import lambda_environment  # noqa: E402  (bench/, first on sys.path)
+from lambda_env import handler_environment  # noqa: E402  (bench/, first on sys.path)
 
 H = 3_600_000
 BARS = 700
@@ -755,19 +755,7 @@ def import_times() -> dict[str, dict[str, float]]:
     out = {}
     bytecode = tempfile.TemporaryDirectory(prefix="bench-pycache-")
     for app in sorted((ROOT / "functions").glob("*/app.py")):
-        env = {
-            **{
-                k: v
-                for k, v in os.environ.items()
-                if not k.startswith(("AWS_", "POWERTOOLS_", "PYTHONDONTWRITEBYTECODE"))
-            },
-            "PYTHONPYCACHEPREFIX": bytecode.name,
-            **lambda_environment(app.parent),
-            # the first request creates a DynamoDB client, which wants credentials
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "PYTHONPATH": str(ROOT / "layers" / "engine"),
-        }
+        env = handler_environment(app.parent, ROOT / "layers" / "engine", bytecode.name)
         runs = []
         for _ in range(IMPORT_RUNS + 1):  # the first run writes the bytecode, as sam build does
             answer = subprocess.run(

@@ -149,24 +149,12 @@ def import_instructions(root: Path) -> dict[str, Any]:
     """Instructions of each function's `import app`, and of the peer, each in a fresh
     interpreter run once before (without valgrind) to write its bytecode."""
     sys.path.insert(0, str(ROOT / "bench"))
-    from lambda_env import lambda_environment
+    from lambda_env import handler_environment
 
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-instructions-pyc-") as pycache:
-        keep = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("AWS_", "POWERTOOLS_", "PYTHONDONTWRITEBYTECODE"))
-        }
         for function in sorted((root / "functions").glob("*/app.py")):
-            env = {
-                **keep,
-                **lambda_environment(function.parent),
-                "AWS_ACCESS_KEY_ID": "bench",
-                "AWS_SECRET_ACCESS_KEY": "bench",
-                "PYTHONPATH": str(root / "layers" / "engine"),
-                "PYTHONPYCACHEPREFIX": pycache,
-            }
+            env = handler_environment(function.parent, root / "layers" / "engine", pycache)
             for name, code in ((function.parent.name, "import app"), ("peer", _PEER)):
                 if name in figures:
                     continue

@@ -9,6 +9,7 @@ LAMBDA_TASK_ROOT.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from engine.entrypoints.local.template import literal_environment
@@ -23,4 +24,27 @@ def lambda_environment(function_dir: Path) -> dict[str, str]:
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
         "AWS_LAMBDA_FUNCTION_NAME": function_dir.name,
         "LAMBDA_TASK_ROOT": str(function_dir),
+    }
+
+
+def handler_environment(
+    function_dir: Path, engine: Path, pycache: str | None = None
+) -> dict[str, str]:
+    """The environment of a process that loads `function_dir`'s handler as Lambda would: this
+    one's without its AWS and Powertools settings, Lambda's on top, the engine layer at
+    `engine` on the path, and placeholder credentials (the first request makes a client,
+    which wants some; none is used). With `pycache`, bytecode is written there even where
+    this environment forbids writing it, as the layer ships it."""
+    drop: tuple[str, ...] = ("AWS_", "POWERTOOLS_")
+    if pycache is not None:
+        drop += ("PYTHONDONTWRITEBYTECODE",)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    if pycache is not None:
+        env["PYTHONPYCACHEPREFIX"] = pycache
+    return {
+        **env,
+        **lambda_environment(function_dir),
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "PYTHONPATH": str(engine),
     }

@@ -6,7 +6,6 @@ first invocation, before any request."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,20 +34,13 @@ print(json.dumps({
 """
 
 
-def lambda_env() -> dict[str, str]:
+def lambda_env(function: Path = FUNCTION) -> dict[str, str]:
     sys.path.insert(0, str(ROOT / "bench"))
     try:
-        from lambda_env import lambda_environment
+        from lambda_env import handler_environment
     finally:
         sys.path.remove(str(ROOT / "bench"))
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))}
-    return {
-        **keep,
-        **lambda_environment(FUNCTION),
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "PYTHONPATH": str(ROOT / "layers" / "engine"),
-    }
+    return handler_environment(function, ROOT / "layers" / "engine")
 
 
 def test_the_handler_patches_botocore_on_its_first_invocation_not_at_import() -> None:
@@ -87,7 +79,7 @@ def test_event_functions_import_neither_boto3_nor_an_http_stack(function: str) -
         [sys.executable, "-c", _IMPORTED],
         capture_output=True,
         text=True,
-        env={**lambda_env(), "LAMBDA_TASK_ROOT": str(folder)},
+        env=lambda_env(folder),
         cwd=folder,
         check=True,
     )
