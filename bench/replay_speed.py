@@ -6,8 +6,15 @@ figures, the last line one JSON object; `make bench` (bench/bulk.py) includes th
   replay, trades/orders/stats/equity/report files), against backtesting.py 0.6.6 running the
   same strategy on the same file in .venv-yardstick, whole process too
   (bench/yardstick_sma_rsi.py): backtesting.py's seconds / the engine's (> 1 = faster).
-  Medians of RUNS, the two alternating. Both must close the same trades (same entry and exit
-  bars and prices), else the figure is refused.
+  Medians of RUNS, the four processes below alternating. Both must close the same trades
+  (same entry and exit bars and prices), else the figure is refused.
+- `replay_vs_backtesting_py_same_files`: the same, with backtesting.py also writing what the
+  engine's replay writes (DESIGN §10) the way its users get it: every trade, the stats, the
+  equity curve and its HTML chart (`Backtest.plot`).
+- `replay_vs_backtesting_py_ceiling`: backtesting.py's seconds (trades only, as in the first
+  key) / the engine's whole process for the same strategy with an entry that never holds
+  (same indicators, reading, pre-pass and files; no bar to evaluate, no trade): the ratio the
+  first key would reach if every evaluation cost nothing.
 - `replay_vs_talib_floor`: in-process, `engine.service.replay.replay` (indicators, compile and every
   bar) / the time TA-Lib takes to compute the strategy's three indicators: how far above the
   floor of computing anything at all replay is. Best of several runs each, in CPU seconds of
@@ -67,6 +74,15 @@ STRATEGY: dict[str, Any] = {
         "take_profit": {"type": "percent", "value": 0.04},
         "fee_rate": 0.001,
     },
+}
+
+
+# STRATEGY with an entry that never holds (RSI is never below 0): the pre-pass finds no bar to
+# evaluate, and everything else a replay does is left.
+NEVER_ENTERS: dict[str, Any] = {
+    **STRATEGY,
+    "strategy_id": "sma-cross-rsi-never",
+    "entry": {"all": [*STRATEGY["entry"]["all"], {"left": "rsi", "op": "<", "right": 0}]},
 }
 
 
@@ -171,48 +187,56 @@ def replay_speed(runs: int = RUNS) -> dict[str, float]:
         work = Path(tmp)
         csv_path = work / "BTC_USDT_1h.csv"
         write_csv(csv_path, candles)
-        strategy_path = work / "strategy.json"
-        strategy_path.write_text(json.dumps(STRATEGY))
-        engine_cmd = [
-            sys.executable,
-            "-m",
-            "engine",
-            "replay",
-            "--strategy",
-            str(strategy_path),
-            "--candles",
-            str(csv_path),
-            "--out",
-            str(work / "out"),
-            "--no-progress",
-        ]
-        yardstick_cmd = [str(yardstick), str(YARDSTICK), str(csv_path), str(work / "bt.json")]
+        (work / "strategy.json").write_text(json.dumps(STRATEGY))
+        (work / "never.json").write_text(json.dumps(NEVER_ENTERS))
+
+        def engine_replay(strategy: str, out: str) -> list[str]:
+            return [
+                *(sys.executable, "-m", "engine", "replay", "--no-progress"),
+                *("--strategy", str(work / strategy), "--candles", str(csv_path)),
+                *("--out", str(work / out)),
+            ]
+
+        backtest = [str(yardstick), str(YARDSTICK), str(csv_path)]
+        commands = {
+            "engine": engine_replay("strategy.json", "out"),
+            "yardstick": [*backtest, str(work / "bt.json")],
+            "engine_never": engine_replay("never.json", "never"),
+            "yardstick_files": [*backtest, str(work / "bt_files.json"), str(work / "bt_out")],
+        }
         # Both run from bytecode, as installed packages do: an untimed first run of each
         # writes it into a cache of this bench's own, even where the environment forbids
         # writing .pyc files (PYTHONDONTWRITEBYTECODE; the engine is an editable install,
         # which pip does not compile).
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
-        _timed(engine_cmd, ROOT, env)
-        _timed(yardstick_cmd, ROOT, env)
-        engine_runs, yardstick_runs = [], []
+        for command in commands.values():
+            _timed(command, ROOT, env)
+        timings: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
         for _ in range(runs):
-            engine_runs.append(_timed(engine_cmd, ROOT, env))
-            yardstick_runs.append(_timed(yardstick_cmd, ROOT, env))
+            for name, command in commands.items():
+                timings[name].append(_timed(command, ROOT, env))
         engine_trades = json.loads((work / "out" / "trades.json").read_text())
         _same_trades(engine_trades, json.loads((work / "bt.json").read_text()))
+        _same_trades(engine_trades, json.loads((work / "bt_files.json").read_text()))
+        if json.loads((work / "never" / "trades.json").read_text()):
+            raise RuntimeError("the strategy that never enters closed trades")
         read = read_csv(csv_path, "1h")
     floor = talib_floor(read)
     replay_s, trades = in_process_replay(read)
-    engine_med = statistics.median(wall for wall, _ in engine_runs)
-    yardstick_med = statistics.median(wall for wall, _ in yardstick_runs)
-    engine_cpu = statistics.median(cpu for _, cpu in engine_runs)
-    yardstick_cpu = statistics.median(cpu for _, cpu in yardstick_runs)
+    wall = {name: statistics.median(w for w, _ in runs_) for name, runs_ in timings.items()}
+    cpu = {name: statistics.median(c for _, c in runs_) for name, runs_ in timings.items()}
+    engine_med, yardstick_med = wall["engine"], wall["yardstick"]
+    engine_cpu, yardstick_cpu = cpu["engine"], cpu["yardstick"]
     figures: dict[str, float] = {
         "replay_200k_process_s": round(engine_med, 3),
         "backtesting_py_200k_process_s": round(yardstick_med, 3),
         "replay_vs_backtesting_py": round(yardstick_med / engine_med, 2),
         "replay_vs_backtesting_py_cpu": round(yardstick_cpu / engine_cpu, 2),
+        "backtesting_py_200k_files_process_s": round(wall["yardstick_files"], 3),
+        "replay_vs_backtesting_py_same_files": round(wall["yardstick_files"] / engine_med, 2),
+        "replay_200k_no_trades_process_s": round(wall["engine_never"], 3),
+        "replay_vs_backtesting_py_ceiling": round(yardstick_med / wall["engine_never"], 2),
         "replay_200k_trades": trades,
         "replay_200k_in_process_s": round(replay_s, 4),
         "talib_floor_200k_s": round(floor, 5),
@@ -224,6 +248,13 @@ def replay_speed(runs: int = RUNS) -> dict[str, float]:
         f"-> {figures['replay_vs_backtesting_py']}x (CPU {engine_cpu:.2f}s vs "
         f"{yardstick_cpu:.2f}s -> {figures['replay_vs_backtesting_py_cpu']}x); in-process {replay_s * 1000:.0f} ms vs "
         f"TA-Lib's indicators {floor * 1000:.2f} ms -> {figures['replay_vs_talib_floor']}x the floor"
+    )
+    print(
+        f"backtesting.py writing the same files (trades, stats, equity, HTML chart) "
+        f"{wall['yardstick_files']:.2f}s -> {figures['replay_vs_backtesting_py_same_files']}x; "
+        f"the engine with nothing to evaluate (an entry that never holds) "
+        f"{wall['engine_never']:.2f}s -> at most "
+        f"{figures['replay_vs_backtesting_py_ceiling']}x however fast evaluation gets"
     )
     return figures
 

@@ -3,8 +3,11 @@ its users write it: pandas reads the candles file, the strategy computes its ind
 `init` and decides in `next`. Run by bench/replay_speed.py in .venv-yardstick (backtesting.py
 and pandas, nothing of the engine) as a whole process, timed from outside.
 
-argv: CANDLES_CSV OUT_JSON. Writes the closed trades (entry and exit bar open times in epoch
-ms, prices) as JSON.
+argv: CANDLES_CSV OUT_JSON [FILES_DIR]. Writes the closed trades (entry and exit bar open times
+in epoch ms, prices) as JSON. With FILES_DIR, also writes there what `python -m engine replay`
+writes (DESIGN §10), the way backtesting.py's users get it: every trade
+(`stats["_trades"]`), the stats, the equity curve with its drawdown (`stats["_equity_curve"]`)
+and the HTML chart (`Backtest.plot`, its defaults: candles resampled above 10,000 bars).
 
 The rules are the engine's (DESIGN §4), as backtesting.py expresses them with
 `trade_on_close=True`: enter at the close of the bar where SMA 10 crosses above SMA 30 and RSI 14
@@ -21,6 +24,7 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -94,6 +98,19 @@ def main() -> None:
     ]
     with open(sys.argv[2], "w", encoding="utf-8") as handle:
         json.dump(trades, handle)
+    if len(sys.argv) > 3:
+        write_files(Path(sys.argv[3]), run, stats)
+
+
+def write_files(out: Path, run: Backtest, stats: pd.Series) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stats["_trades"].to_json(out / "trades.json", orient="records", date_format="iso")
+    figures = {k: v for k, v in stats.items() if not k.startswith("_")}
+    (out / "stats.json").write_text(json.dumps(figures, default=str), encoding="utf-8")
+    stats["_equity_curve"].to_csv(out / "equity.csv")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bokeh's and backtesting.py's notes on resampling
+        run.plot(filename=str(out / "report.html"), open_browser=False)
 
 
 if __name__ == "__main__":
