@@ -56,7 +56,7 @@ from engine.core.evaluate import compile_strategy, evaluate  # noqa: E402
 from engine.core.market import MarketData  # noqa: E402
 from engine.core.state import EvaluationResult, ExecutionState  # noqa: E402
 from engine.core.strategy import Strategy, parse_strategy  # noqa: E402
-from lambda_env import handler_environment  # noqa: E402  (bench/, first on sys.path)
+from lambda_env import LIBRARIES, LIBRARY_MODULES, handler_environment  # noqa: E402  (bench/, first on sys.path)
 
 H = 3_600_000
 BARS = 700
@@ -747,7 +747,8 @@ print(t1 - t0, t2 - t0)
 
 
 def import_times() -> dict[str, dict[str, float]]:
-    """Median over fresh interpreters of (module import, cold start before the first request).
+    """Median over fresh interpreters of (module import, cold start before the first request,
+    and the import of the third-party modules the handler loads, alone: its floor).
 
     The layer ships bytecode (layers/engine/Makefile); so does this measurement, in a cache of
     its own, whether or not the environment forbids writing .pyc files.
@@ -756,21 +757,29 @@ def import_times() -> dict[str, dict[str, float]]:
     bytecode = tempfile.TemporaryDirectory(prefix="bench-pycache-")
     for app in sorted((ROOT / "functions").glob("*/app.py")):
         env = handler_environment(app.parent, ROOT / "layers" / "engine", bytecode.name)
-        runs = []
-        for _ in range(IMPORT_RUNS + 1):  # the first run writes the bytecode, as sam build does
-            answer = subprocess.run(
-                [sys.executable, "-c", _COLD_START],
+
+        def run(*argv: str, env: dict[str, str] = env, cwd: Path = app.parent) -> str:
+            return subprocess.run(
+                [sys.executable, *argv],
                 capture_output=True,
                 text=True,
                 env=env,
-                cwd=app.parent,
+                cwd=cwd,
                 check=True,
-            )
-            runs.append(tuple(float(x) for x in answer.stdout.split()))
-        imports, colds = zip(*runs[1:], strict=True)
+            ).stdout
+
+        libraries = run("-c", LIBRARY_MODULES).split()
+        rounds = []
+        # alternated, so that a slow minute slows both; the first round writes the bytecode,
+        # as sam build does
+        for _ in range(IMPORT_RUNS + 1):
+            imported, cold = map(float, run("-c", _COLD_START).split())
+            rounds.append((imported, cold, float(run("-c", LIBRARIES, *libraries))))
+        imports, colds, floor = (statistics.median(c) for c in zip(*rounds[1:], strict=True))
         out[app.parent.name] = {
-            "import": round(statistics.median(imports), 3),
-            "cold_start": round(statistics.median(colds), 3),
+            "import": round(imports, 3),
+            "cold_start": round(colds, 3),
+            "libraries": round(floor, 3),
         }
     bytecode.cleanup()
     return out
@@ -925,10 +934,14 @@ def main() -> None:
     handlers = import_times()
     figures["handler_import_s"] = {name: t["import"] for name, t in handlers.items()}
     figures["handler_cold_start_s"] = {name: t["cold_start"] for name, t in handlers.items()}
+    figures["handler_import_libraries_s"] = {n: t["libraries"] for n, t in handlers.items()}
     print(
-        "handler import / cold start before the first request (median of "
-        f"{IMPORT_RUNS}, Lambda's environment): "
-        + ", ".join(f"{n} {t['import']:.3f}s / {t['cold_start']:.3f}s" for n, t in handlers.items())
+        "handler import / cold start before the first request / the libraries it loads, "
+        f"alone (median of {IMPORT_RUNS}, Lambda's environment): "
+        + ", ".join(
+            f"{n} {t['import']:.3f}s / {t['cold_start']:.3f}s / {t['libraries']:.3f}s"
+            for n, t in handlers.items()
+        )
     )
     print(json.dumps(figures))
 

@@ -17,8 +17,10 @@ open a position) and `exit` (from a state holding a position: the bars that clos
 
 Then each function's cold import (`import app` in Lambda's environment, from bytecode, as
 bench/bulk.py's `handler_import_s` times it), against a peer: a bare interpreter importing
-numpy and pydantic's BaseModel, which every evaluation function needs. Whole processes,
-interpreter start included.
+numpy and pydantic's BaseModel, which every evaluation function needs, and against its floor:
+the third-party modules that `import app` loads, imported alone in the same order with the
+collector paused as app.py pauses it (bench/lambda_env.py). Whole processes, interpreter
+start included.
 
 `python bench/instructions.py [--root CHECKOUT]` prints a line per figure and, last, one JSON
 object; `--root` measures another checkout's engine (an A/B of two commits). Needs valgrind.
@@ -149,24 +151,47 @@ def import_instructions(root: Path) -> dict[str, Any]:
     """Instructions of each function's `import app`, and of the peer, each in a fresh
     interpreter run once before (without valgrind) to write its bytecode."""
     sys.path.insert(0, str(ROOT / "bench"))
-    from lambda_env import handler_environment
+    from lambda_env import LIBRARIES, LIBRARY_MODULES, handler_environment
 
     figures: dict[str, Any] = {}
+    libraries: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="bench-instructions-pyc-") as pycache:
         for function in sorted((root / "functions").glob("*/app.py")):
             env = handler_environment(function.parent, root / "layers" / "engine", pycache)
-            for name, code in ((function.parent.name, "import app"), ("peer", _PEER)):
+            names = subprocess.run(
+                [sys.executable, "-c", LIBRARY_MODULES],
+                env=env,
+                cwd=function.parent,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
+            runs = {
+                function.parent.name: ["-c", "import app"],
+                "peer": ["-c", _PEER],
+                "libraries": ["-c", LIBRARIES, *names],
+            }
+            for name, args in runs.items():
                 if name in figures:
                     continue
-                subprocess.run(
-                    [sys.executable, "-c", code], env=env, cwd=function.parent, check=True
-                )
-                figures[name], _ = _valgrind(["-c", code], env=env, cwd=function.parent)
+                subprocess.run([sys.executable, *args], env=env, cwd=function.parent, check=True)
+                count, _ = _valgrind(args, env=env, cwd=function.parent)
+                if name == "libraries":
+                    libraries[function.parent.name] = count
+                else:
+                    figures[name] = count
     peer = figures.pop("peer")
     for name, count in figures.items():
-        print(f"import {name}: {count:>13,} instructions, {count / peer:.2f}x the peer's")
+        print(
+            f"import {name}: {count:>13,} instructions, {count / peer:.2f}x the peer's; "
+            f"the libraries it loads, alone: {libraries[name]:,} ({libraries[name] / count:.0%})"
+        )
     print(f"peer ({_PEER}): {peer:,}")
-    return {"import_instructions": figures, "import_instructions_peer": peer}
+    return {
+        "import_instructions": figures,
+        "import_instructions_libraries": libraries,
+        "import_instructions_peer": peer,
+    }
 
 
 def main() -> None:

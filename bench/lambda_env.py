@@ -1,4 +1,5 @@
-"""The environment Lambda gives a function, for the benchmarks that time handler imports.
+"""The environment Lambda gives a function, for the benchmarks that time handler imports, and
+the code that imports a handler's libraries without the handler (its import's floor).
 
 What the runtime sets, and what template.yaml's Globals set as plain values. They matter:
 outside Lambda the X-Ray SDK builds its centralized sampler at import, creating two botocore
@@ -48,3 +49,29 @@ def handler_environment(
         "AWS_SECRET_ACCESS_KEY": "bench",
         "PYTHONPATH": str(engine),
     }
+
+
+# The modules `import app` loads that are not the engine's (nor the handler), in the order
+# it loads them: what importing the handler costs before any line of ours runs.
+LIBRARY_MODULES = """
+import sys
+before = set(sys.modules)
+import app
+ours = ("engine", "app")
+print(" ".join(m for m in sys.modules if m not in before and m.split(".")[0] not in ours))
+"""
+
+# Import those modules alone, in that order, with the collector paused as app.py's first
+# import (engine.entrypoints.coldstart) pauses it.
+LIBRARIES = """
+import gc, importlib, sys, time
+gc.disable()
+t0 = time.perf_counter()
+for name in sys.argv[1:]:
+    if name not in sys.modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # a name a C extension registers that no finder can load
+            pass
+print(time.perf_counter() - t0)
+"""
