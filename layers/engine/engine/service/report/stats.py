@@ -135,7 +135,10 @@ def drawdown_periods(time: IntArray, drawdown: FloatArray) -> tuple[FloatArray, 
     no duration, and so does this.
     """
     n = len(drawdown)
-    at_peak = np.unique(np.r_[np.flatnonzero(drawdown == 0), n - 1])
+    # the bars at a peak, then the last bar, once: flatnonzero's indices are sorted and below
+    # n (np.unique would hash 200,000 indices to learn the same: most of a report's stats)
+    peaks = np.flatnonzero(drawdown == 0)
+    at_peak = peaks if len(peaks) and peaks[-1] == n - 1 else np.r_[peaks, n - 1]
     prev, cur = at_peak[:-1], at_peak[1:]
     keep = cur > prev + 1
     prev, cur = prev[keep], cur[keep]
