@@ -15,6 +15,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from engine.core.error_paths import clean_loc, error_message, format_path
@@ -112,9 +113,32 @@ def error_response(
     )
 
 
+class _Resolver(APIGatewayRestResolver):
+    """Powertools' REST resolver, keeping the event it resolves as its own.
+
+    Powertools keeps it on its `BaseRouter` class, one per process. That is right in Lambda,
+    which runs one invocation per process. It is wrong in the local stack, which runs every
+    function's container as a thread of one process: a bulk request's validation could read
+    a concurrent by-id request's event and answer 422 "body: Field required". Each
+    function's invocations are one at a time (one resolver each, one container each), so
+    a resolver's own event is always the one it is resolving.
+    """
+
+    _event: BaseProxyEvent
+
+    @property
+    def current_event(self) -> BaseProxyEvent:  # type: ignore[override]
+        return self._event
+
+    def _to_proxy_event(self, event: dict[str, Any]) -> BaseProxyEvent:
+        # resolve() converts the event here, then reads it back as current_event
+        self._event = super()._to_proxy_event(event)
+        return self._event
+
+
 def build_resolver() -> APIGatewayRestResolver:
     """A REST resolver with validation (and so OpenAPI) and the shared error contract."""
-    app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=parse_json_body)
+    app = _Resolver(enable_validation=True, json_body_deserializer=parse_json_body)
 
     @app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]
     def _invalid(exc: RequestValidationError) -> Response[str]:
