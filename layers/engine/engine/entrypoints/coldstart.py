@@ -1,4 +1,5 @@
-"""A function's cold start, imported first by every `functions/*/app.py`.
+"""A function's cold start, imported first by every `functions/*/app.py` (and by
+`python -m engine`, which starts the same way).
 
 A cold start creates a few hundred thousand objects (modules, classes, pydantic's schemas),
 and nearly all of them live as long as the container. While they are made, the cyclic
