@@ -147,40 +147,37 @@ def instructions(engine: Path) -> dict[str, int]:
 _PEER = "from pydantic import BaseModel; import numpy"
 
 
+def _warm_count(args: list[str], env: dict[str, str], cwd: Path) -> int:
+    """Instructions of `python args...`, run once before without valgrind to write its
+    bytecode."""
+    subprocess.run([sys.executable, *args], env=env, cwd=cwd, check=True)
+    return _valgrind(args, env=env, cwd=cwd)[0]
+
+
 def import_instructions(root: Path) -> dict[str, Any]:
     """Instructions of each function's `import app`, and of the peer, each in a fresh
     interpreter run once before (without valgrind) to write its bytecode."""
     sys.path.insert(0, str(ROOT / "bench"))
     from lambda_env import LIBRARIES, LIBRARY_MODULES, handler_environment
 
-    figures: dict[str, Any] = {}
+    figures: dict[str, int] = {}
     libraries: dict[str, int] = {}
+    peer = 0
     with tempfile.TemporaryDirectory(prefix="bench-instructions-pyc-") as pycache:
         for function in sorted((root / "functions").glob("*/app.py")):
             env = handler_environment(function.parent, root / "layers" / "engine", pycache)
+            cwd = function.parent
             names = subprocess.run(
                 [sys.executable, "-c", LIBRARY_MODULES],
                 env=env,
-                cwd=function.parent,
+                cwd=cwd,
                 capture_output=True,
                 text=True,
                 check=True,
             ).stdout.split()
-            runs = {
-                function.parent.name: ["-c", "import app"],
-                "peer": ["-c", _PEER],
-                "libraries": ["-c", LIBRARIES, *names],
-            }
-            for name, args in runs.items():
-                if name in figures:
-                    continue
-                subprocess.run([sys.executable, *args], env=env, cwd=function.parent, check=True)
-                count, _ = _valgrind(args, env=env, cwd=function.parent)
-                if name == "libraries":
-                    libraries[function.parent.name] = count
-                else:
-                    figures[name] = count
-    peer = figures.pop("peer")
+            figures[function.parent.name] = _warm_count(["-c", "import app"], env, cwd)
+            libraries[function.parent.name] = _warm_count(["-c", LIBRARIES, *names], env, cwd)
+            peer = peer or _warm_count(["-c", _PEER], env, cwd)
     for name, count in figures.items():
         print(
             f"import {name}: {count:>13,} instructions, {count / peer:.2f}x the peer's; "
