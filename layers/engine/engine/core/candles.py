@@ -16,7 +16,7 @@ IntArray = npt.NDArray[np.int64]
 CANDLE_FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, slots=True)
 class Candles:
     """Bars of one (asset, timeframe), ordered by open time (UTC epoch milliseconds).
 

@@ -17,7 +17,7 @@ from engine.core.timeframes import DAY_MS, WEEK_MS, bars_in, timeframe_ms, to_da
 DEPRECATED_COOLDOWN_KEYS = ("cooldown_bars", "daily_momentum_limit", "weekly_momentum_limit")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Tier:
     name: Literal["short", "long"]
     loss_limit: int
@@ -25,7 +25,7 @@ class Tier:
     block_bars: int  # entries blocked at the tripping bar and this many bars after it
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CooldownRules:
     tiers: tuple[Tier, ...]
     legacy: bool

@@ -57,7 +57,7 @@ from engine.core.strategy import (
 from engine.core.timeframes import iso, timeframe_ms, to_datetime, to_ms
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CompiledStrategy:
     """What evaluation derives from a strategy once, however many bars or assets follow."""
 
@@ -135,7 +135,7 @@ def evaluate(
     return run.result()
 
 
-@dataclass
+@dataclass(slots=True)
 class _Asset:
     """One asset between the exits (steps 1-4) and the entry (step 5) of a run."""
 
@@ -150,7 +150,7 @@ class _Asset:
 _SIGN: dict[Direction, float] = {"long": 1.0, "short": -1.0}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Run:
     compiled: CompiledStrategy
     state: ExecutionState

@@ -21,7 +21,7 @@ from engine.core.strategy import IndicatorDef, Strategy
 MarketKey = tuple[str, str]  # (asset, timeframe)
 
 
-@dataclass
+@dataclass(slots=True)
 class MarketData:
     candles: Mapping[MarketKey, Candles]
     cache: IndicatorCache = field(default_factory=IndicatorCache)
@@ -37,11 +37,7 @@ class MarketData:
 
         Strategies with the same indicator definitions share one (read-only) frame.
         """
-        key = (
-            asset,
-            strategy.timeframe,
-            tuple((n, i.fn, i.params_key, i.timeframe) for n, i in strategy.indicators.items()),
-        )
+        key = (asset, strategy.timeframe, strategy.indicators_key)
         found = self._frames.get(key)
         if found is None:
             found = self._build_frame(strategy, asset)

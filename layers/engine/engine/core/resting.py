@@ -31,14 +31,14 @@ from engine.core.strategy import TrailingAtrStop, TrailingPercentStop
 Trailing = TrailingPercentStop | TrailingAtrStop
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Target:
     order_id: str
     price: float
     quantity: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fill:
     index: int  # bar index
     price: float
@@ -47,7 +47,7 @@ class Fill:
     order_id: str | None  # the target's order; None for the stop
 
 
-@dataclass
+@dataclass(slots=True)
 class Walk:
     """What happened to one position over bars [start, end]."""
 

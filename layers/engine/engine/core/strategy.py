@@ -488,6 +488,14 @@ class Strategy(_Model):
             need = max(need, bars)
         return need + _max_shift(self)
 
+    @cached_property
+    def indicators_key(
+        self,
+    ) -> tuple[tuple[str, str, tuple[tuple[str, float], ...], str | None], ...]:
+        """Its indicator definitions as a hashable key: strategies with equal keys share one
+        frame of values per asset (`MarketData.frame`), looked up at every evaluation."""
+        return tuple((n, i.fn, i.params_key, i.timeframe) for n, i in self.indicators.items())
+
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
 

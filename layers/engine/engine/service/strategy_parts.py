@@ -25,6 +25,7 @@ from __future__ import annotations
 import marshal
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -178,10 +179,7 @@ class StrategyParts:
             with self._lock:
                 if id(template.entry) in self._by_entry:
                     self._by_entry[id(template.entry)] = (template, compiled)
-        # a frozen dataclass: every field the template's but one
-        shared = object.__new__(CompiledStrategy)
-        shared.__dict__.update(compiled.__dict__, strategy=strategy)
-        return shared
+        return replace(compiled, strategy=strategy)  # every field the template's but one
 
     @property
     def stats(self) -> dict[str, int]:
