@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 from typing import Any
 
@@ -121,6 +122,23 @@ def test_strategies_of_one_template_share_its_compiled_rules() -> None:
     # a strategy parsed elsewhere, even equal, is compiled on its own
     c = parse_strategy({**doc, "strategy_id": "b", "assets": ["ZZZ/USDT"]})
     assert c == b and parts.compile(c).entry is not cb.entry
+
+
+def test_compiled_rules_for_another_strategy_keep_every_part() -> None:
+    doc = {
+        **VALID_DOCUMENTS[0],
+        "short_entry": {"left": "close", "op": "<", "right": 1},
+        "short_exit": {"left": "close", "op": ">", "right": 2},
+        "exit": {"left": "close", "op": ">", "right": 3},
+    }
+    compiled = compile_strategy(parse_strategy(doc))
+    other = parse_strategy({**doc, "strategy_id": "other"})
+    moved = compiled.for_strategy(other)
+    assert moved.strategy is other
+    # whatever fields CompiledStrategy grows, for_strategy must carry them all
+    for name in (f.name for f in dataclasses.fields(compiled) if f.name != "strategy"):
+        assert getattr(compiled, name) is not None, name
+        assert getattr(moved, name) is getattr(compiled, name), name
 
 
 @settings(SETTINGS, max_examples=150)

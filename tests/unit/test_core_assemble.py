@@ -15,6 +15,7 @@ from engine.core.state import (
     CooldownStatus,
     EvaluationResult,
     ExecutionState,
+    GuardStatus,
     Position,
     assemble,
     revise,
@@ -35,19 +36,19 @@ def test_an_assembled_model_is_the_model_construct_would_build() -> None:
 
 
 def test_assembled_models_share_one_fields_set_that_nothing_changes() -> None:
-    a = assemble(CooldownStatus, asset="A", active=False)
-    b = assemble(CooldownStatus, asset="B", active=True)
+    a = assemble(GuardStatus, guard="max_drawdown", active=False)
+    b = assemble(GuardStatus, guard="max_open_positions_total", active=True)
     assert a.__pydantic_fields_set__ is b.__pydantic_fields_set__
     shared = set(a.__pydantic_fields_set__)
-    assert shared == set(CooldownStatus.model_fields)
+    assert shared == set(GuardStatus.model_fields)
     a.active = True  # what pydantic does on assignment: add the field's name
-    copied = b.model_copy(update={"asset": "C"})
+    copied = b.model_copy(update={"detail": "C"})
     deep = b.model_copy(deep=True)
     assert a.__pydantic_fields_set__ == shared == b.__pydantic_fields_set__
     assert (
         copied.__pydantic_fields_set__ is not shared and deep.__pydantic_fields_set__ is not shared
     )
-    assert (a.active, b.asset, copied.asset) == (True, "B", "C")
+    assert (a.active, b.detail, copied.detail) == (True, "", "C")
 
 
 def test_a_result_with_its_state_assembles_and_serialises_as_validated() -> None:

@@ -17,6 +17,7 @@ from engine.core.evaluate import compile_strategy
 from engine.core.state import CooldownState, ExecutionState, LossRecord, Position
 from engine.core.strategy import Strategy, parse_strategy
 from engine.core.timeframes import to_datetime
+from pydantic import ValidationError
 
 from tests.support.core import (
     FLAT,
@@ -605,3 +606,19 @@ def test_the_fetch_covers_each_window_back_from_the_oldest_bar_processed():
     )
     state = ExecutionState(strategy_id=strategy.strategy_id, positions=[position])
     assert compiled.history_needed(state, T0 + 100 * H) == 101 + 48 + 2
+
+
+def test_an_asset_without_a_cooldown_reports_one_shared_status_that_cannot_change():
+    times = np.arange(5, dtype=np.int64) * 3_600_000
+    first = status_at(None, "BTC/USDT", times, 3, "1h")
+    again = status_at(CooldownState(asset="BTC/USDT"), "BTC/USDT", times, 4, "1h")
+    assert first is again  # shared by every evaluation that reports it, a bulk run's too
+    assert (first.asset, first.active, first.until, first.remaining_bars) == (
+        "BTC/USDT",
+        False,
+        None,
+        0,
+    )
+    assert status_at(None, "ETH/USDT", times, 3, "1h").asset == "ETH/USDT"
+    with pytest.raises(ValidationError):
+        first.active = True

@@ -7,6 +7,7 @@ market data has, so closed markets add no bars and missed evaluations lose none.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from engine.core.candles import IntArray
@@ -133,13 +134,20 @@ def record_losses(
     )
 
 
+@lru_cache(maxsize=1024)  # bounded: assets come from users
+def _inactive(asset: str) -> CooldownStatus:
+    """The status of an asset with no cooldown: one (frozen) object however many evaluations
+    report it, a bulk run's thousands included."""
+    return assemble(CooldownStatus, asset=asset, active=False)
+
+
 def status_at(
     state: CooldownState | None, asset: str, times: IntArray, t: int, timeframe: str
 ) -> CooldownStatus:
     """Whether entries are blocked at bar index t, and until which bar."""
     until_index = None if state is None else _blocked_until(state, times)
     if state is None or until_index is None or t > until_index:
-        return assemble(CooldownStatus, asset=asset, active=False)
+        return _inactive(asset)
     # Bars after t are not known yet (and must not be looked at): project on the clock.
     until_ms = int(times[t]) + (until_index - t) * timeframe_ms(timeframe)
     return CooldownStatus(

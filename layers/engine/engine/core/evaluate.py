@@ -74,6 +74,13 @@ class CompiledStrategy:
         timeframes are resampled from them (DESIGN §8)."""
         return [(asset, self.strategy.timeframe) for asset in self.strategy.assets]
 
+    def for_strategy(self, strategy: Strategy) -> CompiledStrategy:
+        """These rules for another strategy with the same body (a template's instance): only
+        the strategy differs. Direct, as dataclasses.replace costs a bulk run ~1 µs a strategy."""
+        return CompiledStrategy(
+            strategy, self.entry, self.exit, self.cooldown, self.short_entry, self.short_exit
+        )
+
     def history_needed(self, state: ExecutionState | None, now_ms: int) -> int:
         """Closed bars of the primary timeframe an evaluation at `now_ms` must see.
 
@@ -216,8 +223,11 @@ class _Run:
     def exits(self, asset: str) -> None:
         """Steps 1-4 for one asset: resting orders (catch-up), signal and time exits, cooldown."""
         strategy = self.strategy
-        open_positions = sorted(
-            (p for p in self.state.positions if p.asset == asset), key=lambda p: p.entry_time
+        held = self.state.positions
+        open_positions = (
+            sorted((p for p in held if p.asset == asset), key=lambda p: p.entry_time)
+            if held
+            else []
         )
         candles = self.market.get(asset, strategy.timeframe)
         n = candles.closed_count(strategy.timeframe, self.now_ms) if candles is not None else 0
@@ -817,7 +827,8 @@ class _Run:
             or self.halted_at != self.state.halted_at
         )
         if account_changed:
-            self.changes.account = Account(
+            self.changes.account = assemble(
+                Account,
                 realized_pnl=self.realized,
                 equity_peak=self.equity_peak,
                 halted_at=self.halted_at,

@@ -141,6 +141,10 @@ class Warning(_State):
 
 
 class CooldownStatus(_State):
+    """Frozen: most evaluations report the one inactive status of an asset (`status_at`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     asset: str
     active: bool
     tier: Literal["short", "long"] | None = None

@@ -25,7 +25,6 @@ from __future__ import annotations
 import marshal
 import threading
 from collections import OrderedDict
-from dataclasses import replace
 from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -179,7 +178,7 @@ class StrategyParts:
             with self._lock:
                 if id(template.entry) in self._by_entry:
                     self._by_entry[id(template.entry)] = (template, compiled)
-        return replace(compiled, strategy=strategy)  # every field the template's but one
+        return compiled.for_strategy(strategy)
 
     @property
     def stats(self) -> dict[str, int]:
