@@ -20,6 +20,10 @@ figures, the last line one JSON object; `make bench` (bench/bulk.py) includes th
   floor of computing anything at all replay is. Best of several runs each, in CPU seconds of
   this process (a wall clock on a shared machine would compare a 1 ms run that fits
   between other work with a second-long one that cannot).
+- `replay_records_vs_talib_floor`: the CPU seconds of building only the records that replay
+  reports (orders, closed trades, positions, each with its id; nothing decided) / the same
+  TA-Lib floor: the least `replay_vs_talib_floor` can be while replay reports these records
+  as the engine's models.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 from engine.adapters.candle_files import read_csv, write_csv  # noqa: E402
 from engine.core.candles import Candles  # noqa: E402
 from engine.core.strategy import parse_strategy  # noqa: E402
+from engine.service.replay import ReplayResult  # noqa: E402
 
 H = 3_600_000
 BARS = 200_000
@@ -165,17 +170,44 @@ def talib_floor(candles: Candles, repeats: int = 20) -> float:
     return best
 
 
-def in_process_replay(candles: Candles, repeats: int = 3) -> tuple[float, int]:
+def in_process_replay(candles: Candles, repeats: int = 3) -> tuple[float, ReplayResult]:
     from engine.service.replay import replay
 
     strategy = parse_strategy(STRATEGY)
-    best, trades = float("inf"), 0
+    best = float("inf")
     for _ in range(repeats):
         started = time.process_time()
         result = replay(strategy, candles, progress=False)
         best = min(best, time.process_time() - started)
-        trades = len(result.trades)
-    return best, trades
+    return best, result
+
+
+def records_floor(result: ReplayResult, repeats: int = 5) -> float:
+    """Best CPU seconds to build only the records a replay must report, with nothing decided:
+    each order, closed trade and position in its final version, named by its deterministic
+    id, as `assemble` builds them (the engine's cheapest way to make a model). A replay builds
+    more (each order open then filled or cancelled, a state and a result per evaluation), so
+    this is a floor under any replay that reports these records, however it decides."""
+    from engine.core import ids
+    from engine.core.state import ClosedTrade, Order, Position, assemble
+    from engine.core.timeframes import to_ms
+
+    orders = [o.__dict__ for o in result.orders]
+    trades = [t.__dict__ for t in result.trades]
+    positions = [p.__dict__ for p in result.positions.values()]
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.process_time()
+        for fields in positions:
+            ids.position_id(result.strategy_id, fields["asset"], to_ms(fields["entry_time"]))
+            assemble(Position, **fields)
+        for fields in orders:
+            ids.order_id(fields["position_id"], fields["side"], to_ms(fields["created_at"]))
+            assemble(Order, **fields)
+        for fields in trades:
+            assemble(ClosedTrade, **fields)
+        best = min(best, time.process_time() - started)
+    return best
 
 
 def replay_speed(runs: int = RUNS) -> dict[str, float]:
@@ -223,7 +255,9 @@ def replay_speed(runs: int = RUNS) -> dict[str, float]:
             raise RuntimeError("the strategy that never enters closed trades")
         read = read_csv(csv_path, "1h")
     floor = talib_floor(read)
-    replay_s, trades = in_process_replay(read)
+    replay_s, result = in_process_replay(read)
+    trades = len(result.trades)
+    records_s = records_floor(result)
     wall = {name: statistics.median(w for w, _ in runs_) for name, runs_ in timings.items()}
     cpu = {name: statistics.median(c for _, c in runs_) for name, runs_ in timings.items()}
     engine_med, yardstick_med = wall["engine"], wall["yardstick"]
@@ -241,6 +275,8 @@ def replay_speed(runs: int = RUNS) -> dict[str, float]:
         "replay_200k_in_process_s": round(replay_s, 4),
         "talib_floor_200k_s": round(floor, 5),
         "replay_vs_talib_floor": round(replay_s / floor, 1),
+        "replay_200k_records_s": round(records_s, 4),
+        "replay_records_vs_talib_floor": round(records_s / floor, 1),
     }
     print(
         f"replay of {BARS:,} bars, SMA cross + RSI, {trades:,} trades (backtesting.py: the "
@@ -255,6 +291,11 @@ def replay_speed(runs: int = RUNS) -> dict[str, float]:
         f"the engine with nothing to evaluate (an entry that never holds) "
         f"{wall['engine_never']:.2f}s -> at most "
         f"{figures['replay_vs_backtesting_py_ceiling']}x however fast evaluation gets"
+    )
+    print(
+        f"building only the records replay reports ({len(result.orders):,} orders, {trades:,} "
+        f"trades, {len(result.positions):,} positions, with their ids): {records_s * 1000:.0f} ms "
+        f"-> {figures['replay_records_vs_talib_floor']}x the TA-Lib floor, before deciding anything"
     )
     return figures
 
