@@ -73,6 +73,25 @@ def test_every_talib_function_computes_through_the_frame():
     assert market.cache.computations == len(ALL_FUNCTIONS)
 
 
+def test_strategies_share_a_frame_by_their_definitions_not_by_their_objects():
+    c = random_walk(N, seed=4)
+    market = MarketData({("BTC/USDT", "1h"): c})
+    rsi = {"rsi": {"fn": "RSI", "params": {"timeperiod": 9}}}
+    one = make_strategy(indicators=rsi)
+    equal = make_strategy(indicators=rsi)  # equal definitions, other objects
+    other = make_strategy(indicators={"rsi": {"fn": "RSI", "params": {"timeperiod": 10}}})
+    assert one.indicators is not equal.indicators
+    frame = market.frame(one, "BTC/USDT")
+    assert market.frame(one, "BTC/USDT") is frame
+    assert market.frame(equal, "BTC/USDT") is frame
+    different = market.frame(other, "BTC/USDT")
+    assert different is not frame and not np.array_equal(
+        different["rsi"], frame["rsi"], equal_nan=True
+    )
+    assert market.frame(one, "BTC/USDT") is frame  # after the other, still its own
+    assert market.cache.computations == 2
+
+
 def test_frame_values_equal_talib_called_directly():
     c = random_walk(N, seed=5)
     strategy = make_strategy(

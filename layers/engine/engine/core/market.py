@@ -28,6 +28,12 @@ class MarketData:
     _resampled: dict[tuple[str, str, str], Candles] = field(default_factory=dict)
     _aligned: dict[tuple[object, ...], FloatArray] = field(default_factory=dict)
     _frames: dict[tuple[object, ...], dict[str, FloatArray]] = field(default_factory=dict)
+    # (asset, timeframe, id of an indicators mapping) -> (that mapping, its frame): the lookup
+    # of every evaluation, by identity (a replay's one strategy, a template's strategies share
+    # one mapping); holding the mapping keeps its id from being reused while it is cached
+    _by_identity: dict[tuple[str, str, int], tuple[object, dict[str, FloatArray]]] = field(
+        default_factory=dict
+    )
 
     def get(self, asset: str, timeframe: str) -> Candles | None:
         return self.candles.get((asset, timeframe))
@@ -37,11 +43,17 @@ class MarketData:
 
         Strategies with the same indicator definitions share one (read-only) frame.
         """
+        indicators = strategy.indicators
+        seen = (asset, strategy.timeframe, id(indicators))
+        known = self._by_identity.get(seen)
+        if known is not None and known[0] is indicators:
+            return known[1]
         key = (asset, strategy.timeframe, strategy.indicators_key)
         found = self._frames.get(key)
         if found is None:
             found = self._build_frame(strategy, asset)
             self._frames[key] = found
+        self._by_identity[seen] = (indicators, found)
         return found
 
     def _build_frame(self, strategy: Strategy, asset: str) -> dict[str, FloatArray]:
