@@ -40,7 +40,7 @@ DEFAULT_MAX_TEMPLATES: Final = 4_096
 # Strategy's derived facts (cached properties) that read only the body and the asset count:
 # computed once on the template, carried by every strategy made from it. Any other cached
 # value is left out of the copies, to be computed for each strategy itself.
-BODY_FACTS: Final = ("warmup_bars", "warnings", "max_writes_per_evaluation")
+BODY_FACTS: Final = ("warmup_bars", "warnings", "max_writes_per_evaluation", "indicators_key")
 
 
 def _validator_names() -> frozenset[str]:
