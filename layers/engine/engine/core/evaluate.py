@@ -40,7 +40,7 @@ from engine.core.state import (
     Position,
     StopMove,
     Warning,
-    assemble,
+    assembler,
     revise,
 )
 from engine.core.strategy import (
@@ -194,7 +194,7 @@ class _Run:
     @property
     def changes(self) -> Changes:
         if self.made is None:
-            self.made = assemble(Changes)
+            self.made = assembler(Changes)()
         return self.made
 
     def warn(self, code: str, message: str) -> None:
@@ -473,8 +473,7 @@ class _Run:
         pnl, exit_fee, entry_share = self._fill_pnl(position, price, quantity)
         self.realized += pnl
         self.closed.append(
-            assemble(
-                ClosedTrade,
+            assembler(ClosedTrade)(
                 position_id=position.position_id,
                 asset=position.asset,
                 side=position.side,
@@ -553,8 +552,7 @@ class _Run:
             changed = revise(order, **update)
             self._record_order(changed)
         if reason in ("signal", "time"):
-            market_exit = assemble(
-                Order,
+            market_exit = assembler(Order)(
                 order_id=ids.order_id(position.position_id, exit_side, exit_ms),
                 position_id=position.position_id,
                 strategy_id=position.strategy_id,
@@ -629,8 +627,7 @@ class _Run:
         if config.max_open_positions_total is not None:
             count = len(self.positions)
             out.append(
-                assemble(
-                    GuardStatus,
+                assembler(GuardStatus)(
                     guard="max_open_positions_total",
                     active=count >= config.max_open_positions_total,
                     detail=f"{count} of {config.max_open_positions_total} positions open",
@@ -643,8 +640,7 @@ class _Run:
                 step = timeframe_ms(self.strategy.timeframe)
                 until_ms = int(newest.candles.time[newest.t]) + (until - newest.t) * step
                 out.append(
-                    assemble(
-                        GuardStatus,
+                    assembler(GuardStatus)(
                         guard="max_drawdown",
                         active=True,
                         until=to_datetime(until_ms),
@@ -654,7 +650,7 @@ class _Run:
                     )
                 )
             else:
-                out.append(assemble(GuardStatus, guard="max_drawdown", active=False))
+                out.append(assembler(GuardStatus)(guard="max_drawdown", active=False))
         return out
 
     # --- entry ----------------------------------------------------------------------------
@@ -719,8 +715,7 @@ class _Run:
 
         def order(kind: str, side_: str, type_: str, at: float, qty: float, status: str) -> Order:
             # assembled, not validated: every value is of its field's type (floats made so)
-            return assemble(
-                Order,
+            return assembler(Order)(
                 order_id=ids.order_id(position_id, kind, t_ms),
                 position_id=position_id,
                 strategy_id=self.strategy.strategy_id,
@@ -827,15 +822,13 @@ class _Run:
             or self.halted_at != self.state.halted_at
         )
         if account_changed:
-            self.changes.account = assemble(
-                Account,
+            self.changes.account = assembler(Account)(
                 realized_pnl=self.realized,
                 equity_peak=self.equity_peak,
                 halted_at=self.halted_at,
             )
         # Every part was validated when it was built: assemble without validating again.
-        new_state = assemble(
-            ExecutionState,
+        new_state = assembler(ExecutionState)(
             strategy_id=self.strategy.strategy_id,
             version=self.state.version,
             positions=self.positions,
@@ -845,8 +838,7 @@ class _Run:
             equity_peak=self.equity_peak,
             halted_at=self.halted_at,
         )
-        return assemble(
-            EvaluationResult,
+        return assembler(EvaluationResult)(
             strategy_id=self.strategy.strategy_id,
             persisted=False,
             bar=to_datetime(self.bar_ms) if self.bar_ms is not None else None,
