@@ -254,6 +254,21 @@ class _Plain:
 
 _ABSENT: Any = object()
 
+
+def _slot_setter(name: str) -> Callable[[Any, Any], None]:
+    """Sets one of BaseModel's slots on an instance: its slot's own setter, a third cheaper
+    than `object.__setattr__` finding it by name (every assembled model sets three)."""
+    slot = BaseModel.__dict__.get(name)
+    if slot is None or not hasattr(slot, "__set__"):  # pydantic laid its slots out otherwise
+        return lambda model, value: object.__setattr__(model, name, value)
+    setter: Callable[[Any, Any], None] = slot.__set__
+    return setter
+
+
+_set_fields_set = _slot_setter("__pydantic_fields_set__")
+_set_extra = _slot_setter("__pydantic_extra__")
+_set_private = _slot_setter("__pydantic_private__")
+
 # per model, or None when it needs model_construct's full treatment (aliases, a post-init
 # hook, private attributes)
 _PLAIN: dict[type[BaseModel], _Plain | None] = {}
@@ -283,6 +298,9 @@ def _builder(cls: type[BaseModel], every: set[str]) -> Callable[..., Any]:
         "_cls": cls,
         "_every": every,
         "_set": object.__setattr__,
+        "_set_fields_set": _set_fields_set,
+        "_set_extra": _set_extra,
+        "_set_private": _set_private,
     }
     params: list[str] = []
     checks: list[str] = []
@@ -307,9 +325,9 @@ def _builder(cls: type[BaseModel], every: set[str]) -> Callable[..., Any]:
             *checks,
             "    model = _cls.__new__(_cls)",
             f"    _set(model, '__dict__', {{{fields}}})",
-            "    _set(model, '__pydantic_fields_set__', _every)",
-            "    _set(model, '__pydantic_extra__', None)",
-            "    _set(model, '__pydantic_private__', None)",
+            "    _set_fields_set(model, _every)",
+            "    _set_extra(model, None)",
+            "    _set_private(model, None)",
             "    return model",
         ]
     )
@@ -358,9 +376,9 @@ def revise(model: _Built, **update: Any) -> _Built:
     # validated model's) is the copy's own
     plain = _PLAIN.get(model.__class__)
     shared = plain is not None and known is plain.every
-    object.__setattr__(copy, "__pydantic_fields_set__", known if shared else known | set(update))
-    object.__setattr__(copy, "__pydantic_extra__", model.__pydantic_extra__)
-    object.__setattr__(copy, "__pydantic_private__", model.__pydantic_private__)
+    _set_fields_set(copy, known if shared else known | set(update))
+    _set_extra(copy, model.__pydantic_extra__)
+    _set_private(copy, model.__pydantic_private__)
     return copy
 
 
