@@ -164,8 +164,8 @@ class _Run:
     market: MarketData
     now_ms: int
     positions: list[Position] = field(default_factory=list)  # open after the run
-    orders: dict[str, Order] = field(default_factory=dict)  # orders of open positions
-    cooldowns: dict[str, CooldownState] = field(default_factory=dict)
+    orders: dict[str, Order] = field(init=False)  # orders of open positions
+    cooldowns: dict[str, CooldownState] = field(init=False)
     reported: dict[str, Order] = field(default_factory=dict)
     closed: list[ClosedTrade] = field(default_factory=list)
     statuses: list[CooldownStatus] = field(default_factory=list)
@@ -296,7 +296,7 @@ class _Run:
             item.still_open,
         )
         t_ms = int(candles.time[t])
-        entered_here = any(to_ms(p.entry_time) == t_ms for p in still_open)
+        entered_here = bool(still_open) and any(to_ms(p.entry_time) == t_ms for p in still_open)
         total = config.max_open_positions_total
         if (
             not item.cooldown.active
