@@ -296,7 +296,9 @@ class ExecutionService:
             for pair in pairs:
                 for message in loaded.warnings.get(pair, []):
                     outcome.warnings.append(Warning(code="stale_market_data", message=message))
-            outcome.bars_passed_over = bars_passed_over(strategy, state.last_bar, outcome, market)
+            passed_over = bars_passed_over(strategy, state.last_bar, outcome, market)
+            if passed_over:  # 0 already: pydantic's attribute assignment is not free
+                outcome.bars_passed_over = passed_over
             if released is not None:
                 released.pop(strategy.strategy_id, None)
                 results.append(outcome)
