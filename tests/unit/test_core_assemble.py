@@ -20,6 +20,7 @@ from engine.core.state import (
     assemble,
     revise,
 )
+from pydantic import BaseModel, Field
 
 from tests.support.service import BARS, NOW, candles, strategy
 
@@ -114,3 +115,18 @@ def test_revise_is_model_copy_with_an_update() -> None:
     again = revise(assembled, active=True)
     assert again.__pydantic_fields_set__ is assembled.__pydantic_fields_set__
     assert (assembled.active, again.active) == (False, True)
+
+
+def test_a_field_may_have_any_name_the_generated_builder_uses_for_itself() -> None:
+    """The builder is written from the field names: a field named like one of its own
+    locals must still get its own value."""
+
+    class Odd(BaseModel):
+        model: str
+        cls: int = 1
+        every: list[int] = Field(default_factory=list)
+
+    built = assemble(Odd, model="m", cls=2)
+    assert (built.model, built.cls, built.every) == ("m", 2, [])
+    assert built.model_dump() == Odd(model="m", cls=2).model_dump()
+    assert revise(built, model="n").model == "n"

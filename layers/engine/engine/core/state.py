@@ -323,12 +323,13 @@ def _builder(cls: type[BaseModel], every: set[str]) -> Callable[..., Any]:
         [
             f"def {cls.__name__}(*, {', '.join(params)}):",
             *checks,
-            "    model = _cls.__new__(_cls)",
-            f"    _set(model, '__dict__', {{{fields}}})",
-            "    _set_fields_set(model, _every)",
-            "    _set_extra(model, None)",
-            "    _set_private(model, None)",
-            "    return model",
+            # every name of its own starts with _, which no field's name can
+            "    _model = _cls.__new__(_cls)",
+            f"    _set(_model, '__dict__', {{{fields}}})",
+            "    _set_fields_set(_model, _every)",
+            "    _set_extra(_model, None)",
+            "    _set_private(_model, None)",
+            "    return _model",
         ]
     )
     exec(source, scope)  # our own source, written from the model's field names
@@ -359,12 +360,12 @@ def assembler(cls: type[_Built]) -> Callable[..., _Built]:
     return build
 
 
-def assemble(cls: type[_Built], **values: Any) -> _Built:
+def assemble(cls: type[_Built], /, **values: Any) -> _Built:
     """`assembler(cls)(**values)`, where one call's cost does not matter."""
     return assembler(cls)(**values)
 
 
-def revise(model: _Built, **update: Any) -> _Built:
+def revise(model: _Built, /, **update: Any) -> _Built:
     """`model.model_copy(update=update)` for the evaluation's own models, at a fraction of its
     cost (replay makes thousands of these): the same fields with `update` applied, no
     validation (the values are built to the model's types, as with model_copy), and the fields
