@@ -56,7 +56,7 @@ from engine.core.evaluate import compile_strategy, evaluate  # noqa: E402
 from engine.core.market import MarketData  # noqa: E402
 from engine.core.state import EvaluationResult, ExecutionState  # noqa: E402
 from engine.core.strategy import Strategy, parse_strategy  # noqa: E402
-from lambda_env import LIBRARIES, LIBRARY_MODULES, handler_environment  # noqa: E402  (bench/, first on sys.path)
+from lambda_env import LIBRARIES, handler_environment, library_modules  # noqa: E402  (bench/, first on sys.path)
 
 H = 3_600_000
 BARS = 700
@@ -768,7 +768,7 @@ def import_times() -> dict[str, dict[str, float]]:
                 check=True,
             ).stdout
 
-        libraries = run("-c", LIBRARY_MODULES).split()
+        libraries = library_modules(env, app.parent)
         rounds = []
         # alternated, so that a slow minute slows both; the first round writes the bytecode,
         # as sam build does

@@ -158,7 +158,7 @@ def import_instructions(root: Path) -> dict[str, Any]:
     """Instructions of each function's `import app`, and of the peer, each in a fresh
     interpreter run once before (without valgrind) to write its bytecode."""
     sys.path.insert(0, str(ROOT / "bench"))
-    from lambda_env import LIBRARIES, LIBRARY_MODULES, handler_environment
+    from lambda_env import LIBRARIES, handler_environment, library_modules
 
     figures: dict[str, int] = {}
     libraries: dict[str, int] = {}
@@ -167,14 +167,7 @@ def import_instructions(root: Path) -> dict[str, Any]:
         for function in sorted((root / "functions").glob("*/app.py")):
             env = handler_environment(function.parent, root / "layers" / "engine", pycache)
             cwd = function.parent
-            names = subprocess.run(
-                [sys.executable, "-c", LIBRARY_MODULES],
-                env=env,
-                cwd=cwd,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.split()
+            names = library_modules(env, cwd)
             figures[function.parent.name] = _warm_count(["-c", "import app"], env, cwd)
             libraries[function.parent.name] = _warm_count(["-c", LIBRARIES, *names], env, cwd)
             peer = peer or _warm_count(["-c", _PEER], env, cwd)

@@ -11,6 +11,8 @@ LAMBDA_TASK_ROOT.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from engine.entrypoints.local.template import literal_environment
@@ -60,6 +62,20 @@ import app
 ours = ("engine", "app")
 print(" ".join(m for m in sys.modules if m not in before and m.split(".")[0] not in ours))
 """
+
+
+def library_modules(env: dict[str, str], cwd: Path) -> list[str]:
+    """The modules LIBRARY_MODULES finds for the handler in `cwd`, in `env`: the arguments
+    LIBRARIES takes."""
+    return subprocess.run(
+        [sys.executable, "-c", LIBRARY_MODULES],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+
 
 # Import those modules alone, in that order, with the collector paused as app.py's first
 # import (engine.entrypoints.coldstart) pauses it.
