@@ -144,7 +144,7 @@ class Warning(_State):
 class CooldownStatus(_State):
     """Frozen: most evaluations report the one inactive status of an asset (`status_at`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)  # and _State's extra="forbid": pydantic merges them
 
     asset: str
     active: bool

@@ -493,7 +493,8 @@ class Strategy(_Model):
         self,
     ) -> tuple[tuple[str, str, tuple[tuple[str, float], ...], str | None], ...]:
         """Its indicator definitions as a hashable key: strategies with equal keys share one
-        frame of values per asset (`MarketData.frame`), looked up at every evaluation."""
+        frame of values per asset (`MarketData.frame`, where strategies whose indicators are
+        not an object already seen look theirs up by it)."""
         return tuple((n, i.fn, i.params_key, i.timeframe) for n, i in self.indicators.items())
 
     def canonical_json(self) -> str:
