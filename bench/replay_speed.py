@@ -202,6 +202,8 @@ def records_floor(result: ReplayResult, repeats: int = 5) -> float:
             ids.position_id(result.strategy_id, fields["asset"], to_ms(fields["entry_time"]))
             assemble(Position, **fields)
         for fields in orders:
+            # an id of the same form: a resting order's kind is its type, not its side, which
+            # changes the text hashed and not its cost
             ids.order_id(fields["position_id"], fields["side"], to_ms(fields["created_at"]))
             assemble(Order, **fields)
         for fields in trades:
