@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from functools import cache, cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -499,6 +499,21 @@ class Strategy(_Model):
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+
+    def trading_only(self, asset: str) -> Strategy:
+        """This strategy on `asset` alone (a replay of one asset's history). pydantic's
+        `model_copy` would carry the facts cached above, computed for all the assets (the
+        write budget counts each): the copy drops them, to compute its own."""
+        copy = self.model_copy(update={"assets": [asset]})
+        for name in _CACHED_FACTS:
+            copy.__dict__.pop(name, None)
+        return copy
+
+
+# Strategy's derived facts, which a copy with other values must not inherit.
+_CACHED_FACTS: Final = tuple(
+    name for name, attr in vars(Strategy).items() if isinstance(attr, cached_property)
+)
 
 
 def _too_large_problem(strategy: Strategy) -> tuple[tuple[str | int, ...], str, str]:
