@@ -540,10 +540,10 @@ def test_a_short_condition_error_names_the_path_as_written() -> None:
 
 
 def test_a_strategy_on_one_of_its_assets_computes_its_own_facts() -> None:
-    # Replay narrows a multi-asset strategy to the asset of its history. A plain model_copy
-    # would keep the write budget cached for all three assets: per asset the position, its
-    # stop and the market order of the entry, and the position and its stop filled on the
-    # close (5), three times, and the state version and the outbox (2).
+    # Replay narrows a multi-asset strategy to the asset of its history. pydantic's own
+    # model_copy would keep the write budget cached for all three assets: per asset the
+    # position, its stop and the market order of the entry, and the position and its stop
+    # filled on the close (5), three times, and the state version and the outbox (2).
     doc = strategy_doc(
         assets=["BTC/USDT", "ETH/USDT", "SOL/USDT"],
         execution_config={"stop_loss": {"type": "percent", "value": 0.05}},
@@ -551,10 +551,12 @@ def test_a_strategy_on_one_of_its_assets_computes_its_own_facts() -> None:
     three = parse_strategy(doc)
     warmup = three.warmup_bars
     assert three.max_writes_per_evaluation == 17  # read, so cached
-    one = three.trading_only("ETH/USDT")
+    one = three.model_copy(update={"assets": ["ETH/USDT"]})
     alone = parse_strategy({**doc, "assets": ["ETH/USDT"]})
     assert one.assets == ["ETH/USDT"]
     assert one.max_writes_per_evaluation == alone.max_writes_per_evaluation == 7
     assert one.warmup_bars == warmup
     assert one == alone
     assert three.max_writes_per_evaluation == 17  # the original keeps its own
+    same = three.model_copy()  # nothing changed: the facts still hold, and are carried
+    assert same.__dict__["max_writes_per_evaluation"] == 17

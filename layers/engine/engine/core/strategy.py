@@ -8,9 +8,9 @@ sound. Every problem carries its JSON path.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import cache, cached_property
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -500,13 +500,14 @@ class Strategy(_Model):
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
 
-    def trading_only(self, asset: str) -> Strategy:
-        """This strategy on `asset` alone (a replay of one asset's history). pydantic's
-        `model_copy` would carry the facts cached above, computed for all the assets (the
-        write budget counts each): the copy drops them, to compute its own."""
-        copy = self.model_copy(update={"assets": [asset]})
-        for name in _CACHED_FACTS:
-            copy.__dict__.pop(name, None)
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """pydantic's copy, which carries the facts cached above; a copy with other values
+        (replay's strategy narrowed to one asset, whose write budget counts one) drops them,
+        to compute its own."""
+        copy = super().model_copy(update=update, deep=deep)
+        if update:
+            for name in _CACHED_FACTS:
+                copy.__dict__.pop(name, None)
         return copy
 
 

@@ -135,7 +135,11 @@ def replay(
         chosen = pick_asset(strategy, asset)
         histories = {chosen: candles}
         # Evaluate the chosen asset only: the history holds no other asset's candles.
-        single = strategy if strategy.assets == [chosen] else strategy.trading_only(chosen)
+        single = (
+            strategy
+            if strategy.assets == [chosen]
+            else strategy.model_copy(update={"assets": [chosen]})
+        )
     else:
         missing = [a for a in strategy.assets if a not in candles]
         if missing:
