@@ -56,7 +56,7 @@ from engine.core.evaluate import compile_strategy, evaluate  # noqa: E402
 from engine.core.market import MarketData  # noqa: E402
 from engine.core.state import EvaluationResult, ExecutionState  # noqa: E402
 from engine.core.strategy import Strategy, parse_strategy  # noqa: E402
-from lambda_env import LIBRARIES, handler_environment, library_modules  # noqa: E402  (bench/, first on sys.path)
+from lambda_env import LIBRARIES, handler_environment, library_modules, python_output  # noqa: E402  (bench/, first on sys.path)
 
 H = 3_600_000
 BARS = 700
@@ -759,14 +759,7 @@ def import_times() -> dict[str, dict[str, float]]:
         env = handler_environment(app.parent, ROOT / "layers" / "engine", bytecode.name)
 
         def run(*argv: str, env: dict[str, str] = env, cwd: Path = app.parent) -> str:
-            return subprocess.run(
-                [sys.executable, *argv],
-                capture_output=True,
-                text=True,
-                env=env,
-                cwd=cwd,
-                check=True,
-            ).stdout
+            return python_output(argv, env, cwd)
 
         libraries = library_modules(env, app.parent)
         rounds = []

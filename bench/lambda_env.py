@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from engine.entrypoints.local.template import literal_environment
@@ -64,17 +65,23 @@ print(" ".join(m for m in sys.modules if m not in before and m.split(".")[0] not
 """
 
 
-def library_modules(env: dict[str, str], cwd: Path) -> list[str]:
-    """The modules LIBRARY_MODULES finds for the handler in `cwd`, in `env`: the arguments
-    LIBRARIES takes."""
+def python_output(argv: Sequence[str], env: dict[str, str], cwd: Path) -> str:
+    """The standard output of `python argv...` (this interpreter) in `env` and `cwd`; a
+    failure raises."""
     return subprocess.run(
-        [sys.executable, "-c", LIBRARY_MODULES],
+        [sys.executable, *argv],
         env=env,
         cwd=cwd,
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.split()
+    ).stdout
+
+
+def library_modules(env: dict[str, str], cwd: Path) -> list[str]:
+    """The modules LIBRARY_MODULES finds for the handler in `cwd`, in `env`: the arguments
+    LIBRARIES takes."""
+    return python_output(["-c", LIBRARY_MODULES], env, cwd).split()
 
 
 # Import those modules alone, in that order, with the collector paused as app.py's first

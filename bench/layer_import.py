@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -45,7 +44,7 @@ def main() -> int:
         print(f"no built layer at {LAYER}: run `make sam-build` first")
         return 2
     sys.path.insert(0, str(ROOT / "layers" / "engine"))
-    from lambda_env import lambda_environment  # bench/, first on sys.path
+    from lambda_env import lambda_environment, python_output  # bench/, first on sys.path
 
     figures: dict[str, float] = {}
     for function in sorted(p for p in BUILD.iterdir() if (p / "app.py").is_file()):
@@ -55,19 +54,7 @@ def main() -> int:
             "PYTHONDONTWRITEBYTECODE": "1",  # /var/task and /opt are read-only in Lambda
         }
         code = _IMPORT.format(function=str(function), layer=str(LAYER), hidden=NOT_IN_THE_RUNTIME)
-        times = [
-            float(
-                subprocess.run(
-                    [sys.executable, "-c", code],
-                    env=env,
-                    cwd=function,
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                ).stdout
-            )
-            for _ in range(RUNS)
-        ]
+        times = [float(python_output(["-c", code], env, function)) for _ in range(RUNS)]
         figures[function.name] = round(statistics.median(times), 3)
         print(f"{function.name}: import {figures[function.name]:.3f} s (median of {RUNS})")
     print(json.dumps({"layer_handler_import_s": figures}))
